@@ -1,0 +1,1 @@
+"""The optimisation core: market snapshot in, verified assignment out. No web, no database."""

@@ -1,0 +1,1 @@
+"""Wire and domain contracts. A leaf package: imports nothing of ours."""
