@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from matcher.model import NONE, AssignmentModel
+from matcher.model import NONE, AssignmentModel, usage_of
 
 
 class InvalidAssignment(ValueError):
@@ -44,12 +44,7 @@ def verify_assignment(model: AssignmentModel, choice: np.ndarray) -> int:
         partner_groups = model.bin_group[model.cand_bin[choice[model.partner[both]]]]
         if np.any(groups == partner_groups):
             raise InvalidAssignment("a second source is in the same group as its primary")
-    usage = np.zeros(model.n_res, dtype=np.int64)
-    if chosen.size:
-        starts, ends = model.use_ptr[chosen], model.use_ptr[chosen + 1]
-        lengths = ends - starts
-        idx = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
-        np.add.at(usage, model.use_res[idx], model.use_amt[idx])
+    usage = usage_of(model, choice)
     over = np.flatnonzero(usage > model.capacity)
     if over.size:
         r = int(over[0])

@@ -1,0 +1,138 @@
+"""A proven upper bound by Lagrangian relaxation of the capacity constraints.
+
+For prices lam >= 0 on the resources,
+
+    L(lam) = sum_r lam_r * cap_r + sum_i max over i's options of (value - lam . use)
+
+is an upper bound on every feasible assignment (the linking and group constraints of second
+sources are dropped, which only loosens it). Options of an item are its candidates, leaving it
+out (worth 0) unless it must be assigned, and ``outside_best`` (any eligible pair cut from the
+candidate list is worth at most that, and its reduced value only less since lam, use >= 0).
+Subgradient steps (Held-Karp / Polyak) tighten it; the best prices found also rank candidates
+for the greedy (a Lagrangian heuristic). Its optimum equals the LP relaxation's.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from numba import njit
+
+from matcher.model import AssignmentModel
+
+
+@njit(cache=True)
+def _lagrangian(lam, capacity, cand_ptr, cand_value, use_ptr, use_res, use_amt, must_assign,
+                fixed, outside_best, best_cand):
+    """Returns L(lam); writes the maximising candidate of each item (or -1) into best_cand."""
+    n = len(cand_ptr) - 1
+    total = 0.0
+    for r in range(len(capacity)):
+        total += lam[r] * capacity[r]
+    for i in range(n):
+        best = -1e300
+        bc = -1
+        if fixed[i] < 0 and not must_assign[i]:
+            best = 0.0
+            if outside_best[i] > best:
+                best = float(outside_best[i])
+        elif fixed[i] < 0 and outside_best[i] > best:
+            best = float(outside_best[i])
+        lo = cand_ptr[i]
+        hi = cand_ptr[i + 1]
+        if fixed[i] >= 0:
+            lo = fixed[i]
+            hi = fixed[i] + 1
+        for c in range(lo, hi):
+            red = float(cand_value[c])
+            for u in range(use_ptr[c], use_ptr[c + 1]):
+                red -= lam[use_res[u]] * use_amt[u]
+            if red > best:
+                best = red
+                bc = c
+        best_cand[i] = bc
+        total += best
+    return total
+
+
+@njit(cache=True)
+def _subgradient(capacity, cand_ptr, cand_value, use_ptr, use_res, use_amt, must_assign, fixed,
+                 outside_best, target, iterations, lam0):
+    n = len(cand_ptr) - 1
+    lam = lam0.copy()
+    best_lam = lam.copy()
+    best_cand = np.empty(n, np.int64)
+    best_bound = _lagrangian(lam, capacity, cand_ptr, cand_value, use_ptr, use_res, use_amt,
+                             must_assign, fixed, outside_best, best_cand)
+    theta = 2.0
+    stall = 0
+    usage = np.zeros(len(capacity), np.float64)
+    for _ in range(iterations):
+        bound = _lagrangian(lam, capacity, cand_ptr, cand_value, use_ptr, use_res, use_amt,
+                            must_assign, fixed, outside_best, best_cand)
+        if bound < best_bound - 1e-9:
+            best_bound = bound
+            best_lam[:] = lam
+            stall = 0
+        else:
+            stall += 1
+            if stall >= 20:
+                theta *= 0.5
+                stall = 0
+                if theta < 1e-4:
+                    break
+        usage[:] = 0.0
+        for i in range(n):
+            c = best_cand[i]
+            if c >= 0:
+                for u in range(use_ptr[c], use_ptr[c + 1]):
+                    usage[use_res[u]] += use_amt[u]
+        norm = 0.0
+        for r in range(len(capacity)):
+            g = capacity[r] - usage[r]
+            if lam[r] <= 0.0 and g > 0:
+                g = 0.0  # projected: the price cannot go below zero anyway
+            usage[r] = g
+            norm += g * g
+        if norm == 0.0:
+            break  # the relaxed solution is feasible: the bound is tight for these prices
+        # Polyak step towards the target: the incumbent, or without one (target = -inf) a
+        # moving estimate 5% below the best bound so far.
+        goal = target if target > -1e299 else best_bound - 0.05 * max(1.0, abs(best_bound))
+        step = theta * max(bound - goal, 1e-6 * max(1.0, abs(bound))) / norm
+        for r in range(len(capacity)):
+            lam[r] = max(0.0, lam[r] - step * usage[r])
+    return best_bound, best_lam
+
+
+def lagrangian_bound(model: AssignmentModel, incumbent: float | None, *, iterations: int = 300,
+                     time_limit_s: float | None = 5.0) -> tuple[int, np.ndarray]:
+    """An integer upper bound on the model's optimum, and the best resource prices found.
+
+    ``incumbent`` (a feasible objective, if one is known) is the Polyak step target.
+    ``time_limit_s=None`` runs every iteration (deterministic).
+    """
+    m = model
+    lam = np.zeros(m.n_res, dtype=np.float64)
+    if incumbent is None:
+        incumbent = -np.inf
+    best = np.inf
+    deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
+    for _ in range(max(1, iterations // 50)):
+        bound, lam = _subgradient(m.capacity, m.cand_ptr, m.cand_value, m.use_ptr, m.use_res,
+                                  m.use_amt, m.must_assign, m.fixed, m.outside_best,
+                                  float(incumbent), 50, lam)
+        best = min(best, bound)
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+    # Values are integers, so the optimum is at most floor(L); the epsilon absorbs rounding.
+    return int(np.floor(best + 1e-6)), lam
+
+
+def reduced_values(model: AssignmentModel, lam: np.ndarray) -> np.ndarray:
+    """value - lam . use for every candidate: what the greedy ranks by."""
+    m = model
+    cand_of_use = np.repeat(np.arange(m.n_cand), np.diff(m.use_ptr))
+    priced = np.bincount(cand_of_use, weights=m.use_amt * lam[m.use_res], minlength=m.n_cand)
+    return m.cand_value - priced
