@@ -5,7 +5,8 @@ A multi-resource generalised assignment problem with side constraints, in flat a
 * items (projects, or GAP jobs) choose at most one candidate (exactly one when
   ``must_assign``); a candidate is an (item, bin) pair with an integer value to maximise;
 * each candidate uses integer amounts of some resources (site x process x month, or a GAP
-  agent), and every resource has an integer capacity;
+  agent), each resource at most once per candidate, and every resource has an integer
+  capacity;
 * two items may be linked as a second-source pair (``partner``): both are placed or neither,
   and never in bins of the same ``bin_group`` (CDMO);
 * an item may be pinned to one of its candidates (``fixed``) and may carry a hint.

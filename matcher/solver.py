@@ -135,6 +135,9 @@ def _bin_components(cand_ptr, cand_bin, partner, n_bins):
 def _parts(model: AssignmentModel, bundle: int) -> list[np.ndarray]:
     """Item sets that share no resource, largest first; small components bundled together."""
     label = _bin_components(model.cand_ptr, model.cand_bin, model.partner, model.n_bins)
+    # Half of a pair whose other half has no candidate can never be placed either.
+    linked = model.partner != NONE
+    label[linked & (label[np.maximum(model.partner, 0)] < 0)] = -1
     has_cands = label >= 0
     if not has_cands.any():
         return []
@@ -205,7 +208,7 @@ class _Lns:
         return np.flatnonzero(free), mask
 
     def step(self, choice: np.ndarray, *, time_limit_s: float | None,
-             deterministic_time: float | None, seed: int) -> np.ndarray:
+             deterministic_time: float | None, seed: int, workers: int = 1) -> np.ndarray:
         """One LNS move: returns the (possibly) improved choice."""
         m = self.model
         items, mask = self._neighbourhood(choice)
@@ -221,9 +224,11 @@ class _Lns:
             dtype=np.int64,
         )
         current = objective_of(sub, hint)
-        solver = cpsat.make_solver(time_limit_s=time_limit_s, workers=1, seed=seed,
+        solver = cpsat.make_solver(time_limit_s=time_limit_s, workers=workers, seed=seed,
                                    deterministic_time=deterministic_time)
-        run = cpsat.run(sub, solver, hint=hint, objective_floor=current)
+        # No objective floor: measured to slow the sub-solves down, and the comparison with
+        # ``current`` below keeps only improvements anyway.
+        run = cpsat.run(sub, solver, hint=hint)
         self.iterations += 1
         budget = time_limit_s if time_limit_s is not None else deterministic_time
         if run.optimal and budget and run.wall_s < 0.3 * budget:
@@ -254,9 +259,10 @@ def _placement_first(model: AssignmentModel) -> AssignmentModel:
 
 
 def _run_lns(lns: _Lns, choice: np.ndarray, *, deadline: float | None, det_budget: float,
-             params: SolverParams, stop: threading.Event, done=None) -> np.ndarray:
+             params: SolverParams, stop: threading.Event, done=None,
+             workers: int = 1) -> np.ndarray:
     """LNS steps until the deadline (or, deterministic, the deterministic-time budget), a
-    stop signal, or ``done(choice)``."""
+    stop signal, or ``done(choice)``. ``workers`` is what each sub-solve may use."""
     spent = 0.0
     while not stop.is_set() and (done is None or not done(choice)):
         if deadline is None:
@@ -271,7 +277,8 @@ def _run_lns(lns: _Lns, choice: np.ndarray, *, deadline: float | None, det_budge
             if left < 0.02:
                 break
             choice = lns.step(choice, time_limit_s=min(params.lns_subsolve_s, left),
-                              deterministic_time=None, seed=params.seed + lns.iterations)
+                              deterministic_time=None, seed=params.seed + lns.iterations,
+                              workers=workers)
     return choice
 
 
@@ -293,6 +300,7 @@ def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, c
             return
         if objective_of(model, choice) > best_obj:
             best, best_obj = choice, objective_of(model, choice)
+            stats.setdefault("first_feasible_s", clock.elapsed())
 
     consider(heuristic_solution(model, model.cand_value.astype(np.float64),
                                 params.local_search_passes))
@@ -325,7 +333,6 @@ def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, c
         clock.add("repair_s", time.perf_counter() - t)
         stats["repair_lns_iterations"] = stats.get("repair_lns_iterations", 0) + lns.iterations
     if best is not None:
-        stats["first_feasible_s"] = stats.get("first_feasible_s", clock.elapsed())
         stats["heuristic_objective"] = stats.get("heuristic_objective", 0) + best_obj
         if best_obj >= bound:
             return _PartResult(best, best_obj, bound, True, False)
@@ -364,8 +371,10 @@ def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, c
             thread.start()
         if best is not None and model.n_items > 1 and (
             not whole or (params.workers >= 2 and params.lns_beside_whole)):
+            # Alone (no whole model beside it), each sub-solve gets every worker.
             best = _run_lns(lns, best, deadline=deadline, det_budget=0.0, params=params,
-                            stop=stop, done=lambda ch: objective_of(model, ch) >= bound)
+                            stop=stop, done=lambda ch: objective_of(model, ch) >= bound,
+                            workers=1 if whole else params.workers)
             best_obj = objective_of(model, best)
         if thread is not None and full_solver is not None:
             full_solver.stop_search() if best is not None and best_obj >= bound else None

@@ -1,0 +1,618 @@
+"""Numba kernels: eligibility, score and a bounded candidate list for every row x site pair.
+
+A *row* is one item to place: a project, or one source (primary / second) of a project that
+needs two. Everything here works on contiguous arrays built by ``matcher.problem``; the
+``matcher.reference`` module holds plain NumPy twins that the tests hold these kernels to,
+bit for bit.
+
+Bit-packed words (``uint32``):
+
+* site word, per row group ``g`` = (category x class, first month, last month) and site:
+  bits 0-9 certificate kinds held with a scope covering the class and valid over the whole
+  window; bits 10-14 markets the site may supply (its own region, plus each market whose
+  market-access certificate is among those bits); bits 16-25 processes the site runs and lists;
+* ``row_req[j]``: the same fields, holding what row ``j`` needs;
+* ``site_cc[s]``: bit ``category * N_CLASSES + class`` for each category and class served.
+
+A pair is eligible when it passes, in this order (the first rule failed is the one counted):
+category/class, process, certification, market, excluded CDMO, budget, capacity of the site
+alone. Category/class is answered by an index: each group only lists the sites serving its
+category and class, with their site words gathered contiguously, so a row scans those alone.
+Process, certification and market are one branch-free (vectorised) pass of mask tests over
+that list; only the survivors pay for the exclusion list and the walk over the row's
+(process, month) loads that gives cost and capacity.
+
+Value (maximised, int64 points)::
+
+    x = a + b * fit - w_cost * cost  (+ stab when the site is the row's previous proposal)
+    value = floor(clip(x, -VALUE_CLIP, VALUE_CLIP) + 0.5)
+
+with ``fit = site_fitq[s] + (fit_market if the site's region is a target market else 0)``;
+``a``, ``b``, ``stab`` per row and ``site_fitq`` are set by ``matcher.problem``, which owns
+the formula. Ties in value rank the lower site index first, everywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+N_CLASSES = 3
+# Field layout of the site / requirement words.
+CERT_SHIFT = 0
+MKT_SHIFT = 10
+PROC_SHIFT = 16
+CERT_FIELD = 0x3FF << CERT_SHIFT
+MKT_FIELD = 0x1F << MKT_SHIFT
+PROC_FIELD = 0x3FF << PROC_SHIFT
+
+# Rejection counters, in the order the rules are tested; column ELIGIBLE counts the rest.
+RULES = (
+    "category_or_class",
+    "process",
+    "certification",
+    "market",
+    "excluded",
+    "budget",
+    "capacity",
+)
+R_CATEGORY, R_PROCESS, R_CERT, R_MARKET, R_EXCLUDED, R_BUDGET, R_CAPACITY = range(7)
+ELIGIBLE = len(RULES)
+N_COUNTS = ELIGIBLE + 1
+
+# "No such value": also AssignmentModel's default for outside_best.
+NO_VALUE = np.iinfo(np.int64).min // 4
+# Values are clipped so that sums over a million items stay far from int64 overflow.
+VALUE_CLIP = 1e12
+# Slots beyond the top-K: two forced sites (pinned, previous) and one alternative-CDMO site.
+EXTRA_SLOTS = 3
+# Rows per parallel task: small enough to balance the threads, big enough to amortise.
+ROWS_PER_TASK = 16
+
+
+@dataclass(frozen=True)
+class SiteArrays:
+    """Supply side, one entry per site (``PT`` = processes x horizon months)."""
+
+    cc: np.ndarray  # uint32 [S] category x class bits
+    cdmo: np.ndarray  # int32 [S]
+    region_bit: np.ndarray  # uint32 [S] 1 << region
+    word0: np.ndarray  # uint32 [S] process bits | own-region market bit
+    fitq: np.ndarray  # float64 [S] quality part of fit
+    free: np.ndarray  # int64 [S, PT] whole free hours (rounded down)
+    price: np.ndarray  # float64 [S, PT] price per hour (0 where no listing)
+    cert_ptr: np.ndarray  # int64 [S + 1]
+    cert_kind: np.ndarray  # int32 [n_cert]
+    cert_cls: np.ndarray  # uint32 [n_cert] bit per device class in scope
+    cert_first: np.ndarray  # int32 [n_cert] first horizon month a window may start in
+    cert_last: np.ndarray  # int32 [n_cert] last horizon month a window may end in
+    access_region: np.ndarray  # int32 [n_kinds] region a certificate kind opens, or -1
+
+    @property
+    def n_sites(self) -> int:
+        return len(self.cc)
+
+
+@dataclass(frozen=True)
+class RowArrays:
+    """Demand side, one entry per row (an item of the assignment model)."""
+
+    group: np.ndarray  # int32 [N] index into grp_*
+    req: np.ndarray  # uint32 [N] required cert | market | process bits
+    tmask: np.ndarray  # uint32 [N] target-market region bits (for fit)
+    excl_ptr: np.ndarray  # int64 [N + 1]
+    excl: np.ndarray  # int32 excluded CDMO indices
+    ent_ptr: np.ndarray  # int64 [N + 1]
+    ent_off: np.ndarray  # int32 process * months + month
+    ent_units: np.ndarray  # int64 whole hours (rounded up)
+    ent_hours: np.ndarray  # float64 hours (for cost)
+    budget: np.ndarray  # float64 [N], inf when none
+    a: np.ndarray  # float64 [N]
+    b: np.ndarray  # float64 [N]
+    stab: np.ndarray  # float64 [N]
+    prev: np.ndarray  # int32 [N] previous site or -1
+    force: np.ndarray  # int32 [N, 2] sites always kept when eligible, or -1
+    alt: np.ndarray  # bool [N] also keep the best site of a second CDMO
+    grp_cc: np.ndarray  # int32 [G] category * N_CLASSES + class
+    grp_m0: np.ndarray  # int32 [G] first window month (horizon-relative)
+    grp_m1: np.ndarray  # int32 [G] last window month
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.group)
+
+
+@dataclass(frozen=True)
+class GroupWords:
+    """Per group, the sites serving its category and class and their site words."""
+
+    ptr: np.ndarray  # int64 [G + 1]
+    site: np.ndarray  # int32, ascending within a group
+    word: np.ndarray  # uint32
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Candidates in CSR form, sorted per row by (value desc, site asc)."""
+
+    cand_ptr: np.ndarray  # int64 [N + 1]
+    cand_site: np.ndarray  # int32 [n_cand]
+    cand_value: np.ndarray  # int64 [n_cand]
+    cand_cost: np.ndarray  # float64 [n_cand]
+    counts: np.ndarray  # int64 [N, N_COUNTS] rejections per rule, then eligible
+    outside_best: np.ndarray  # int64 [N] best eligible value not kept, or NO_VALUE
+
+
+# --------------------------------------------------------------------------- group words
+
+
+def cc_lists(site_cc: np.ndarray, n_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sites serving each category x class bit, ascending: CSR ``(ptr, sites)``."""
+    lists = [np.flatnonzero((site_cc >> np.uint32(c)) & np.uint32(1)) for c in range(n_bits)]
+    ptr = np.zeros(n_bits + 1, dtype=np.int64)
+    np.cumsum([len(x) for x in lists], out=ptr[1:])
+    sites = np.concatenate(lists).astype(np.int32) if lists else np.zeros(0, np.int32)
+    return ptr, sites
+
+
+@njit(cache=True, parallel=True)
+def _group_words_kernel(
+    grp_cc, grp_m0, grp_m1, gptr, cc_ptr, cc_site, word0, cert_ptr, cert_kind, cert_cls,
+    cert_first, cert_last, access_region, out_site, out_word,
+):  # fmt: skip
+    for g in prange(grp_cc.shape[0]):
+        c = grp_cc[g]
+        cls = c % N_CLASSES
+        m0 = grp_m0[g]
+        m1 = grp_m1[g]
+        base = gptr[g]
+        l0 = cc_ptr[c]
+        for i in range(gptr[g + 1] - base):
+            s = cc_site[l0 + i]
+            certs = np.int64(0)
+            for q in range(cert_ptr[s], cert_ptr[s + 1]):
+                if (
+                    (np.int64(cert_cls[q]) >> cls) & 1
+                    and cert_first[q] <= m0
+                    and m1 <= cert_last[q]
+                ):
+                    certs |= np.int64(1) << cert_kind[q]
+            w = np.int64(word0[s]) | (certs << CERT_SHIFT)
+            for kind in range(access_region.shape[0]):
+                if (certs >> kind) & 1 and access_region[kind] >= 0:
+                    w |= np.int64(1) << (MKT_SHIFT + access_region[kind])
+            out_site[base + i] = s
+            out_word[base + i] = w
+
+
+def group_words(sites: SiteArrays, rows: RowArrays) -> GroupWords:
+    """Site words of every group, for the sites that serve the group's category and class."""
+    n_bits = int(rows.grp_cc.max()) + 1 if len(rows.grp_cc) else 0
+    cc_ptr, cc_site = cc_lists(sites.cc, n_bits)
+    lengths = np.diff(cc_ptr)[rows.grp_cc] if n_bits else np.zeros(0, np.int64)
+    gptr = np.zeros(len(rows.grp_cc) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=gptr[1:])
+    out_site = np.empty(int(gptr[-1]), dtype=np.int32)
+    out_word = np.empty(int(gptr[-1]), dtype=np.uint32)
+    if len(out_site):
+        _group_words_kernel(
+            rows.grp_cc, rows.grp_m0, rows.grp_m1, gptr, cc_ptr, cc_site, sites.word0,
+            sites.cert_ptr, sites.cert_kind, sites.cert_cls, sites.cert_first, sites.cert_last,
+            sites.access_region, out_site, out_word,
+        )  # fmt: skip
+    return GroupWords(gptr, out_site, out_word)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@njit(cache=True, inline="always")
+def _ranks_before(v1, s1, v2, s2):
+    return v1 > v2 or (v1 == v2 and s1 < s2)
+
+
+@njit(cache=True)
+def _insert(sites, vals, costs, n, s, v, c):
+    """Insert (s, v, c) into the first ``n`` slots, sorted best first; returns n + 1."""
+    p = n
+    while p > 0 and _ranks_before(v, s, vals[p - 1], sites[p - 1]):
+        sites[p] = sites[p - 1]
+        vals[p] = vals[p - 1]
+        costs[p] = costs[p - 1]
+        p -= 1
+    sites[p] = s
+    vals[p] = v
+    costs[p] = c
+    return n + 1
+
+
+# The top-K is a binary heap whose root is the worst kept entry (by the same ranking), so a
+# newcomer is compared with the root and replaces it in O(log K).
+
+
+@njit(cache=True, inline="always")
+def _swap(sites, vals, costs, i, j):
+    sites[i], sites[j] = sites[j], sites[i]
+    vals[i], vals[j] = vals[j], vals[i]
+    costs[i], costs[j] = costs[j], costs[i]
+
+
+@njit(cache=True)
+def _sift_down(sites, vals, costs, i, n):
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            return
+        if c + 1 < n and _ranks_before(vals[c], sites[c], vals[c + 1], sites[c + 1]):
+            c += 1
+        if _ranks_before(vals[c], sites[c], vals[i], sites[i]):
+            return
+        _swap(sites, vals, costs, i, c)
+        i = c
+
+
+@njit(cache=True)
+def _heap_push(sites, vals, costs, n, s, v, c):
+    sites[n] = s
+    vals[n] = v
+    costs[n] = c
+    i = n
+    while i > 0:
+        parent = (i - 1) // 2
+        if not _ranks_before(vals[parent], sites[parent], vals[i], sites[i]):
+            return
+        _swap(sites, vals, costs, i, parent)
+        i = parent
+
+
+@njit(cache=True)
+def _heap_sort(sites, vals, costs, n):
+    """Heap of ``n`` entries -> sorted best first (the worst is moved to the end each time)."""
+    for end in range(n - 1, 0, -1):
+        _swap(sites, vals, costs, 0, end)
+        _sift_down(sites, vals, costs, 0, end)
+
+
+@njit(cache=True)
+def _score_rows(
+    i0, i1, order, flags, surv, k, w_cost, fit_market, n_sites,
+    site_cdmo, site_rbit, site_fitq, free, price, gptr, gsite, gword,
+    row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units, ent_hours,
+    row_budget, row_a, row_b, row_stab, row_prev, row_force, row_alt,
+    out_site, out_value, out_cost, out_n, counts, outside,
+):  # fmt: skip
+    """Score rows ``order[i0:i1]`` (one call per parallel task: few array hand-offs)."""
+    for ii in range(i0, i1):
+        j = order[ii]
+        g = row_group[j]
+        base = gptr[g]
+        n_list = gptr[g + 1] - base
+        req = row_req[j]
+        r_proc = req & np.uint32(PROC_FIELD)
+        r_cert = req & np.uint32(CERT_FIELD)
+        r_mkt = req & np.uint32(MKT_FIELD)
+
+        # Phase A: process, certification and market mask tests over the group's site list,
+        # branch-free so that it vectorises; `flags` marks the survivors.
+        n_p2 = 0
+        n_p3 = 0
+        n_p4 = 0
+        for i in range(n_list):
+            w = gword[base + i]
+            p2 = np.uint8((w & r_proc) == r_proc)
+            p3 = p2 & np.uint8((w & r_cert) == r_cert)
+            p4 = p3 & np.uint8((w & r_mkt) == r_mkt)
+            n_p2 += p2
+            n_p3 += p3
+            n_p4 += p4
+            flags[i] = p4
+        m = 0
+        for i in range(n_list):
+            surv[m] = gsite[base + i]
+            m += flags[i]
+
+        # Phase B: exclusions, budget and capacity on the survivors; value and top-K.
+        n_excl = 0
+        n_budget = 0
+        n_cap = 0
+        n_elig = 0
+        x0 = excl_ptr[j]
+        x1 = excl_ptr[j + 1]
+        e0 = ent_ptr[j]
+        e1 = ent_ptr[j + 1]
+        budget = row_budget[j]
+        a = row_a[j]
+        b = row_b[j]
+        tmask = row_tmask[j]
+        prev = row_prev[j]
+        f0 = row_force[j, 0]
+        f1 = row_force[j, 1]
+        want_alt = row_alt[j]
+        sites = out_site[j]
+        vals = out_value[j]
+        costs = out_cost[j]
+        nk = 0
+        # Two best values cut from the list (and the site of the first), for outside_best.
+        o1v = NO_VALUE
+        o1s = -1
+        o2v = NO_VALUE
+        # Forced sites found eligible.
+        fv0 = NO_VALUE
+        fc0 = 0.0
+        fok0 = False
+        fv1 = NO_VALUE
+        fc1 = 0.0
+        fok1 = False
+        # Best eligible site, and best eligible site of a CDMO other than the best's.
+        bv = NO_VALUE
+        b_s = -1
+        bc = 0.0
+        bcd = -1
+        av = NO_VALUE
+        a_s = -1
+        ac = 0.0
+        for t in range(m):
+            s = surv[t]
+            cd = site_cdmo[s]
+            excluded = False
+            for x in range(x0, x1):
+                if excl[x] == cd:
+                    excluded = True
+                    break
+            if excluded:
+                n_excl += 1
+                continue
+            cost = 0.0
+            fits = True
+            for e in range(e0, e1):
+                o = ent_off[e]
+                cost += ent_hours[e] * price[s, o]
+                fits &= ent_units[e] <= free[s, o]
+            if cost > budget:
+                n_budget += 1
+                continue
+            if not fits:
+                n_cap += 1
+                continue
+            n_elig += 1
+            fit = site_fitq[s]
+            if site_rbit[s] & tmask:
+                fit = fit + fit_market
+            xv = a + b * fit - w_cost * cost
+            if s == prev:
+                xv = xv + row_stab[j]
+            xv = min(max(xv, -VALUE_CLIP), VALUE_CLIP)
+            v = np.int64(np.floor(xv + 0.5))
+
+            # Streaming "best, and best of a CDMO other than the best's"; strict > keeps the
+            # lower site on ties.
+            if not want_alt:
+                pass
+            elif cd == bcd:
+                if v > bv:
+                    bv = v
+                    b_s = s
+                    bc = cost
+            elif v > bv:
+                if b_s >= 0:
+                    av = bv
+                    a_s = b_s
+                    ac = bc
+                bv = v
+                b_s = s
+                bc = cost
+                bcd = cd
+            elif v > av:
+                av = v
+                a_s = s
+                ac = cost
+
+            if s == f0:
+                fv0 = v
+                fc0 = cost
+                fok0 = True
+                continue
+            if s == f1:
+                fv1 = v
+                fc1 = cost
+                fok1 = True
+                continue
+            if nk < k:
+                _heap_push(sites, vals, costs, nk, s, v, cost)
+                nk += 1
+                continue
+            if _ranks_before(v, s, vals[0], sites[0]):
+                cv = vals[0]
+                cs = sites[0]
+                sites[0] = s
+                vals[0] = v
+                costs[0] = cost
+                _sift_down(sites, vals, costs, 0, k)
+            else:
+                cv = v
+                cs = s
+            if cv > o1v:
+                o2v = o1v
+                o1v = cv
+                o1s = cs
+            elif cv > o2v:
+                o2v = cv
+
+        _heap_sort(sites, vals, costs, nk)
+        if fok0:
+            nk = _insert(sites, vals, costs, nk, f0, fv0, fc0)
+        if fok1:
+            nk = _insert(sites, vals, costs, nk, f1, fv1, fc1)
+        if want_alt and a_s >= 0:
+            kept = False
+            for t in range(nk):
+                if sites[t] == a_s:
+                    kept = True
+                    break
+            if not kept:
+                nk = _insert(sites, vals, costs, nk, a_s, av, ac)
+                if a_s == o1s:
+                    o1v = o2v
+        out_n[j] = nk
+        outside[j] = o1v
+        counts[j, R_CATEGORY] = n_sites - n_list
+        counts[j, R_PROCESS] = n_list - n_p2
+        counts[j, R_CERT] = n_p2 - n_p3
+        counts[j, R_MARKET] = n_p3 - n_p4
+        counts[j, R_EXCLUDED] = n_excl
+        counts[j, R_BUDGET] = n_budget
+        counts[j, R_CAPACITY] = n_cap
+        counts[j, ELIGIBLE] = n_elig
+
+
+@njit(cache=True, parallel=True)
+def _score_kernel(
+    order, k, w_cost, fit_market, n_sites, max_list,
+    site_cdmo, site_rbit, site_fitq, free, price, gptr, gsite, gword,
+    row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units, ent_hours,
+    row_budget, row_a, row_b, row_stab, row_prev, row_force, row_alt,
+    out_site, out_value, out_cost, out_n, counts, outside,
+):  # fmt: skip
+    n = order.shape[0]
+    n_tasks = (n + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for task in prange(n_tasks):
+        flags = np.empty(max_list, dtype=np.uint8)
+        surv = np.empty(max_list, dtype=np.int32)
+        _score_rows(
+            task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK), order, flags, surv, k,
+            w_cost, fit_market, n_sites,
+            site_cdmo, site_rbit, site_fitq, free, price, gptr, gsite, gword,
+            row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units,
+            ent_hours, row_budget, row_a, row_b, row_stab, row_prev, row_force, row_alt,
+            out_site, out_value, out_cost, out_n, counts, outside,
+        )  # fmt: skip
+
+
+@njit(cache=True, parallel=True)
+def _compact_kernel(ptr, buf_site, buf_value, buf_cost, cand_site, cand_value, cand_cost):
+    for j in prange(ptr.shape[0] - 1):
+        base = ptr[j]
+        for t in range(ptr[j + 1] - base):
+            cand_site[base + t] = buf_site[j, t]
+            cand_value[base + t] = buf_value[j, t]
+            cand_cost[base + t] = buf_cost[j, t]
+
+
+def score_pairs(
+    sites: SiteArrays,
+    rows: RowArrays,
+    words: GroupWords,
+    *,
+    k: int,
+    w_cost: float,
+    fit_market: float,
+) -> Scored:
+    """Eligibility and value of every row x site pair; at most ``k`` + 3 candidates per row.
+
+    The candidate list of a row is its ``k`` best eligible sites, plus its forced sites when
+    eligible (they never compete for the ``k`` slots), plus, for ``alt`` rows, the best site
+    of a CDMO other than the best site's when that one is not already in the list (so that a
+    second source at another CDMO is always representable). ``outside_best`` is exactly the
+    best value among the eligible sites left out.
+    """
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    n = rows.n_rows
+    width = k + EXTRA_SLOTS
+    buf_site = np.full((n, width), -1, dtype=np.int32)
+    buf_value = np.zeros((n, width), dtype=np.int64)
+    buf_cost = np.zeros((n, width), dtype=np.float64)
+    out_n = np.zeros(n, dtype=np.int64)
+    counts = np.zeros((n, N_COUNTS), dtype=np.int64)
+    counts[:, R_CATEGORY] = sites.n_sites  # rows that are never scanned (no sites at all)
+    outside = np.full(n, NO_VALUE, dtype=np.int64)
+    if n and sites.n_sites:
+        # Rows of one group read the same site list: run them together.
+        order = np.argsort(rows.group, kind="stable").astype(np.int64)
+        max_list = max(1, int(np.diff(words.ptr).max()))
+        _score_kernel(
+            order, k, float(w_cost), float(fit_market), sites.n_sites, max_list,
+            sites.cdmo, sites.region_bit, sites.fitq, sites.free, sites.price,
+            words.ptr, words.site, words.word,
+            rows.group, rows.req, rows.tmask, rows.excl_ptr, rows.excl, rows.ent_ptr,
+            rows.ent_off, rows.ent_units, rows.ent_hours, rows.budget, rows.a, rows.b,
+            rows.stab, rows.prev, rows.force, rows.alt,
+            buf_site, buf_value, buf_cost, out_n, counts, outside,
+        )  # fmt: skip
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(out_n, out=ptr[1:])
+    total = int(ptr[-1])
+    cand_site = np.empty(total, dtype=np.int32)
+    cand_value = np.empty(total, dtype=np.int64)
+    cand_cost = np.empty(total, dtype=np.float64)
+    if total:
+        _compact_kernel(ptr, buf_site, buf_value, buf_cost, cand_site, cand_value, cand_cost)
+    return Scored(ptr, cand_site, cand_value, cand_cost, counts, outside)
+
+
+def evaluate(
+    sites: SiteArrays, rows: RowArrays, *, k: int, w_cost: float, fit_market: float
+) -> Scored:
+    """Group words, then scores: the whole kernel pipeline."""
+    return score_pairs(
+        sites, rows, group_words(sites, rows), k=k, w_cost=w_cost, fit_market=fit_market
+    )
+
+
+# --------------------------------------------------------------------------- warm-up
+
+
+def tiny_inputs(n_rows: int = 3, n_sites: int = 4, months: int = 2) -> tuple[SiteArrays, RowArrays]:
+    """Small valid arrays of every dtype the kernels take (for warm-up and tests)."""
+    pt = 10 * months
+    sites = SiteArrays(
+        cc=np.full(n_sites, 0x7FFFFFF, dtype=np.uint32),
+        cdmo=np.arange(n_sites, dtype=np.int32),
+        region_bit=np.ones(n_sites, dtype=np.uint32),
+        word0=np.full(n_sites, PROC_FIELD | (1 << MKT_SHIFT), dtype=np.uint32),
+        fitq=np.full(n_sites, 0.5),
+        free=np.full((n_sites, pt), 100, dtype=np.int64),
+        price=np.ones((n_sites, pt)),
+        cert_ptr=np.arange(n_sites + 1, dtype=np.int64),
+        cert_kind=np.zeros(n_sites, dtype=np.int32),
+        cert_cls=np.full(n_sites, 7, dtype=np.uint32),
+        cert_first=np.zeros(n_sites, dtype=np.int32),
+        cert_last=np.full(n_sites, months - 1, dtype=np.int32),
+        access_region=np.array([-1, 0, 1, 2] + [-1] * 6, dtype=np.int32),
+    )
+    rows = RowArrays(
+        group=np.zeros(n_rows, dtype=np.int32),
+        req=np.full(n_rows, 1 | (1 << PROC_SHIFT), dtype=np.uint32),
+        tmask=np.ones(n_rows, dtype=np.uint32),
+        excl_ptr=np.zeros(n_rows + 1, dtype=np.int64),
+        excl=np.zeros(0, dtype=np.int32),
+        ent_ptr=np.arange(n_rows + 1, dtype=np.int64),
+        ent_off=np.zeros(n_rows, dtype=np.int32),
+        ent_units=np.full(n_rows, 10, dtype=np.int64),
+        ent_hours=np.full(n_rows, 10.0),
+        budget=np.full(n_rows, np.inf),
+        a=np.full(n_rows, 1000.0),
+        b=np.full(n_rows, 500.0),
+        stab=np.zeros(n_rows),
+        prev=np.full(n_rows, -1, dtype=np.int32),
+        force=np.full((n_rows, 2), -1, dtype=np.int32),
+        alt=np.ones(n_rows, dtype=np.bool_),
+        grp_cc=np.zeros(1, dtype=np.int32),
+        grp_m0=np.zeros(1, dtype=np.int32),
+        grp_m1=np.full(1, months - 1, dtype=np.int32),
+    )
+    return sites, rows
+
+
+def warm_up() -> float:
+    """Compile (or load from the on-disk cache) every kernel; returns the seconds it took.
+
+    Call once at worker / app start so that no request pays JIT time.
+    """
+    t0 = time.perf_counter()
+    sites, rows = tiny_inputs()
+    evaluate(sites, rows, k=2, w_cost=0.01, fit_market=0.25)
+    return time.perf_counter() - t0
