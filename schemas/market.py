@@ -355,3 +355,6 @@ class MatchResult(StrictModel):
     unassigned: list[Unassigned]
     timings: dict[str, float] = Field(default_factory=dict)
     stats: dict[str, float] = Field(default_factory=dict)
+    notes: list[str] = Field(
+        default_factory=list, description="Things the matcher did not do as asked, e.g. a pin."
+    )

@@ -1,0 +1,1 @@
+"""Load tests (locust). They talk HTTP only."""

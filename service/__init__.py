@@ -1,0 +1,1 @@
+"""The marketplace web service: FastAPI app, persistence, auth and the operator CLI."""

@@ -1,0 +1,75 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI
+
+from service.config import Settings, get_settings
+from service.deps import reject_nul_characters
+from service.errors import install_error_handlers
+from service.idempotency import install_idempotency
+from service.metrics import MetricsMiddleware
+from service.middleware import BodyLimitMiddleware
+from service.openapi import build_openapi
+from service.routes import health, listings, market, orgs, projects, proposals, sites
+from service.runtime import Services, build_services
+
+DESCRIPTION = """
+A marketplace where medical-device makers post project needs and CDMOs post sites,
+certifications and monthly capacity; an optimiser proposes CDMO sites for projects.
+
+* **Auth**: `Authorization: Bearer <API key>`; keys belong to an organisation
+  (maker, cdmo or operator).
+* **Visibility**: a maker sees its own projects; a CDMO its own sites and listings, and a
+  project (redacted) only while it is proposed to it; operators see everything. Resources of
+  another tenant answer 404.
+* **Concurrency**: reads return an `ETag`; PUT/PATCH need `If-Match` (428 without, 412 if
+  stale).
+* **Retries**: POSTs accept an `Idempotency-Key`; a retry returns the first response.
+* **Errors**: RFC 9457 `application/problem+json` with a stable `type` (see `/problems/{slug}`).
+"""
+
+TAGS: list[dict[str, Any]] = [
+    {"name": "projects", "description": "Makers' project needs."},
+    {"name": "sites", "description": "CDMO sites, certifications, processes, quality."},
+    {"name": "listings", "description": "Free capacity per site, process and month."},
+    {"name": "proposals", "description": "Projects proposed to CDMO sites."},
+    {"name": "market", "description": "The snapshot the optimiser consumes."},
+    {"name": "organisations", "description": "Tenants and their API keys."},
+    {"name": "operations", "description": "Health, readiness, metrics, problem types."},
+]
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    services = services or build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        services.close()
+
+    app = FastAPI(
+        title="CDMO capacity marketplace",
+        version="0.1.0",
+        summary="Match medical-device projects to CDMO capacity.",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+        dependencies=[Depends(reject_nul_characters)],
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    for module in (projects, sites, listings, proposals, market, orgs, health):
+        app.include_router(module.router)
+    # Added last = outermost: metrics see everything, the body limit runs before any parsing,
+    # idempotency wraps the routes.
+    install_idempotency(app, services.store)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=services.metrics)
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
+    return app

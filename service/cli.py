@@ -1,0 +1,190 @@
+"""``cdmo``: the operator's command line (Typer).
+
+Service commands live here; the matcher mounts its own (``gap``, ``generate``, ``solve``)
+through :func:`matcher.cli.register`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from matcher.cli import register as register_matcher_commands
+from service.config import Settings, get_settings
+
+app = typer.Typer(
+    help="CDMO capacity marketplace: run the API, migrate, seed; matcher tools.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _settings() -> Settings:
+    """The settings, or a clean exit (no traceback) when the environment is unsafe or wrong."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        for error in exc.errors(include_input=False, include_url=False):  # no secrets echoed
+            where = ".".join(str(p) for p in error["loc"]) or "settings"
+            typer.echo(f"configuration error: {where}: {error['msg']}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _database():  # type: ignore[no-untyped-def]
+    from service.db import Database
+
+    settings = _settings()
+    return Database(settings.effective_database_url, settings.db)
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply migrations up to REVISION (default: the latest)."""
+    from service.db import current_revision, upgrade
+
+    db = _database()
+    try:
+        upgrade(db.engine, revision)
+        typer.echo(f"{_safe_url(db.url)}: at revision {current_revision(db.engine)}")
+    finally:
+        db.dispose()
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument(help="e.g. base, or -1.")]) -> None:
+    """Revert migrations down to REVISION."""
+    from service.db import current_revision, downgrade
+
+    db = _database()
+    try:
+        downgrade(db.engine, revision)
+        typer.echo(f"{_safe_url(db.url)}: at revision {current_revision(db.engine)}")
+    finally:
+        db.dispose()
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's current revision."""
+    from service.db import current_revision
+
+    db = _database()
+    try:
+        typer.echo(f"{_safe_url(db.url)}: at revision {current_revision(db.engine)}")
+    finally:
+        db.dispose()
+
+
+@app.command()
+def seed(
+    new_key: Annotated[
+        bool, typer.Option("--new-key", help="Issue another key even if one is active.")
+    ] = False,
+) -> None:
+    """Migrate, create the operator organisation if missing, and print a first operator key.
+
+    Keys are stored hashed, so an existing key cannot be shown again: with an active key
+    already there this prints nothing secret unless --new-key is given.
+    """
+    from service.db import upgrade
+    from service.seed import seed_operator
+
+    settings = _settings()
+    db = _database()
+    try:
+        upgrade(db.engine)
+        result = seed_operator(
+            db, secret=settings.auth.hmac_secret.get_secret_value(), new_key=new_key
+        )
+    finally:
+        db.dispose()
+    if result.created_org:
+        typer.echo(f"created operator organisation {result.org_id}")
+    if result.key is None:
+        typer.echo(
+            f"operator {result.org_id} already has an active key; use --new-key to issue another"
+        )
+        return
+    typer.echo(f"operator API key (shown once, id {result.key_id}):\n{result.key}")
+
+
+@app.command()
+def serve(
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Load the demo marketplace and print its API keys.")
+    ] = False,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (needs REDIS_URL).")] = 1,
+    migrate: Annotated[bool, typer.Option(help="Apply migrations before serving.")] = True,
+) -> None:
+    """Run the HTTP API (docs at /docs), migrating the database first."""
+    import uvicorn
+
+    from service.db import upgrade
+
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    if demo and settings.env == "production":
+        raise typer.BadParameter("--demo is refused when CDMO_ENV=production", param_hint="--demo")
+    if workers > 1 and not settings.redis_url:
+        raise typer.BadParameter(
+            "several workers need REDIS_URL (idempotency and rate limits must be shared)",
+            param_hint="--workers",
+        )
+    db = _database()
+    try:
+        if migrate:
+            upgrade(db.engine)
+        if demo:
+            from service.demo import load_demo
+
+            keys = load_demo(db, secret=settings.auth.hmac_secret.get_secret_value())
+            typer.echo("\nDemo marketplace loaded. API keys (send as Authorization: Bearer <key>):")
+            for who, key in keys.items():
+                typer.echo(f"  {who:48} {key}")
+            typer.echo(f"\nDocs: http://{host}:{port}/docs\n")
+    finally:
+        db.dispose()
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+    )
+
+
+@app.command()
+def openapi(
+    out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+) -> None:
+    """Print (or write) the OpenAPI 3.1 document."""
+    from service.app import create_app
+
+    text = json.dumps(create_app().openapi(), indent=2, sort_keys=False) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        typer.echo(f"wrote {out}")
+
+
+register_matcher_commands(app)

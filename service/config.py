@@ -1,0 +1,116 @@
+"""All configuration, read from the environment once, through :func:`get_settings`.
+
+``DATABASE_URL`` and ``REDIS_URL`` keep their conventional names; everything else is
+``CDMO_<SECTION>__<FIELD>`` (e.g. ``CDMO_RATE_LIMIT__REQUESTS=1200``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_HMAC_SECRET = "dev-only-insecure-hmac-secret-change-me"
+
+
+class DatabaseSettings(BaseModel):
+    echo: bool = False
+    pool_size: int = Field(default=10, ge=1, le=200)
+    max_overflow: int = Field(default=10, ge=0, le=200)
+    sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+
+
+class RedisSettings(BaseModel):
+    key_prefix: str = Field(default="cdmo:", max_length=100)
+    socket_timeout_s: float = Field(default=2.0, gt=0)
+
+
+class AuthSettings(BaseModel):
+    hmac_secret: SecretStr = Field(
+        default=SecretStr(DEV_HMAC_SECRET),
+        description="Key of the HMAC-SHA-256 under which API keys are stored. At least 32 chars.",
+    )
+
+
+class RateLimitSettings(BaseModel):
+    enabled: bool = True
+    requests: int = Field(default=600, ge=1, description="Requests per window per API key.")
+    window_s: int = Field(default=60, ge=1, le=86_400)
+
+
+class IdempotencySettings(BaseModel):
+    ttl_s: int = Field(default=86_400, ge=1, description="How long a POST's response is kept.")
+    pending_ttl_s: int = Field(
+        default=60, ge=1, description="How long an in-flight request holds its key."
+    )
+
+
+class HttpSettings(BaseModel):
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger bodies get 413.")
+    expose_metrics: bool = Field(default=True, description="Serve Prometheus text at /metrics.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CDMO_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    env: Literal["development", "test", "production"] = "development"
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "CDMO_DATABASE_URL", "database_url"),
+        description="SQLAlchemy URL; unset means the embedded SQLite file under data_dir.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "CDMO_REDIS_URL", "redis_url"),
+        description="Unset means an in-process store (single process only).",
+    )
+    data_dir: Path = Path("var")
+    log_level: str = "INFO"
+    db: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+
+    @model_validator(mode="after")
+    def _safe_in_production(self) -> Self:
+        secret = self.auth.hmac_secret.get_secret_value()
+        if self.env == "production":
+            problems = []
+            if secret == DEV_HMAC_SECRET or len(secret) < 32:
+                problems.append("CDMO_AUTH__HMAC_SECRET must be set to 32+ random characters")
+            if not self.database_url or self.database_url.startswith("sqlite"):
+                problems.append("DATABASE_URL must point at PostgreSQL")
+            if not self.redis_url:
+                problems.append("REDIS_URL must be set (idempotency and rate limits are shared)")
+            if problems:
+                raise ValueError("unsafe production configuration: " + "; ".join(problems))
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return normalise_database_url(self.database_url)
+        return f"sqlite:///{self.data_dir / 'cdmo.db'}"
+
+
+def normalise_database_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` mean PostgreSQL through psycopg 3 here."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,143 @@
+"""Engines, sessions, the market version, and migrations.
+
+SQLite (the embedded default) gets explicit transactions: pysqlite's implicit ones would let a
+read-only snapshot see two different states, and a deferred transaction that later writes can
+fail with SQLITE_BUSY under concurrent writers. So reads begin DEFERRED, writes IMMEDIATE
+(one writer at a time, waiting up to the busy timeout). PostgreSQL runs READ COMMITTED for
+requests and REPEATABLE READ for market snapshots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, select, text, update
+from sqlalchemy.engine import make_url
+from sqlmodel import Session, col
+
+from service.config import DatabaseSettings
+from service.models import MARKET_STATE_ID, MarketState
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def _install_sqlite_pragmas(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_engine(url: str, settings: DatabaseSettings | None = None) -> Engine:
+    settings = settings or DatabaseSettings()
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            echo=settings.echo,
+            connect_args={
+                "check_same_thread": False,
+                "timeout": settings.sqlite_busy_timeout_ms / 1000,
+            },
+        )
+        _install_sqlite_pragmas(engine, settings.sqlite_busy_timeout_ms)
+        return engine
+    return create_engine(
+        url,
+        echo=settings.echo,
+        pool_pre_ping=True,
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+    )
+
+
+class Database:
+    """One engine and the three kinds of session the service opens on it."""
+
+    def __init__(self, url: str, settings: DatabaseSettings | None = None) -> None:
+        self.url = url
+        self.engine = make_engine(url, settings)
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            self._write_bind: Engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+            self._snapshot_bind: Engine = self.engine
+        else:
+            self._write_bind = self.engine
+            self._snapshot_bind = self.engine.execution_options(isolation_level="REPEATABLE READ")
+
+    def session(self, *, write: bool = True) -> Session:
+        return Session(self._write_bind if write else self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def snapshot_session(self) -> Iterator[Session]:
+        """A read-only transaction that sees one consistent state of the whole database."""
+        with Session(self._snapshot_bind, expire_on_commit=False) as session:
+            yield session
+            session.rollback()
+
+    def ping(self) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(text("SELECT 1")).scalar_one() == 1
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def bump_market_version(session: Session) -> int:
+    """Call last in every transaction that changes the market (it takes the row lock last,
+    so two writers never wait on each other in opposite orders)."""
+    session.flush()
+    session.execute(
+        update(MarketState)
+        .where(col(MarketState.id) == MARKET_STATE_ID)
+        .values(version=MarketState.version + 1)
+    )
+    return read_market_version(session)
+
+
+def read_market_version(session: Session) -> int:
+    stmt = select(col(MarketState.version)).where(col(MarketState.id) == MARKET_STATE_ID)
+    return int(session.execute(stmt).scalar_one())
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("file_template", "%%(year)d%%(month).2d%%(day).2d_%%(rev)s_%%(slug)s")
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()

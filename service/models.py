@@ -1,0 +1,161 @@
+"""Database tables, and nothing else: wire models live in :mod:`schemas.api`.
+
+Enum-valued columns are plain strings (validated at the API), so adding an enum member
+needs no migration. Nested value objects (certifications, loads) are JSON documents: they are
+always read and written with their parent and never queried on their own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, CheckConstraint, DateTime, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+SQLModel.metadata.naming_convention = NAMING_CONVENTION
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+Timestamp = DateTime(timezone=True)
+
+MARKET_STATE_ID = 1
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Organisation(SQLModel, table=True):
+    __tablename__ = "organisations"
+
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200, unique=True)
+    kind: str = Field(max_length=16, index=True)
+    country: str | None = Field(default=None, max_length=2)
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(
+        foreign_key="organisations.id", ondelete="CASCADE", max_length=64, index=True
+    )
+    label: str = Field(default="", max_length=100)
+    prefix: str = Field(max_length=16)
+    key_hash: str = Field(max_length=64, unique=True)
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
+    revoked_at: dt.datetime | None = Field(default=None, sa_type=Timestamp)
+
+
+class Site(SQLModel, table=True):
+    __tablename__ = "sites"
+
+    id: str = Field(primary_key=True, max_length=64)
+    cdmo_id: str = Field(
+        foreign_key="organisations.id", ondelete="CASCADE", max_length=64, index=True
+    )
+    name: str = Field(max_length=200)
+    country: str = Field(max_length=2)
+    region: str = Field(max_length=8, index=True)
+    overseas: bool = False
+    certifications: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
+    processes: list[str] = Field(default_factory=list, sa_type=JSONType)
+    categories: list[str] = Field(default_factory=list, sa_type=JSONType)
+    device_classes: list[str] = Field(default_factory=list, sa_type=JSONType)
+    quality: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    version: int = 1
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
+    updated_at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
+
+
+class Listing(SQLModel, table=True):
+    __tablename__ = "listings"
+    __table_args__ = (
+        UniqueConstraint("site_id", "process", "month"),
+        CheckConstraint("capacity_hours >= 0", name="capacity_nonnegative"),
+        CheckConstraint(
+            "reserved_hours >= 0 AND reserved_hours <= capacity_hours", name="reserved_in_range"
+        ),
+        CheckConstraint("price_per_hour >= 0", name="price_nonnegative"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    site_id: str = Field(foreign_key="sites.id", ondelete="CASCADE", max_length=64)
+    process: str = Field(max_length=32)
+    month: str = Field(max_length=7, index=True)
+    capacity_hours: float
+    reserved_hours: float = 0.0
+    price_per_hour: float
+    version: int = 1
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
+    updated_at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
+
+
+class Project(SQLModel, table=True):
+    __tablename__ = "projects"
+    __table_args__ = (
+        CheckConstraint("priority BETWEEN 1 AND 10", name="priority_range"),
+        CheckConstraint("window_end >= window_start", name="window_ordered"),
+    )
+
+    id: str = Field(primary_key=True, max_length=64)
+    maker_id: str = Field(
+        foreign_key="organisations.id", ondelete="CASCADE", max_length=64, index=True
+    )
+    title: str = Field(max_length=200)
+    category: str = Field(max_length=32, index=True)
+    device_class: str = Field(max_length=4)
+    target_markets: list[str] = Field(default_factory=list, sa_type=JSONType)
+    required_certifications: list[str] = Field(default_factory=list, sa_type=JSONType)
+    window_start: str = Field(max_length=7)
+    window_end: str = Field(max_length=7)
+    loads: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
+    stage: str = Field(max_length=16)
+    priority: int = 5
+    budget_ceiling: float | None = None
+    excluded_cdmo_ids: list[str] = Field(default_factory=list, sa_type=JSONType)
+    second_source_required: bool = False
+    second_source_share: float = 0.3
+    confidential: bool = True
+    status: str = Field(max_length=16, index=True)
+    version: int = 1
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
+    updated_at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
+
+
+class Proposal(SQLModel, table=True):
+    __tablename__ = "proposals"
+
+    id: str = Field(primary_key=True, max_length=64)
+    project_id: str = Field(
+        foreign_key="projects.id", ondelete="CASCADE", max_length=64, index=True
+    )
+    site_id: str = Field(foreign_key="sites.id", ondelete="CASCADE", max_length=64, index=True)
+    cdmo_id: str = Field(
+        foreign_key="organisations.id", ondelete="CASCADE", max_length=64, index=True
+    )
+    role: str = Field(max_length=16)
+    status: str = Field(max_length=16, index=True)
+    batch_id: str | None = Field(default=None, max_length=64)
+    created_by: str = Field(max_length=64)
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
+    updated_at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
+
+
+class MarketState(SQLModel, table=True):
+    """One row: the market version, bumped in the same transaction as every market write."""
+
+    __tablename__ = "market_state"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    version: int = Field(default=0, sa_type=BigInteger)

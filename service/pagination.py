@@ -1,0 +1,62 @@
+"""Cursor pagination: keyset on the primary key (ids sort by creation time), opaque cursors."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session
+
+from service.errors import InvalidFieldError
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class PageParams:
+    limit: int = DEFAULT_LIMIT
+    after: str | None = None
+
+
+def encode_cursor(after: str) -> str:
+    raw = json.dumps({"after": after}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        after = data["after"]
+        if not isinstance(after, str) or not after or len(after) > 64:
+            raise ValueError("bad cursor")
+        return after
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise InvalidFieldError(
+            "cursor", "not a cursor returned by this API", location="query", code="cursor_invalid"
+        ) from exc
+
+
+def paginate(
+    session: Session,
+    stmt: Any,
+    id_column: Any,
+    page: PageParams,
+) -> tuple[Sequence[Any], str | None]:
+    """Rows of ``stmt`` after the cursor, ordered by ``id_column``; and the next cursor.
+
+    ``stmt`` may select one entity or a tuple; the first element carries the id.
+    """
+    if page.after is not None:
+        stmt = stmt.where(id_column > page.after)
+    rows = list(session.execute(stmt.order_by(id_column).limit(page.limit + 1)).all())
+    next_cursor = None
+    if len(rows) > page.limit:
+        rows = rows[: page.limit]
+        next_cursor = encode_cursor(rows[-1][0].id)
+    return rows, next_cursor

@@ -1,0 +1,69 @@
+"""Helpers shared by the repositories: versioned updates and JSON-array filters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, exists, func, literal, select, type_coerce, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Session
+
+from service.errors import PreconditionFailedError
+from service.models import utcnow
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def check_version(current: int, expected: frozenset[int] | None, what: str) -> None:
+    if expected is not None and current not in expected:
+        raise PreconditionFailedError(
+            f"{what} has changed (now version {current}); re-read it and retry",
+            headers={"ETag": etag(current)},
+            current_version=current,
+        )
+
+
+def versioned_update(
+    session: Session, model: Any, obj: Any, values: dict[str, Any], what: str
+) -> None:
+    """``UPDATE ... SET ..., version = version + 1 WHERE id = :id AND version = :read``.
+
+    The row's version was checked against If-Match when it was read; this closes the window
+    between that read and the write: a writer that lost the race updates no row and gets 412.
+    """
+    read_version = obj.version
+    result = session.execute(
+        update(model)
+        .where(model.id == obj.id, model.version == read_version)
+        .values(**values, version=model.version + 1, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise PreconditionFailedError(
+            f"{what} was changed by another request; re-read it and retry"
+        )
+    session.refresh(obj)
+
+
+def json_array_contains(session: Session, column: Any, value: str) -> ColumnElement[bool]:
+    """``value`` is an element of the JSON array in ``column`` (PostgreSQL or SQLite)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column.op("@>", is_comparison=True)(type_coerce([value], JSONB))
+    each = func.json_each(column).table_valued("value")
+    return exists(select(literal(1)).select_from(each).where(each.c.value == value))
+
+
+def versioned_delete(session: Session, model: Any, obj: Any, what: str) -> None:
+    """Delete the row only if it is still at the version that was read (and checked)."""
+    result = session.execute(
+        delete(model)
+        .where(model.id == obj.id, model.version == obj.version)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise PreconditionFailedError(f"{what} was changed by another request; re-read it")
+    session.expunge(obj)

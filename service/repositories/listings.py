@@ -1,0 +1,157 @@
+"""Capacity listings: per site x process x month, updated often, under optimistic concurrency."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import false
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from schemas.api import ListingCreate, ListingPublic, ListingUpdate, ListingValues
+from schemas.market import ProcessKind
+from service.auth import Principal
+from service.db import bump_market_version
+from service.errors import BodyValidationError, ConflictError, InvalidFieldError, NotFoundError
+from service.ids import new_id
+from service.models import Listing, Site
+from service.pagination import PageParams, paginate
+from service.repositories.common import check_version, versioned_delete, versioned_update
+
+_VALUE_FIELDS = tuple(ListingValues.model_fields)
+
+
+@dataclass(frozen=True)
+class ListingFilters:
+    site_id: str | None = None
+    process: ProcessKind | None = None
+    month_from: str | None = None
+    month_to: str | None = None
+
+
+def to_public(listing: Listing, cdmo_id: str) -> ListingPublic:
+    data = {
+        name: getattr(listing, name)
+        for name in ListingPublic.model_fields
+        if name not in ("cdmo_id", "free_hours")
+    }
+    return ListingPublic.model_validate(
+        {
+            **data,
+            "cdmo_id": cdmo_id,
+            "free_hours": max(0.0, listing.capacity_hours - listing.reserved_hours),
+        }
+    )
+
+
+def _visible(principal: Principal) -> Any:
+    if principal.is_operator:
+        return None
+    if principal.is_cdmo:
+        return Site.cdmo_id == principal.org_id
+    return false()
+
+
+def get_listing(*, session: Session, principal: Principal, listing_id: str) -> tuple[Listing, str]:
+    """The listing and its CDMO's id, or 404 when it does not exist or is not the caller's."""
+    row = session.exec(
+        select(Listing, Site.cdmo_id)
+        .join(Site, Site.id == Listing.site_id)  # type: ignore[arg-type]
+        .where(Listing.id == listing_id)
+    ).first()
+    if row is None or not (principal.is_operator or row[1] == principal.org_id):
+        raise NotFoundError(f"listing {listing_id} not found")
+    return row[0], row[1]
+
+
+def list_listings(
+    *, session: Session, principal: Principal, filters: ListingFilters, page: PageParams
+) -> tuple[Sequence[tuple[Listing, str]], str | None]:
+    stmt = select(Listing, Site.cdmo_id).join(Site, Site.id == Listing.site_id)  # type: ignore[arg-type]
+    if (cond := _visible(principal)) is not None:
+        stmt = stmt.where(cond)
+    if filters.site_id is not None:
+        stmt = stmt.where(Listing.site_id == filters.site_id)
+    if filters.process is not None:
+        stmt = stmt.where(Listing.process == filters.process.value)
+    if filters.month_from is not None:
+        stmt = stmt.where(Listing.month >= filters.month_from)
+    if filters.month_to is not None:
+        stmt = stmt.where(Listing.month <= filters.month_to)
+    rows, cursor = paginate(session, stmt, Listing.id, page)
+    return [(r[0], r[1]) for r in rows], cursor
+
+
+def create_listing(
+    *, session: Session, site: Site, listing_in: ListingCreate, listing_id: str | None = None
+) -> Listing:
+    if listing_in.process.value not in site.processes:
+        raise InvalidFieldError(
+            "process",
+            f"site {site.id} does not run {listing_in.process.value}; "
+            "add the process to the site first",
+            code="process_not_at_site",
+        )
+    duplicate = session.exec(
+        select(Listing.id).where(
+            Listing.site_id == site.id,
+            Listing.process == listing_in.process.value,
+            Listing.month == listing_in.month,
+        )
+    ).first()
+    if duplicate is not None:
+        raise ConflictError(
+            f"site {site.id} already lists {listing_in.process.value} for {listing_in.month}: "
+            f"update listing {duplicate} instead",
+            existing_id=duplicate,
+        )
+    listing = Listing(
+        id=listing_id or new_id("lst"), site_id=site.id, **listing_in.model_dump(mode="json")
+    )
+    session.add(listing)
+    try:
+        bump_market_version(session)  # flushes the insert first
+        session.commit()
+    except IntegrityError as exc:  # the same listing created concurrently
+        session.rollback()
+        raise ConflictError(
+            f"site {site.id} already lists {listing_in.process.value} for {listing_in.month}"
+        ) from exc
+    return listing
+
+
+def _write(session: Session, listing: Listing, values: dict[str, Any]) -> Listing:
+    versioned_update(session, Listing, listing, values, f"listing {listing.id}")
+    bump_market_version(session)
+    session.commit()
+    return listing
+
+
+def replace_listing(
+    *, session: Session, listing: Listing, values: ListingValues, expected: frozenset[int]
+) -> Listing:
+    check_version(listing.version, expected, f"listing {listing.id}")
+    return _write(session, listing, values.model_dump(mode="json"))
+
+
+def patch_listing(
+    *, session: Session, listing: Listing, patch: ListingUpdate, expected: frozenset[int]
+) -> Listing:
+    check_version(listing.version, expected, f"listing {listing.id}")
+    current = {name: getattr(listing, name) for name in _VALUE_FIELDS}
+    changes = patch.model_dump(mode="json", exclude_unset=True)
+    try:
+        merged = ListingValues.model_validate({**current, **changes})
+    except ValidationError as exc:
+        raise BodyValidationError(exc) from exc
+    return _write(session, listing, merged.model_dump(mode="json"))
+
+
+def delete_listing(*, session: Session, listing: Listing, expected: frozenset[int] | None) -> None:
+    check_version(listing.version, expected, f"listing {listing.id}")
+    versioned_delete(session, Listing, listing, f"listing {listing.id}")
+    bump_market_version(session)
+    session.commit()

@@ -1,0 +1,127 @@
+"""Organisations and API keys."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from schemas.api import ApiKeyPublic, OrganisationCreate, OrganisationPublic, OrgKind
+from service.auth import Principal
+from service.errors import ConflictError, InvalidFieldError, NotFoundError
+from service.ids import new_id
+from service.models import ApiKey, Organisation, utcnow
+from service.pagination import PageParams, paginate
+from service.security import display_prefix, generate_api_key, hash_api_key
+
+
+def to_public(org: Organisation) -> OrganisationPublic:
+    return OrganisationPublic.model_validate(org, from_attributes=True)
+
+
+def key_to_public(key: ApiKey) -> ApiKeyPublic:
+    return ApiKeyPublic.model_validate(key, from_attributes=True)
+
+
+def create_org(
+    *, session: Session, org_in: OrganisationCreate, org_id: str | None = None
+) -> Organisation:
+    existing = session.exec(select(Organisation).where(Organisation.name == org_in.name)).first()
+    if existing is not None:
+        raise ConflictError(f"an organisation named {org_in.name!r} already exists")
+    org = Organisation(id=org_id or new_id("org"), **org_in.model_dump(mode="json"))
+    session.add(org)
+    try:
+        session.commit()
+    except IntegrityError as exc:  # a concurrent create with the same name
+        session.rollback()
+        raise ConflictError(f"an organisation named {org_in.name!r} already exists") from exc
+    return org
+
+
+def get_org(*, session: Session, principal: Principal, org_id: str) -> Organisation:
+    org = session.get(Organisation, org_id)
+    if org is None or not (principal.is_operator or principal.org_id == org_id):
+        raise NotFoundError(f"organisation {org_id} not found")
+    return org
+
+
+def list_orgs(
+    *, session: Session, principal: Principal, kind: OrgKind | None, page: PageParams
+) -> tuple[Sequence[Organisation], str | None]:
+    stmt = select(Organisation)
+    if not principal.is_operator:
+        stmt = stmt.where(Organisation.id == principal.org_id)
+    if kind is not None:
+        stmt = stmt.where(Organisation.kind == kind.value)
+    rows, cursor = paginate(session, stmt, Organisation.id, page)
+    return [r[0] for r in rows], cursor
+
+
+def list_cdmos(*, session: Session, page: PageParams) -> tuple[Sequence[Organisation], str | None]:
+    stmt = select(Organisation).where(Organisation.kind == OrgKind.CDMO.value)
+    rows, cursor = paginate(session, stmt, Organisation.id, page)
+    return [r[0] for r in rows], cursor
+
+
+def require_org_of_kind(session: Session, org_id: str, kind: OrgKind, field: str) -> Organisation:
+    org = session.get(Organisation, org_id)
+    if org is None or org.kind != kind.value:
+        raise InvalidFieldError(
+            field, f"{org_id} is not a {kind.value} organisation", code="unknown_reference"
+        )
+    return org
+
+
+def create_api_key(
+    *,
+    session: Session,
+    org: Organisation,
+    label: str,
+    secret: str,
+    key: str | None = None,
+    key_id: str | None = None,
+    commit: bool = True,
+) -> tuple[ApiKey, str]:
+    """A new key for ``org``: the row (hash only) and the plaintext, to show once."""
+    plaintext = key or generate_api_key()
+    row = ApiKey(
+        id=key_id or new_id("key"),
+        org_id=org.id,
+        label=label,
+        prefix=display_prefix(plaintext),
+        key_hash=hash_api_key(plaintext, secret),
+    )
+    session.add(row)
+    if commit:
+        session.commit()
+    return row, plaintext
+
+
+def list_api_keys(
+    *, session: Session, org: Organisation, page: PageParams
+) -> tuple[Sequence[ApiKey], str | None]:
+    rows, cursor = paginate(session, select(ApiKey).where(ApiKey.org_id == org.id), ApiKey.id, page)
+    return [r[0] for r in rows], cursor
+
+
+def revoke_api_key(*, session: Session, org: Organisation, key_id: str) -> ApiKey:
+    key = session.get(ApiKey, key_id)
+    if key is None or key.org_id != org.id:
+        raise NotFoundError(f"API key {key_id} not found")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        session.add(key)
+        session.commit()
+    return key
+
+
+def find_operator(session: Session) -> Organisation | None:
+    stmt = select(Organisation).where(Organisation.kind == OrgKind.OPERATOR.value)
+    return session.exec(stmt.order_by(Organisation.id)).first()  # type: ignore[arg-type]
+
+
+def has_active_key(session: Session, org: Organisation) -> bool:
+    stmt = select(ApiKey.id).where(ApiKey.org_id == org.id, ApiKey.revoked_at.is_(None))  # type: ignore[union-attr]
+    return session.exec(stmt).first() is not None

@@ -1,0 +1,257 @@
+"""Makers' projects. A maker sees only its own; a CDMO sees one (redacted) only while it is
+actively proposed to one of its sites; operators see all."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import exists, false, update
+from sqlmodel import Session, col, select
+
+from schemas.api import (
+    ACTIVE_PROPOSAL_STATUSES,
+    OrgKind,
+    ProjectCreate,
+    ProjectFields,
+    ProjectPublic,
+    ProjectRedacted,
+    ProjectStatus,
+    ProjectUpdate,
+    ProposalStatus,
+)
+from schemas.market import DeviceCategory, Region, RegulatoryClass, Stage
+from service.auth import Principal
+from service.db import bump_market_version
+from service.errors import (
+    BodyValidationError,
+    InvalidFieldError,
+    InvalidStateError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from service.ids import new_id
+from service.models import Organisation, Project, Proposal, utcnow
+from service.pagination import PageParams, paginate
+from service.repositories.common import (
+    check_version,
+    json_array_contains,
+    versioned_delete,
+    versioned_update,
+)
+from service.repositories.orgs import require_org_of_kind
+
+_FIELDS = tuple(ProjectFields.model_fields)
+_ACTIVE = [s.value for s in ACTIVE_PROPOSAL_STATUSES]
+
+# Which status a maker may move a project to, from which status. Operators may do any move.
+_MAKER_MOVES: dict[ProjectStatus, frozenset[ProjectStatus]] = {
+    ProjectStatus.DRAFT: frozenset({ProjectStatus.OPEN, ProjectStatus.CLOSED}),
+    ProjectStatus.OPEN: frozenset({ProjectStatus.DRAFT, ProjectStatus.CLOSED}),
+    ProjectStatus.PROPOSED: frozenset({ProjectStatus.CLOSED}),
+    ProjectStatus.MATCHED: frozenset({ProjectStatus.CLOSED}),
+    ProjectStatus.CLOSED: frozenset({ProjectStatus.DRAFT, ProjectStatus.OPEN}),
+}
+_EDITABLE = frozenset({ProjectStatus.DRAFT, ProjectStatus.OPEN, ProjectStatus.PROPOSED})
+_DELETABLE = frozenset({ProjectStatus.DRAFT, ProjectStatus.OPEN, ProjectStatus.CLOSED})
+
+
+@dataclass(frozen=True)
+class ProjectFilters:
+    status: ProjectStatus | None = None
+    category: DeviceCategory | None = None
+    device_class: RegulatoryClass | None = None
+    stage: Stage | None = None
+    market: Region | None = None
+    maker_id: str | None = None
+
+
+def _proposed_to(cdmo_id: str) -> Any:
+    return exists().where(
+        col(Proposal.project_id) == col(Project.id),
+        col(Proposal.cdmo_id) == cdmo_id,
+        col(Proposal.status).in_(_ACTIVE),
+    )
+
+
+def _visible(principal: Principal) -> Any:
+    if principal.is_operator:
+        return None
+    if principal.is_maker:
+        return Project.maker_id == principal.org_id
+    if principal.is_cdmo:
+        return _proposed_to(principal.org_id)
+    return false()
+
+
+def view(project: Project, principal: Principal) -> ProjectPublic | ProjectRedacted:
+    """What ``principal`` may see of a project it can see at all."""
+    if principal.is_operator or project.maker_id == principal.org_id:
+        return ProjectPublic.model_validate(project, from_attributes=True)
+    fields = {
+        name: getattr(project, name)
+        for name in ProjectRedacted.model_fields
+        if name not in ("view", "maker_id", "title")
+    }
+    hide = project.confidential
+    return ProjectRedacted.model_validate(
+        {
+            **fields,
+            "maker_id": None if hide else project.maker_id,
+            "title": None if hide else project.title,
+        }
+    )
+
+
+def get_project(*, session: Session, principal: Principal, project_id: str) -> Project:
+    stmt = select(Project).where(Project.id == project_id)
+    if (cond := _visible(principal)) is not None:
+        stmt = stmt.where(cond)
+    project = session.exec(stmt).first()
+    if project is None:
+        raise NotFoundError(f"project {project_id} not found")
+    return project
+
+
+def list_projects(
+    *, session: Session, principal: Principal, filters: ProjectFilters, page: PageParams
+) -> tuple[Sequence[Project], str | None]:
+    stmt = select(Project)
+    if (cond := _visible(principal)) is not None:
+        stmt = stmt.where(cond)
+    for column, value in (
+        (Project.status, filters.status),
+        (Project.category, filters.category),
+        (Project.device_class, filters.device_class),
+        (Project.stage, filters.stage),
+        (Project.maker_id, filters.maker_id),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == str(value))
+    if filters.market is not None:
+        stmt = stmt.where(
+            json_array_contains(session, Project.target_markets, filters.market.value)
+        )
+    rows, cursor = paginate(session, stmt, Project.id, page)
+    return [r[0] for r in rows], cursor
+
+
+def _check_excluded(session: Session, ids: Sequence[str]) -> None:
+    if not ids:
+        return
+    found = set(
+        session.exec(
+            select(Organisation.id).where(
+                Organisation.id.in_(ids),  # type: ignore[attr-defined]
+                Organisation.kind == OrgKind.CDMO.value,
+            )
+        ).all()
+    )
+    for i, org_id in enumerate(ids):
+        if org_id not in found:
+            raise InvalidFieldError(
+                f"excluded_cdmo_ids.{i}", f"{org_id} is not a CDMO", code="unknown_reference"
+            )
+
+
+def _owner(session: Session, principal: Principal, maker_id: str | None) -> str:
+    if principal.is_operator:
+        if maker_id is None:
+            raise InvalidFieldError(
+                "maker_id", "operators must name the owning maker", code="missing"
+            )
+        require_org_of_kind(session, maker_id, OrgKind.MAKER, "maker_id")
+        return maker_id
+    if not principal.is_maker:
+        raise PermissionDeniedError("only makers and operators may create projects")
+    if maker_id is not None and maker_id != principal.org_id:
+        raise PermissionDeniedError("a maker may only create projects of its own")
+    return principal.org_id
+
+
+def create_project(
+    *,
+    session: Session,
+    principal: Principal,
+    project_in: ProjectCreate,
+    project_id: str | None = None,
+) -> Project:
+    maker_id = _owner(session, principal, project_in.maker_id)
+    _check_excluded(session, project_in.excluded_cdmo_ids)
+    values = project_in.model_dump(mode="json", exclude={"maker_id"})
+    project = Project(id=project_id or new_id("prj"), maker_id=maker_id, **values)
+    session.add(project)
+    bump_market_version(session)
+    session.commit()
+    return project
+
+
+def _check_move(principal: Principal, current: ProjectStatus, target: ProjectStatus) -> None:
+    if target == current or principal.is_operator:
+        return
+    if target not in _MAKER_MOVES[current]:
+        raise InvalidStateError(
+            f"a maker cannot move a project from {current.value} to {target.value}"
+            + (
+                "; proposed and matched are set by proposals"
+                if target in (ProjectStatus.PROPOSED, ProjectStatus.MATCHED)
+                else ""
+            )
+        )
+
+
+def _withdraw_active(session: Session, project_id: str) -> None:
+    session.execute(
+        update(Proposal)
+        .where(Proposal.project_id == project_id, Proposal.status.in_(_ACTIVE))  # type: ignore[arg-type,attr-defined]
+        .values(status=ProposalStatus.WITHDRAWN.value, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def update_project(
+    *,
+    session: Session,
+    principal: Principal,
+    project: Project,
+    patch: ProjectUpdate,
+    expected: frozenset[int],
+) -> Project:
+    if principal.is_cdmo:
+        raise PermissionDeniedError("CDMOs may not change projects")
+    check_version(project.version, expected, f"project {project.id}")
+    changes = patch.model_dump(mode="json", exclude_unset=True)
+    current_status = ProjectStatus(project.status)
+    target = ProjectStatus(changes.pop("status", None) or current_status)
+    _check_move(principal, current_status, target)
+    if changes and current_status not in _EDITABLE and target not in _EDITABLE:
+        raise InvalidStateError(
+            f"a {current_status.value} project cannot be edited; reopen it first"
+        )
+    current = {name: getattr(project, name) for name in _FIELDS}
+    try:
+        merged = ProjectFields.model_validate({**current, **changes})
+    except ValidationError as exc:
+        raise BodyValidationError(exc) from exc
+    if "excluded_cdmo_ids" in changes:
+        _check_excluded(session, merged.excluded_cdmo_ids)
+    if target in (ProjectStatus.CLOSED, ProjectStatus.DRAFT, ProjectStatus.OPEN) and (
+        target != current_status
+    ):
+        _withdraw_active(session, project.id)  # leaving the proposal flow
+    values = {**merged.model_dump(mode="json"), "status": target.value}
+    versioned_update(session, Project, project, values, f"project {project.id}")
+    bump_market_version(session)
+    session.commit()
+    return project
+
+
+def delete_project(*, session: Session, project: Project, expected: frozenset[int] | None) -> None:
+    check_version(project.version, expected, f"project {project.id}")
+    if ProjectStatus(project.status) not in _DELETABLE:
+        raise InvalidStateError(f"a {project.status} project cannot be deleted; close it instead")
+    versioned_delete(session, Project, project, f"project {project.id}")
+    bump_market_version(session)
+    session.commit()

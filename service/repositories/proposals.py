@@ -1,0 +1,220 @@
+"""Proposals of projects to CDMO sites, and what they do to the project's status.
+
+:func:`create_proposal` is the one way a proposal comes into being: the operator endpoint
+calls it today, the optimiser's batches will call it later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import Session, select
+
+from schemas.api import (
+    ACTIVE_PROPOSAL_STATUSES,
+    ProjectStatus,
+    ProposalPublic,
+    ProposalStatus,
+)
+from schemas.market import Role
+from service.auth import Principal
+from service.db import bump_market_version
+from service.errors import ConflictError, InvalidStateError, NotFoundError, PermissionDeniedError
+from service.ids import new_id
+from service.models import Organisation, Project, Proposal, Site, utcnow
+from service.pagination import PageParams, paginate
+
+_ACTIVE = [s.value for s in ACTIVE_PROPOSAL_STATUSES]
+_PROPOSABLE = frozenset({ProjectStatus.OPEN, ProjectStatus.PROPOSED})
+# (from, to) moves a CDMO may make on a proposal to its own site.
+_CDMO_MOVES = {
+    (ProposalStatus.PROPOSED, ProposalStatus.ACCEPTED),
+    (ProposalStatus.PROPOSED, ProposalStatus.DECLINED),
+}
+_OPERATOR_MOVES = _CDMO_MOVES | {
+    (ProposalStatus.PROPOSED, ProposalStatus.WITHDRAWN),
+    (ProposalStatus.ACCEPTED, ProposalStatus.WITHDRAWN),
+}
+
+
+@dataclass(frozen=True)
+class ProposalFilters:
+    project_id: str | None = None
+    site_id: str | None = None
+    status: ProposalStatus | None = None
+
+
+def _joined() -> Any:
+    return (
+        select(Proposal, Site, Organisation)
+        .join(Site, Site.id == Proposal.site_id)  # type: ignore[arg-type]
+        .join(Organisation, Organisation.id == Proposal.cdmo_id)  # type: ignore[arg-type]
+    )
+
+
+def _public(proposal: Proposal, site: Site, cdmo: Organisation) -> ProposalPublic:
+    return ProposalPublic(
+        id=proposal.id,
+        project_id=proposal.project_id,
+        site_id=proposal.site_id,
+        cdmo_id=proposal.cdmo_id,
+        role=Role(proposal.role),
+        status=ProposalStatus(proposal.status),
+        batch_id=proposal.batch_id,
+        site_name=site.name,
+        site_country=site.country,
+        site_region=site.region,  # type: ignore[arg-type]
+        cdmo_name=cdmo.name,
+        created_at=proposal.created_at,
+        updated_at=proposal.updated_at,
+    )
+
+
+def to_public(session: Session, proposal: Proposal) -> ProposalPublic:
+    row = session.exec(_joined().where(Proposal.id == proposal.id)).one()
+    return _public(*row)
+
+
+def _visible(principal: Principal) -> Any:
+    if principal.is_operator:
+        return None
+    if principal.is_cdmo:
+        return Proposal.cdmo_id == principal.org_id
+    return Proposal.project_id.in_(  # type: ignore[attr-defined]
+        select(Project.id).where(Project.maker_id == principal.org_id)
+    )
+
+
+def get_proposal(*, session: Session, principal: Principal, proposal_id: str) -> Proposal:
+    stmt = select(Proposal).where(Proposal.id == proposal_id)
+    if (cond := _visible(principal)) is not None:
+        stmt = stmt.where(cond)
+    proposal = session.exec(stmt).first()
+    if proposal is None:
+        raise NotFoundError(f"proposal {proposal_id} not found")
+    return proposal
+
+
+def list_proposals(
+    *, session: Session, principal: Principal, filters: ProposalFilters, page: PageParams
+) -> tuple[list[ProposalPublic], str | None]:
+    stmt = _joined()
+    if (cond := _visible(principal)) is not None:
+        stmt = stmt.where(cond)
+    if filters.project_id is not None:
+        stmt = stmt.where(Proposal.project_id == filters.project_id)
+    if filters.site_id is not None:
+        stmt = stmt.where(Proposal.site_id == filters.site_id)
+    if filters.status is not None:
+        stmt = stmt.where(Proposal.status == filters.status.value)
+    rows, cursor = paginate(session, stmt, Proposal.id, page)
+    return [_public(*r) for r in rows], cursor
+
+
+def _active(session: Session, project_id: str) -> Sequence[Proposal]:
+    return session.exec(
+        select(Proposal).where(
+            Proposal.project_id == project_id,
+            Proposal.status.in_(_ACTIVE),  # type: ignore[attr-defined]
+        )
+    ).all()
+
+
+def _sync_project_status(session: Session, project: Project) -> None:
+    """open <-> proposed <-> matched, from the project's active proposals."""
+    if ProjectStatus(project.status) not in (
+        ProjectStatus.OPEN,
+        ProjectStatus.PROPOSED,
+        ProjectStatus.MATCHED,
+    ):
+        return
+    session.flush()
+    active = _active(session, project.id)
+    accepted = {Role(p.role) for p in active if p.status == ProposalStatus.ACCEPTED.value}
+    needed = {Role.PRIMARY} | ({Role.SECOND_SOURCE} if project.second_source_required else set())
+    if needed <= accepted:
+        status = ProjectStatus.MATCHED
+    elif active:
+        status = ProjectStatus.PROPOSED
+    else:
+        status = ProjectStatus.OPEN
+    if status.value != project.status:
+        project.status = status.value
+        project.version += 1
+        project.updated_at = utcnow()
+        session.add(project)
+
+
+def create_proposal(
+    *,
+    session: Session,
+    project: Project,
+    site: Site,
+    role: Role,
+    created_by: str,
+    batch_id: str | None = None,
+) -> tuple[Proposal, bool]:
+    """Propose ``project`` to ``site`` in ``role``; returns (proposal, created).
+
+    Re-proposing the active pair returns it unchanged (stable under repeated batches); a
+    different site for the same role supersedes the previous proposal.
+    """
+    session.refresh(project, with_for_update=True)  # one proposal change per project at a time
+    if ProjectStatus(project.status) not in _PROPOSABLE:
+        raise InvalidStateError(f"project {project.id} is {project.status}, not open")
+    if site.cdmo_id in project.excluded_cdmo_ids:
+        raise ConflictError(f"the maker excluded CDMO {site.cdmo_id} from project {project.id}")
+    if role == Role.SECOND_SOURCE and not project.second_source_required:
+        raise InvalidStateError(f"project {project.id} does not ask for a second source")
+    superseded = []
+    for other in _active(session, project.id):
+        if other.role == role.value:
+            if other.site_id == site.id:
+                return other, False
+            superseded.append(other)
+        elif other.cdmo_id == site.cdmo_id:
+            raise ConflictError("primary and second source must be different CDMOs")
+    now = utcnow()
+    for old in superseded:
+        old.status = ProposalStatus.SUPERSEDED.value
+        old.updated_at = now
+        session.add(old)
+    proposal = Proposal(
+        id=new_id("prp"),
+        project_id=project.id,
+        site_id=site.id,
+        cdmo_id=site.cdmo_id,
+        role=role.value,
+        status=ProposalStatus.PROPOSED.value,
+        batch_id=batch_id,
+        created_by=created_by,
+    )
+    session.add(proposal)
+    _sync_project_status(session, project)
+    bump_market_version(session)
+    session.commit()
+    return proposal, True
+
+
+def decide_proposal(
+    *, session: Session, principal: Principal, proposal: Proposal, target: ProposalStatus
+) -> Proposal:
+    current = ProposalStatus(proposal.status)
+    moves = _OPERATOR_MOVES if principal.is_operator else _CDMO_MOVES
+    if not (principal.is_operator or principal.org_id == proposal.cdmo_id):
+        raise PermissionDeniedError("only the CDMO it was made to, or an operator, may decide")
+    if (current, target) not in moves:
+        if principal.is_cdmo and target == ProposalStatus.WITHDRAWN:
+            raise PermissionDeniedError("only operators withdraw proposals")
+        raise InvalidStateError(f"a {current.value} proposal cannot become {target.value}")
+    proposal.status = target.value
+    proposal.updated_at = utcnow()
+    session.add(proposal)
+    project = session.get(Project, proposal.project_id, with_for_update=True)
+    assert project is not None  # foreign key
+    _sync_project_status(session, project)
+    bump_market_version(session)
+    session.commit()
+    return proposal

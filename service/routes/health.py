@@ -1,0 +1,92 @@
+"""Liveness, readiness, metrics and the problem-type pages (no authentication)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from schemas.api import Health, Readiness
+from service.db import current_revision
+from service.deps import ServicesDep
+from service.errors import PROBLEM_TYPES, NotFoundError
+from service.openapi import problems
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health", summary="Liveness: the process answers")
+def health() -> Health:
+    return Health()
+
+
+@router.get(
+    "/ready",
+    summary="Readiness: database reachable and migrated, key-value store reachable",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A backing service is down."}},
+)
+def ready(services: ServicesDep) -> Response:
+    db_ok = store_ok = migrated = False
+    try:
+        db_ok = services.db.ping()
+        migrated = current_revision(services.db.engine) is not None
+    except Exception:  # readiness reports failure, it does not raise it
+        log.warning("readiness: database check failed", exc_info=True)
+    try:
+        store_ok = services.store.ping()
+    except Exception:
+        log.warning("readiness: store check failed", exc_info=True)
+    ok = db_ok and store_ok and migrated
+    body = Readiness(
+        status="ready" if ok else "unavailable",
+        database=services.db.dialect if db_ok else "unreachable",
+        store=services.store.kind if store_ok else "unreachable",
+        migrated=migrated,
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"example": "cdmo_http_requests_total{...} 42"}}}},
+)
+def metrics(services: ServicesDep) -> Response:
+    if not services.settings.http.expose_metrics:
+        raise NotFoundError("metrics are disabled")
+    return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+@router.get(
+    "/problems/{slug}",
+    summary="What a problem `type` means",
+    responses={
+        200: {
+            "content": {
+                "application/json": {
+                    "example": {
+                        "type": "/problems/precondition-failed",
+                        "title": "Precondition failed",
+                        "status": 412,
+                        "description": "If-Match does not match the current version.",
+                    }
+                }
+            }
+        },
+        **problems(404, 422, auth=False),
+    },
+)
+def problem_type(slug: str) -> dict[str, object]:
+    ptype = PROBLEM_TYPES.get(slug)
+    if ptype is None:
+        raise NotFoundError(f"no problem type {slug}")
+    return {
+        "type": ptype.uri,
+        "title": ptype.title,
+        "status": ptype.status,
+        "description": ptype.description,
+    }

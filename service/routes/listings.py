@@ -1,0 +1,111 @@
+"""Capacity listings by id: read, replace (PUT), change (PATCH), delete; If-Match on writes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from schemas.api import ListingPublic, ListingUpdate, ListingValues, Page
+from schemas.market import ProcessKind, YearMonth
+from service import repositories as repo
+from service.deps import (
+    ID_PATTERN,
+    CdmoOrOperator,
+    IfMatch,
+    IfMatchOptional,
+    ListingDep,
+    PageDep,
+    SessionDep,
+    cdmo_or_operator,
+)
+from service.openapi import problems
+from service.repositories.common import etag
+from service.repositories.listings import ListingFilters
+
+router = APIRouter(
+    prefix="/v1/listings", tags=["listings"], dependencies=[Depends(cdmo_or_operator)]
+)
+
+
+@router.get(
+    "",
+    summary="List capacity listings (CDMOs: their own; operators: all)",
+    responses=problems(403, 422),
+)
+def list_listings(
+    session: SessionDep,
+    principal: CdmoOrOperator,
+    page: PageDep,
+    site_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    process: ProcessKind | None = None,
+    month_from: YearMonth | None = None,
+    month_to: YearMonth | None = None,
+) -> Page[ListingPublic]:
+    filters = ListingFilters(
+        site_id=site_id, process=process, month_from=month_from, month_to=month_to
+    )
+    rows, cursor = repo.listings.list_listings(
+        session=session, principal=principal, filters=filters, page=page
+    )
+    return Page(
+        items=[repo.listings.to_public(lst, cdmo) for lst, cdmo in rows], next_cursor=cursor
+    )
+
+
+@router.get("/{listing_id}", summary="One listing", responses=problems(403, 404, 422))
+def get_listing(loaded: ListingDep, response: Response) -> ListingPublic:
+    listing, cdmo_id = loaded
+    response.headers["ETag"] = etag(listing.version)
+    return repo.listings.to_public(listing, cdmo_id)
+
+
+@router.put(
+    "/{listing_id}",
+    summary="Replace a listing's hours and price (If-Match required)",
+    responses=problems(403, 404, 412, 413, 415, 422, 428),
+)
+def replace_listing(
+    values: ListingValues,
+    loaded: ListingDep,
+    expected: IfMatch,
+    session: SessionDep,
+    response: Response,
+) -> ListingPublic:
+    listing, cdmo_id = loaded
+    listing = repo.listings.replace_listing(
+        session=session, listing=listing, values=values, expected=expected
+    )
+    response.headers["ETag"] = etag(listing.version)
+    return repo.listings.to_public(listing, cdmo_id)
+
+
+@router.patch(
+    "/{listing_id}",
+    summary="Change some of a listing's values (If-Match required)",
+    responses=problems(403, 404, 412, 413, 415, 422, 428),
+)
+def patch_listing(
+    patch: ListingUpdate,
+    loaded: ListingDep,
+    expected: IfMatch,
+    session: SessionDep,
+    response: Response,
+) -> ListingPublic:
+    listing, cdmo_id = loaded
+    listing = repo.listings.patch_listing(
+        session=session, listing=listing, patch=patch, expected=expected
+    )
+    response.headers["ETag"] = etag(listing.version)
+    return repo.listings.to_public(listing, cdmo_id)
+
+
+@router.delete(
+    "/{listing_id}",
+    status_code=204,
+    summary="Delete a listing",
+    responses=problems(403, 404, 412, 422),
+)
+def delete_listing(loaded: ListingDep, expected: IfMatchOptional, session: SessionDep) -> Response:
+    repo.listings.delete_listing(session=session, listing=loaded[0], expected=expected)
+    return Response(status_code=204)

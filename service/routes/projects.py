@@ -1,0 +1,152 @@
+"""Makers' projects. Visible to their maker and operators; to a CDMO, redacted, while proposed
+to it. Anything else is 404, so a project's existence never leaks."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from schemas.api import (
+    Page,
+    ProjectCreate,
+    ProjectPublic,
+    ProjectStatus,
+    ProjectUpdate,
+    ProjectView,
+    ProposalPublic,
+)
+from schemas.market import DeviceCategory, Region, RegulatoryClass, Stage
+from service import repositories as repo
+from service.deps import (
+    ID_PATTERN,
+    CurrentOrg,
+    IfMatch,
+    IfMatchOptional,
+    MakerOrOperator,
+    PageDep,
+    ProjectDep,
+    SessionDep,
+    maker_or_operator,
+)
+from service.idempotency import IdempotencyDep
+from service.openapi import problems
+from service.repositories.common import etag
+from service.repositories.projects import ProjectFilters
+from service.repositories.proposals import ProposalFilters
+
+router = APIRouter(prefix="/v1/projects", tags=["projects"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Post a project (makers for themselves; operators name maker_id)",
+    responses=problems(403, 409, 413, 415, 422),
+    dependencies=[IdempotencyDep],
+)
+def create_project(
+    project_in: ProjectCreate,
+    session: SessionDep,
+    principal: MakerOrOperator,
+    response: Response,
+) -> ProjectPublic:
+    project = repo.projects.create_project(
+        session=session, principal=principal, project_in=project_in
+    )
+    response.headers["Location"] = f"/v1/projects/{project.id}"
+    response.headers["ETag"] = etag(project.version)
+    return ProjectPublic.model_validate(project, from_attributes=True)
+
+
+@router.get(
+    "",
+    summary="List the projects the caller may see, filtered, a page at a time",
+    response_model=Page[ProjectView],
+    responses=problems(422),
+)
+def list_projects(
+    session: SessionDep,
+    principal: CurrentOrg,
+    page: PageDep,
+    status: ProjectStatus | None = None,
+    category: DeviceCategory | None = None,
+    device_class: RegulatoryClass | None = None,
+    stage: Stage | None = None,
+    market: Annotated[Region | None, Query(description="Projects sold in this market.")] = None,
+    maker_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+) -> Page[ProjectView]:
+    filters = ProjectFilters(
+        status=status,
+        category=category,
+        device_class=device_class,
+        stage=stage,
+        market=market,
+        maker_id=maker_id,
+    )
+    rows, cursor = repo.projects.list_projects(
+        session=session, principal=principal, filters=filters, page=page
+    )
+    return Page(items=[repo.projects.view(p, principal) for p in rows], next_cursor=cursor)
+
+
+@router.get(
+    "/{project_id}",
+    summary="One project (full for its maker and operators, redacted for a CDMO)",
+    response_model=ProjectView,
+    responses=problems(404, 422),
+)
+def get_project(project: ProjectDep, principal: CurrentOrg, response: Response) -> ProjectView:
+    response.headers["ETag"] = etag(project.version)
+    return repo.projects.view(project, principal)
+
+
+@router.patch(
+    "/{project_id}",
+    summary="Change a project (If-Match required)",
+    responses=problems(403, 404, 409, 412, 413, 415, 422, 428),
+    dependencies=[Depends(maker_or_operator)],
+)
+def update_project(
+    patch: ProjectUpdate,
+    project: ProjectDep,
+    principal: CurrentOrg,
+    expected: IfMatch,
+    session: SessionDep,
+    response: Response,
+) -> ProjectPublic:
+    project = repo.projects.update_project(
+        session=session, principal=principal, project=project, patch=patch, expected=expected
+    )
+    response.headers["ETag"] = etag(project.version)
+    return ProjectPublic.model_validate(project, from_attributes=True)
+
+
+@router.delete(
+    "/{project_id}",
+    status_code=204,
+    summary="Delete a draft, open or closed project",
+    responses=problems(403, 404, 409, 412, 422),
+    dependencies=[Depends(maker_or_operator)],
+)
+def delete_project(project: ProjectDep, expected: IfMatchOptional, session: SessionDep) -> Response:
+    repo.projects.delete_project(session=session, project=project, expected=expected)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/{project_id}/proposals",
+    summary="Proposals of the project (a CDMO sees only those to its own sites)",
+    responses=problems(404, 422),
+    tags=["proposals"],
+)
+def list_project_proposals(
+    project: ProjectDep, principal: CurrentOrg, session: SessionDep, page: PageDep
+) -> Page[ProposalPublic]:
+    rows, cursor = repo.proposals.list_proposals(
+        session=session,
+        principal=principal,
+        filters=ProposalFilters(project_id=project.id),
+        page=page,
+    )
+    return Page(items=rows, next_cursor=cursor)
