@@ -186,7 +186,12 @@ class _Lns:
         placed = choice != NONE
         placed_bin = np.full(m.n_items, NONE, dtype=np.int64)
         placed_bin[placed] = m.cand_bin[choice[placed]]
-        seed_bin = int(m.cand_bin[int(self.rng.integers(m.n_cand))])
+        # Half the time start where an unplaced item wants to go: that is where value is left.
+        waiting = np.flatnonzero(~placed[self.cand_item] & (m.cand_value > 0))
+        pool = waiting if waiting.size and self.rng.random() < 0.5 else None
+        seed_cand = pool[self.rng.integers(pool.size)] if pool is not None else (
+            self.rng.integers(m.n_cand))
+        seed_bin = int(m.cand_bin[int(seed_cand)])
         # Bins related to the seed: other candidates of the items that could use it.
         related = np.unique(m.cand_bin[np.isin(self.cand_item,
                                                 self.cand_item[m.cand_bin == seed_bin])])
