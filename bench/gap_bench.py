@@ -43,8 +43,9 @@ def family_of(file: str) -> str:
     return "gap1-12" if name.startswith("gap") else name[0].upper()
 
 
-def plain_cpsat(instance: GapInstance, sense: str, time_limit: float, workers: int,
-                seed: int) -> dict:
+def plain_cpsat(
+    instance: GapInstance, sense: str, time_limit: float, workers: int, seed: int
+) -> dict:
     """The baseline: the textbook CP-SAT model, no hint, no decomposition."""
     started = time.perf_counter()
     m, n = instance.agents, instance.jobs
@@ -53,8 +54,9 @@ def plain_cpsat(instance: GapInstance, sense: str, time_limit: float, workers: i
     for j in range(n):
         model.add_exactly_one(x[i][j] for i in range(m))
     for i in range(m):
-        model.add(sum(int(instance.weight[i, j]) * x[i][j] for j in range(n))
-                  <= int(instance.capacity[i]))
+        model.add(
+            sum(int(instance.weight[i, j]) * x[i][j] for j in range(n)) <= int(instance.capacity[i])
+        )
     cost = sum(int(instance.cost[i, j]) * x[i][j] for i in range(m) for j in range(n))
     model.minimize(cost) if sense == "min" else model.maximize(cost)
     solver = cp_model.CpSolver()
@@ -116,16 +118,25 @@ def run(limit: float, families: list[str], workers: int, seed: int) -> Path:
                 result = plain_cpsat(instance, sense, limit, workers, seed)
             best = float(row["best_known"])
             record = {
-                "instance": row["instance_name"], "family": family_of(row["file"]),
-                "sense": sense, "solver": solver, "limit": limit, "best_known": best,
-                "objective": result["objective"], "bound": result["bound"],
-                "status": result["status"], "seconds": result["seconds"],
+                "instance": row["instance_name"],
+                "family": family_of(row["file"]),
+                "sense": sense,
+                "solver": solver,
+                "limit": limit,
+                "best_known": best,
+                "objective": result["objective"],
+                "bound": result["bound"],
+                "status": result["status"],
+                "seconds": result["seconds"],
                 "gap": relative_gap(result["objective"], best, sense),
             }
             with out.open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
-            print(f"{record['instance']:>10} {sense} {solver:<11} obj={record['objective']} "
-                  f"best={best:g} gap={record['gap']} {record['seconds']}s", flush=True)
+            print(
+                f"{record['instance']:>10} {sense} {solver:<11} obj={record['objective']} "
+                f"best={best:g} gap={record['gap']} {record['seconds']}s",
+                flush=True,
+            )
     return out
 
 
@@ -169,8 +180,10 @@ def report(limits: list[float]) -> str:
 
             wins = sum(better(a, b) > 0 for a, b in pairs)
             losses = sum(better(a, b) < 0 for a, b in pairs)
-            lines.append(f"| {family} | {limit:g} s | {len(pairs)} | {ours[0]} | {ours[1]} | "
-                         f"{ours[2]} | {plain[0]} | {plain[1]} | {plain[2]} | {wins} / {losses} |")
+            lines.append(
+                f"| {family} | {limit:g} s | {len(pairs)} | {ours[0]} | {ours[1]} | "
+                f"{ours[2]} | {plain[0]} | {plain[1]} | {plain[2]} | {wins} / {losses} |"
+            )
     return "\n".join(lines)
 
 
@@ -180,8 +193,13 @@ def main() -> None:
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--report", type=float, nargs="+", metavar="LIMIT",
-                        help="only print the tables for these recorded limits")
+    parser.add_argument(
+        "--report",
+        type=float,
+        nargs="+",
+        metavar="LIMIT",
+        help="only print the tables for these recorded limits",
+    )
     args = parser.parse_args()
     if args.report:
         print(report(args.report))

@@ -27,6 +27,7 @@ round-trips a generated snapshot through full validation to keep that claim hone
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import numpy as np
 
@@ -163,7 +164,7 @@ SEASON = {
     Region.SEA: (0.9, 0.9, 1, 0.9, 1, 1, 1, 1, 1, 1, 1, 0.95),
     Region.OTHER: (1,) * 12,
 }
-STAGE_HOURS = {Stage.DEVELOPMENT: 60.0, Stage.PILOT: 160.0, Stage.COMMERCIAL: 400.0}
+STAGE_HOURS = {Stage.DEVELOPMENT: 40.0, Stage.PILOT: 100.0, Stage.COMMERCIAL: 200.0}
 STAGE_WINDOW = {Stage.DEVELOPMENT: (2, 6), Stage.PILOT: (3, 8), Stage.COMMERCIAL: (6, 24)}
 # Target market sets and their weights.
 MARKET_SETS = [
@@ -199,6 +200,8 @@ def generate_market(
     """A snapshot with ``projects`` projects, ``sites`` sites and a ``months``-month horizon."""
     if projects < 0 or sites < 0 or months < 1:
         raise ValueError("projects and sites must be >= 0 and months >= 1")
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", start):
+        raise ValueError(f"start must be a YYYY-MM month, not {start!r}")
     rng = np.random.default_rng(seed)
     h0 = month_index(start)
     site_objs, listings, cdmo_ids = _sites(rng, sites, months, h0)
@@ -295,7 +298,7 @@ def _sites(
     lead = np.minimum(2 + rng.poisson(4, n) + 2 * overseas, 104)
 
     # Capacity per (site, process): lognormal base, seasonal per month, part reserved.
-    base_cap = np.round(np.exp(rng.normal(np.log(800.0), 0.6, (n, len(PROCS)))), -1)
+    base_cap = np.round(np.exp(rng.normal(np.log(1000.0), 0.6, (n, len(PROCS)))), -1)
     price_base = np.array([PROCESS_PRICE[p] for p in PROCS])
     region_price = np.array([REGION_PRICE[r] for r in REGIONS])[reg_idx]
     price = (

@@ -19,8 +19,9 @@ category/class, process, certification, market, excluded CDMO, budget, capacity 
 alone. Category/class is answered by an index: each group only lists the sites serving its
 category and class, with their site words gathered contiguously, so a row scans those alone.
 Process, certification and market are one branch-free (vectorised) pass of mask tests over
-that list; only the survivors pay for the exclusion list and the walk over the row's
-(process, month) loads that gives cost and capacity.
+that list (phase A); only the survivors pay for the walk over the row's (process, month)
+loads that gives cost and capacity (phase B1, branch-free too), then for the exclusion list,
+the budget and capacity decisions, the value and the top-K (phase B2).
 
 Value (maximised, int64 points)::
 
@@ -38,7 +39,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, parallel_chunksize, prange
 
 N_CLASSES = 3
 # Field layout of the site / requirement words.
@@ -69,8 +70,10 @@ NO_VALUE = np.iinfo(np.int64).min // 4
 VALUE_CLIP = 1e12
 # Slots beyond the top-K: two forced sites (pinned, previous) and one alternative-CDMO site.
 EXTRA_SLOTS = 3
-# Rows per parallel task: small enough to balance the threads, big enough to amortise.
+# Rows per parallel task (small enough to balance the threads, big enough to amortise the
+# call), and tasks a thread takes at a time (dynamic scheduling).
 ROWS_PER_TASK = 16
+TASKS_PER_GRAB = 4
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ class SiteArrays:
     region_bit: np.ndarray  # uint32 [S] 1 << region
     word0: np.ndarray  # uint32 [S] process bits | own-region market bit
     fitq: np.ndarray  # float64 [S] quality part of fit
-    free: np.ndarray  # int64 [S, PT] whole free hours (rounded down)
+    free: np.ndarray  # int32 [S, PT] whole free hours (rounded down; <= 1e7 by schema)
     price: np.ndarray  # float64 [S, PT] price per hour (0 where no listing)
     cert_ptr: np.ndarray  # int64 [S + 1]
     cert_kind: np.ndarray  # int32 [n_cert]
@@ -278,7 +281,7 @@ def _heap_sort(sites, vals, costs, n):
 
 @njit(cache=True)
 def _score_rows(
-    i0, i1, order, flags, surv, k, w_cost, fit_market, n_sites,
+    i0, i1, order, flags, surv, s_cost, s_fits, k, w_cost, fit_market, n_sites,
     site_cdmo, site_rbit, site_fitq, free, price, gptr, gsite, gword,
     row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units, ent_hours,
     row_budget, row_a, row_b, row_stab, row_prev, row_force, row_alt,
@@ -354,6 +357,19 @@ def _score_rows(
         av = NO_VALUE
         a_s = -1
         ac = 0.0
+        # Phase B1: cost and capacity of every survivor. No data-dependent branch here, so
+        # the CPU runs ahead over survivors and overlaps their cache misses.
+        for t in range(m):
+            s = surv[t]
+            cost = 0.0
+            fits = True
+            for e in range(e0, e1):
+                o = ent_off[e]
+                cost += ent_hours[e] * price[s, o]
+                fits &= ent_units[e] <= free[s, o]
+            s_cost[t] = cost
+            s_fits[t] = fits
+        # Phase B2: the remaining rules in order, value, top-K.
         for t in range(m):
             s = surv[t]
             cd = site_cdmo[s]
@@ -365,12 +381,8 @@ def _score_rows(
             if excluded:
                 n_excl += 1
                 continue
-            cost = 0.0
-            fits = True
-            for e in range(e0, e1):
-                o = ent_off[e]
-                cost += ent_hours[e] * price[s, o]
-                fits &= ent_units[e] <= free[s, o]
+            cost = s_cost[t]
+            fits = s_fits[t]
             if cost > budget:
                 n_budget += 1
                 continue
@@ -481,9 +493,11 @@ def _score_kernel(
     for task in prange(n_tasks):
         flags = np.empty(max_list, dtype=np.uint8)
         surv = np.empty(max_list, dtype=np.int32)
+        s_cost = np.empty(max_list, dtype=np.float64)
+        s_fits = np.empty(max_list, dtype=np.bool_)
         _score_rows(
-            task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK), order, flags, surv, k,
-            w_cost, fit_market, n_sites,
+            task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK), order, flags, surv,
+            s_cost, s_fits, k, w_cost, fit_market, n_sites,
             site_cdmo, site_rbit, site_fitq, free, price, gptr, gsite, gword,
             row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units,
             ent_hours, row_budget, row_a, row_b, row_stab, row_prev, row_force, row_alt,
@@ -522,26 +536,30 @@ def score_pairs(
         raise ValueError("k must be at least 1")
     n = rows.n_rows
     width = k + EXTRA_SLOTS
-    buf_site = np.full((n, width), -1, dtype=np.int32)
-    buf_value = np.zeros((n, width), dtype=np.int64)
-    buf_cost = np.zeros((n, width), dtype=np.float64)
+    # Only the first out_n[j] slots of a row are ever read, and the kernel fills them.
+    buf_site = np.empty((n, width), dtype=np.int32)
+    buf_value = np.empty((n, width), dtype=np.int64)
+    buf_cost = np.empty((n, width), dtype=np.float64)
     out_n = np.zeros(n, dtype=np.int64)
-    counts = np.zeros((n, N_COUNTS), dtype=np.int64)
-    counts[:, R_CATEGORY] = sites.n_sites  # rows that are never scanned (no sites at all)
+    counts = np.zeros((n, N_COUNTS), dtype=np.int64)  # stays 0 when there are no sites
     outside = np.full(n, NO_VALUE, dtype=np.int64)
     if n and sites.n_sites:
-        # Rows of one group read the same site list: run them together.
-        order = np.argsort(rows.group, kind="stable").astype(np.int64)
+        # Rows of one group read the same site list, and rows that also share their
+        # requirement word the same survivors (their site data stays in cache): run them
+        # together.
+        order = np.lexsort((rows.req, rows.group)).astype(np.int64)
         max_list = max(1, int(np.diff(words.ptr).max()))
-        _score_kernel(
-            order, k, float(w_cost), float(fit_market), sites.n_sites, max_list,
-            sites.cdmo, sites.region_bit, sites.fitq, sites.free, sites.price,
-            words.ptr, words.site, words.word,
-            rows.group, rows.req, rows.tmask, rows.excl_ptr, rows.excl, rows.ent_ptr,
-            rows.ent_off, rows.ent_units, rows.ent_hours, rows.budget, rows.a, rows.b,
-            rows.stab, rows.prev, rows.force, rows.alt,
-            buf_site, buf_value, buf_cost, out_n, counts, outside,
-        )  # fmt: skip
+        # Dynamic scheduling: row costs vary a lot between groups, equal halves would not.
+        with parallel_chunksize(TASKS_PER_GRAB):
+            _score_kernel(
+                order, k, float(w_cost), float(fit_market), sites.n_sites, max_list,
+                sites.cdmo, sites.region_bit, sites.fitq, sites.free, sites.price,
+                words.ptr, words.site, words.word,
+                rows.group, rows.req, rows.tmask, rows.excl_ptr, rows.excl, rows.ent_ptr,
+                rows.ent_off, rows.ent_units, rows.ent_hours, rows.budget, rows.a, rows.b,
+                rows.stab, rows.prev, rows.force, rows.alt,
+                buf_site, buf_value, buf_cost, out_n, counts, outside,
+            )  # fmt: skip
     ptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(out_n, out=ptr[1:])
     total = int(ptr[-1])
@@ -562,6 +580,43 @@ def evaluate(
     )
 
 
+def take_rows(rows: RowArrays, idx: np.ndarray) -> RowArrays:
+    """The rows ``idx`` only (same groups): for benchmarks and tests on a subset."""
+    idx = np.asarray(idx, dtype=np.int64)
+
+    def ragged(ptr: np.ndarray, *data: np.ndarray) -> tuple[np.ndarray, ...]:
+        lengths = ptr[idx + 1] - ptr[idx]
+        new_ptr = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=new_ptr[1:])
+        starts = np.repeat(ptr[idx] - new_ptr[:-1], lengths)
+        pos = starts + np.arange(int(new_ptr[-1]), dtype=np.int64)
+        return (new_ptr, *(d[pos] for d in data))
+
+    excl_ptr, excl = ragged(rows.excl_ptr, rows.excl)
+    ent_ptr, off, units, hours = ragged(rows.ent_ptr, rows.ent_off, rows.ent_units, rows.ent_hours)
+    return RowArrays(
+        group=rows.group[idx],
+        req=rows.req[idx],
+        tmask=rows.tmask[idx],
+        excl_ptr=excl_ptr,
+        excl=excl,
+        ent_ptr=ent_ptr,
+        ent_off=off,
+        ent_units=units,
+        ent_hours=hours,
+        budget=rows.budget[idx],
+        a=rows.a[idx],
+        b=rows.b[idx],
+        stab=rows.stab[idx],
+        prev=rows.prev[idx],
+        force=rows.force[idx],
+        alt=rows.alt[idx],
+        grp_cc=rows.grp_cc,
+        grp_m0=rows.grp_m0,
+        grp_m1=rows.grp_m1,
+    )
+
+
 # --------------------------------------------------------------------------- warm-up
 
 
@@ -574,7 +629,7 @@ def tiny_inputs(n_rows: int = 3, n_sites: int = 4, months: int = 2) -> tuple[Sit
         region_bit=np.ones(n_sites, dtype=np.uint32),
         word0=np.full(n_sites, PROC_FIELD | (1 << MKT_SHIFT), dtype=np.uint32),
         fitq=np.full(n_sites, 0.5),
-        free=np.full((n_sites, pt), 100, dtype=np.int64),
+        free=np.full((n_sites, pt), 100, dtype=np.int32),
         price=np.ones((n_sites, pt)),
         cert_ptr=np.arange(n_sites + 1, dtype=np.int64),
         cert_kind=np.zeros(n_sites, dtype=np.int32),

@@ -36,12 +36,13 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from matcher import kernels
 from matcher.kernels import MKT_SHIFT, N_CLASSES, PROC_SHIFT, RowArrays, Scored, SiteArrays
-from matcher.model import NONE, AssignmentModel
+from matcher.model import NONE, AssignmentModel, concat_ranges
 from schemas.market import (
     MARKET_ACCESS_CERTIFICATE,
     CertificationKind,
@@ -120,8 +121,10 @@ class Encoded:
     pinned: dict[int, tuple[int, int]]  # project -> (site, second site or -1)
     notes: list[str] = field(default_factory=list)
 
-    def month(self, m: int) -> str:
-        return month_name(self.horizon_start + m)
+    @cached_property
+    def month_names(self) -> list[str]:
+        """``YYYY-MM`` of every horizon month."""
+        return [month_name(self.horizon_start + m) for m in range(self.n_months)]
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,7 @@ def _encode_sites(snapshot: MarketSnapshot, h0: int, months: int) -> tuple[SiteA
         )
 
     pt = N_PROC * months
-    free = np.zeros((n, pt), dtype=np.int64)
+    free = np.zeros((n, pt), dtype=np.int32)
     price = np.zeros((n, pt), dtype=np.float64)
     listed = np.zeros(n, dtype=np.int64)
     if snapshot.listings and months:
@@ -409,13 +412,6 @@ def encode(snapshot: MarketSnapshot, params: RunParams) -> Encoded:
     )
 
 
-def _segments(ptr: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Positions ``ptr[i]:ptr[i+1]`` for every i in ``idx``, concatenated."""
-    lengths = ptr[idx + 1] - ptr[idx]
-    starts = np.repeat(ptr[idx] - np.cumsum(lengths) + lengths, lengths)
-    return starts + np.arange(int(lengths.sum()), dtype=np.int64)
-
-
 def _find_candidates(model_ptr: np.ndarray, cand_site: np.ndarray, want: np.ndarray) -> np.ndarray:
     """Candidate index of site ``want[i]`` in row i's list, or NONE."""
     out = np.full(len(want), NONE, dtype=np.int64)
@@ -451,7 +447,7 @@ def build_problem(snapshot: MarketSnapshot, params: RunParams) -> MarketProblem:
     use_len = np.diff(pos_ptr)[cand_row]
     use_ptr = np.zeros(len(cand_row) + 1, dtype=np.int64)
     np.cumsum(use_len, out=use_ptr[1:])
-    use_ent = pos_ent[_segments(pos_ptr, cand_row)]
+    use_ent = pos_ent[concat_ranges(pos_ptr[cand_row], pos_ptr[cand_row + 1])]
     pt = N_PROC * enc.n_months
     keys = np.repeat(scored.cand_site.astype(np.int64), use_len) * pt + rows.ent_off[use_ent]
     used = np.zeros(sites.n_sites * pt, dtype=np.bool_)
@@ -524,9 +520,9 @@ def _accept_pins(
 ) -> tuple[np.ndarray, list[str]]:
     """``fixed`` per row: pins are honoured, in snapshot order, while they stay feasible.
 
-    A pin whose site is not eligible, whose two sources share a CDMO, or that no longer fits
-    next to the pins accepted before it is not forced (the model would be infeasible), and
-    gets a note instead.
+    A pin whose site is not eligible, of a second-source project without its second site,
+    whose two sources share a CDMO, or that no longer fits next to the pins accepted before
+    it is not forced (the model could be infeasible), and gets a note instead.
     """
     n_rows = enc.rows.n_rows
     fixed = np.full(n_rows, NONE, dtype=np.int64)
@@ -543,6 +539,10 @@ def _accept_pins(
         missing = [enc.site_ids[s] for _, s, c in wanted if c == NONE]
         if missing:
             notes.append(f"pin of {pid} to {', '.join(missing)} not forced: site not eligible")
+            continue
+        if len(rows) == 2 and second < 0:
+            # Forcing the primary alone could leave its partner no feasible site at all.
+            notes.append(f"pin of {pid} not forced: it needs a second source, pin both sites")
             continue
         if second >= 0 and enc.sites.cdmo[site] == enc.sites.cdmo[second]:
             notes.append(f"pin of {pid} not forced: both sources are at the same CDMO")

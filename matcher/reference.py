@@ -21,7 +21,10 @@ from matcher.kernels import (
     N_COUNTS,
     NO_VALUE,
     PROC_FIELD,
+    R_BUDGET,
+    R_CAPACITY,
     R_CATEGORY,
+    R_EXCLUDED,
     VALUE_CLIP,
     RowArrays,
     Scored,
@@ -89,65 +92,75 @@ def _gather_rows(ptr: np.ndarray, data: np.ndarray, rows: np.ndarray, fill) -> n
 
 
 def _rules(sites, rows, word, chunk):
-    """Pass/fail matrices [rows, sites] of the seven rules in order, and the cost matrix."""
+    """First failed rule per (row, site) (``R_*`` or ``ELIGIBLE``, int8 [R, S]) and the cost
+    of every pair that reaches the budget rule (0 elsewhere)."""
     n_sites = sites.n_sites
-    g = rows.group[chunk]
     word = word.astype(np.int64)
     req = rows.req[chunk].astype(np.int64)[:, None]
-    cc = rows.grp_cc[g].astype(np.int64)[:, None]
-    ok_cat = ((sites.cc.astype(np.int64)[None, :] >> cc) & 1) == 1
-    ok_proc = (word & (req & PROC_FIELD)) == (req & PROC_FIELD)
-    ok_cert = (word & (req & CERT_FIELD)) == (req & CERT_FIELD)
-    ok_mkt = (word & (req & MKT_FIELD)) == (req & MKT_FIELD)
+    cc = rows.grp_cc[rows.group[chunk]].astype(np.int64)[:, None]
+    mask_rules = [
+        ((sites.cc.astype(np.int64)[None, :] >> cc) & 1) == 1,
+        (word & (req & PROC_FIELD)) == (req & PROC_FIELD),
+        (word & (req & CERT_FIELD)) == (req & CERT_FIELD),
+        (word & (req & MKT_FIELD)) == (req & MKT_FIELD),
+    ]
+    code = np.full((len(chunk), n_sites), ELIGIBLE, dtype=np.int8)
+    for rule in range(len(mask_rules) - 1, -1, -1):  # the earliest failing rule wins
+        code[~mask_rules[rule]] = rule
+    cost = np.zeros((len(chunk), n_sites))
 
-    excl = _gather_rows(rows.excl_ptr, rows.excl, chunk, -1)
-    excluded = np.zeros((len(chunk), n_sites), dtype=bool)
+    # The remaining rules only for the pairs that passed the masks, as (row, site) lists.
+    rr, ss = np.nonzero(code == ELIGIBLE)
+    excl = _gather_rows(rows.excl_ptr, rows.excl, chunk, -1)[rr]
+    excluded = np.zeros(len(rr), dtype=bool)
     for t in range(excl.shape[1]):
-        excluded |= sites.cdmo[None, :] == excl[:, t : t + 1]
-
+        excluded |= sites.cdmo[ss] == excl[:, t]
     off = _gather_rows(rows.ent_ptr, rows.ent_off, chunk, 0)
     hours = _gather_rows(rows.ent_ptr, rows.ent_hours, chunk, 0.0)
     units = _gather_rows(rows.ent_ptr, rows.ent_units, chunk, 0)
     present = _gather_rows(rows.ent_ptr, np.ones(len(rows.ent_off), bool), chunk, False)
-    cost = np.zeros((len(chunk), n_sites))
-    fits = np.ones((len(chunk), n_sites), dtype=bool)
-    for t in range(off.shape[1]):  # entry by entry, as the kernel adds them
-        o = off[:, t]
-        cost += np.where(present[:, t : t + 1], hours[:, t : t + 1] * sites.price[:, o].T, 0.0)
-        fits &= ~present[:, t : t + 1] | (units[:, t : t + 1] <= sites.free[:, o].T)
-    ok_budget = ~(cost > rows.budget[chunk][:, None])
-    return [ok_cat, ok_proc, ok_cert, ok_mkt, ~excluded, ok_budget, fits], cost
+    price, free = sites.price.ravel(), sites.free.ravel()
+    base = ss.astype(np.int64) * sites.price.shape[1]
+    pair_cost = np.zeros(len(rr))
+    fits = np.ones(len(rr), dtype=bool)
+    for t in range(off.shape[1]):  # entry by entry, in the kernel's order of additions
+        at = base + off[rr, t]
+        pair_cost += np.where(present[rr, t], hours[rr, t] * price[at], 0.0)
+        fits &= ~present[rr, t] | (units[rr, t] <= free[at])
+    over = pair_cost > rows.budget[chunk][rr]
+    code[rr, ss] = np.where(
+        excluded, R_EXCLUDED, np.where(over, R_BUDGET, np.where(fits, ELIGIBLE, R_CAPACITY))
+    )
+    cost[rr, ss] = np.where(excluded, 0.0, pair_cost)
+    return code, cost
 
 
-def first_failed_rule(sites: SiteArrays, rows: RowArrays, j: int) -> np.ndarray:
-    """Per site, the first rule row ``j`` fails there (``R_*``), or ``ELIGIBLE``: ``int8 [S]``."""
-    g = int(rows.group[j])
-    word = site_table(sites, rows, groups=np.array([g]))
-    stages, _ = _rules(sites, rows, word, np.array([j]))
-    code = np.full(sites.n_sites, ELIGIBLE, dtype=np.int8)
-    for rule in range(len(stages) - 1, -1, -1):  # the earliest failing rule wins
-        code[~stages[rule][0]] = rule
-    return code
+def first_failed_rules(sites: SiteArrays, rows: RowArrays, js: np.ndarray) -> np.ndarray:
+    """Per row ``js[i]`` and site, the first rule failed there (``R_*``) or ``ELIGIBLE``.
+
+    ``int8 [len(js), S]``; used to explain rows, in chunks of a few hundred.
+    """
+    js = np.asarray(js, dtype=np.int64)
+    groups, local = np.unique(rows.group[js], return_inverse=True)
+    word = site_table(sites, rows, groups=groups)[local]
+    return _rules(sites, rows, word, js)[0]
 
 
 def _score_chunk(sites, rows, table, chunk, k, w_cost, fit_market):
     n_sites = sites.n_sites
+    n_rows = len(chunk)
     site_idx = np.arange(n_sites)
-    stages, cost = _rules(sites, rows, table[rows.group[chunk]], chunk)
-    counts = np.zeros((len(chunk), N_COUNTS), dtype=np.int64)
-    alive = np.ones((len(chunk), n_sites), dtype=bool)
-    for rule, ok in enumerate(stages):
-        counts[:, rule] = (alive & ~ok).sum(axis=1)
-        alive &= ok
-    counts[:, ELIGIBLE] = alive.sum(axis=1)
-    eligible = alive
+    code, cost = _rules(sites, rows, table[rows.group[chunk]], chunk)
+    counts = np.zeros((n_rows, N_COUNTS), dtype=np.int64)
+    for rule in range(N_COUNTS):
+        counts[:, rule] = (code == rule).sum(axis=1)
+    eligible = code == ELIGIBLE
 
     in_market = (sites.region_bit[None, :] & rows.tmask[chunk][:, None]) != 0
     fit = sites.fitq[None, :] + np.where(in_market, fit_market, 0.0)
     xv = rows.a[chunk][:, None] + rows.b[chunk][:, None] * fit - w_cost * cost
-    xv = np.where(
-        site_idx[None, :] == rows.prev[chunk][:, None], xv + rows.stab[chunk][:, None], xv
-    )
+    is_prev = site_idx[None, :] == rows.prev[chunk][:, None]
+    xv = np.where(is_prev, xv + rows.stab[chunk][:, None], xv)
     value = np.floor(np.clip(xv, -VALUE_CLIP, VALUE_CLIP) + 0.5).astype(np.int64)
 
     # Rank key: higher value first, then lower site index (|value| <= 1e12, so no overflow).
@@ -156,16 +169,14 @@ def _score_chunk(sites, rows, table, chunk, k, w_cost, fit_market):
     forced = (site_idx[None, :] == rows.force[chunk, 0:1]) | (
         site_idx[None, :] == rows.force[chunk, 1:2]
     )
-    pool = np.where(forced, low, key)
-    kk = min(k, n_sites)
-    top = (
-        np.argpartition(-pool, kk - 1, axis=1)[:, :kk]
-        if n_sites
-        else np.zeros((len(chunk), 0), int)
-    )
+    # Top-k of the eligible, non-forced sites: sort those pairs by (row, rank key desc).
+    pr, ps = np.nonzero(eligible & ~forced)
+    order = np.lexsort((-key[pr, ps], pr))
+    pr, ps = pr[order], ps[order]
+    first = np.searchsorted(pr, np.arange(n_rows))
+    top = np.arange(len(pr)) - first[pr] < k
     keep = np.zeros_like(eligible)
-    np.put_along_axis(keep, top, True, axis=1)
-    keep &= pool != low
+    keep[pr[top], ps[top]] = True
     keep |= forced & eligible
 
     # The alternative-CDMO site of alt rows: best eligible site of another CDMO than the best's.
@@ -178,16 +189,15 @@ def _score_chunk(sites, rows, table, chunk, k, w_cost, fit_market):
     left_out = eligible & ~keep
     outside = np.where(left_out.any(axis=1), np.where(left_out, value, low).max(axis=1), NO_VALUE)
 
-    n_keep = keep.sum(axis=1)
-    order = np.argsort(-np.where(keep, key, low), axis=1, kind="stable")
-    sel = np.arange(n_sites)[None, :] < n_keep[:, None]
-    chosen = np.take_along_axis(np.broadcast_to(site_idx, keep.shape), order, axis=1)[sel]
-    row_of = np.repeat(np.arange(len(chunk)), n_keep)
+    # Kept pairs, sorted by row, then rank key descending.
+    rr, ss = np.nonzero(keep)
+    order = np.lexsort((-key[rr, ss], rr))
+    rr, ss = rr[order], ss[order]
     return (
-        n_keep,
-        chosen.astype(np.int32),
-        value[row_of, chosen],
-        cost[row_of, chosen],
+        np.bincount(rr, minlength=n_rows),
+        ss.astype(np.int32),
+        value[rr, ss],
+        cost[rr, ss],
         counts,
         outside.astype(np.int64),
     )

@@ -1,0 +1,128 @@
+"""The matcher's one entry point: MarketSnapshot in, verified MatchResult out.
+
+build_problem (encode + kernels + model) -> solver.solve -> verify_assignment (always: the
+objective reported is the verifier's, never the solver's) -> explain -> MatchResult.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from matcher.explain import explain
+from matcher.model import NONE
+from matcher.problem import ROLE_SECOND, MarketProblem, build_problem
+from matcher.solver import Solution, SolverParams, solve
+from matcher.verify import verify_assignment
+from schemas.market import (
+    Assignment,
+    MarketSnapshot,
+    MatchResult,
+    Role,
+    RunParams,
+    SolveStatus,
+)
+
+
+def solver_params(params: RunParams) -> SolverParams:
+    return SolverParams(
+        time_limit_s=params.time_limit_s,
+        workers=params.workers,
+        seed=params.seed,
+        deterministic=params.deterministic,
+    )
+
+
+def assignments(problem: MarketProblem, choice: np.ndarray) -> list[Assignment]:
+    enc, model = problem.enc, problem.model
+    out = []
+    for r in np.flatnonzero(choice != NONE):
+        c = int(choice[r])
+        s = int(model.cand_bin[c])
+        out.append(
+            Assignment(
+                project_id=enc.project_ids[enc.row_project[r]],
+                site_id=enc.site_ids[s],
+                cdmo_id=enc.cdmo_ids[enc.sites.cdmo[s]],
+                role=Role.SECOND_SOURCE if enc.row_role[r] == ROLE_SECOND else Role.PRIMARY,
+                share=float(enc.row_share[r]),
+                value=float(model.cand_value[c]),
+                cost=float(problem.cand_cost[c]),
+            )
+        )
+    return out
+
+
+def item_upper_bound(problem: MarketProblem) -> int:
+    """Sum over items of their best candidate or outside value (>= 0): valid for any answer."""
+    model = problem.model
+    best = np.maximum(model.outside_best, 0)
+    has = np.diff(model.cand_ptr) > 0
+    if has.any():
+        top = np.maximum.reduceat(model.cand_value, model.cand_ptr[:-1][has])
+        best[has] = np.maximum(best[has], top)
+    return int(best.sum())
+
+
+def result(
+    snapshot: MarketSnapshot,
+    problem: MarketProblem,
+    solution: Solution,
+    *,
+    solve_s: float,
+    t_start: float,
+) -> MatchResult:
+    """Verify ``solution`` against the model, explain what is left, and package it all."""
+    t0 = time.perf_counter()
+    choice = np.asarray(solution.choice, dtype=np.int64)
+    objective = verify_assignment(problem.model, choice)
+    t1 = time.perf_counter()
+    unassigned = explain(problem, choice)
+    placed = assignments(problem, choice)
+    t2 = time.perf_counter()
+    bound = int(solution.bound)
+    status = solution.status
+    notes = list(problem.notes)
+    if bound < objective:
+        # Never report a bound the verified answer beats: fall back to a bound that holds for
+        # any assignment, and say so (this is a solver defect, not a property of the market).
+        notes.append(
+            f"solver bound {bound} is below the verified objective {objective}: "
+            "replaced by the per-item upper bound"
+        )
+        bound = max(objective, item_upper_bound(problem))
+    if status == SolveStatus.OPTIMAL and objective < bound:
+        status = SolveStatus.FEASIBLE
+    timings = dict(problem.timings)
+    timings["solve"] = solve_s
+    timings.update({f"solve.{k}": float(v) for k, v in solution.timings.items()})
+    timings["verify"] = t1 - t0
+    timings["explain"] = t2 - t1
+    timings["total"] = t2 - t_start
+    stats = dict(problem.stats)
+    stats.update({f"solve.{k}": float(v) for k, v in solution.stats.items()})
+    stats["assigned_projects"] = float(len({a.project_id for a in placed}))
+    stats["unassigned_projects"] = float(len(unassigned))
+    return MatchResult(
+        snapshot_version=snapshot.version,
+        status=status,
+        objective=float(objective),
+        bound=float(bound),
+        gap=(bound - objective) / max(1.0, abs(bound)),
+        assignments=placed,
+        unassigned=unassigned,
+        timings=timings,
+        stats=stats,
+        notes=notes,
+    )
+
+
+def match(snapshot: MarketSnapshot, params: RunParams) -> MatchResult:
+    """Assign the snapshot's projects to sites; raises SnapshotError for an unusable snapshot."""
+    t_start = time.perf_counter()
+    problem = build_problem(snapshot, params)
+    t0 = time.perf_counter()
+    solution = solve(problem.model, solver_params(params))
+    solve_s = time.perf_counter() - t0
+    return result(snapshot, problem, solution, solve_s=solve_s, t_start=t_start)
