@@ -58,14 +58,14 @@ def _lagrangian(lam, capacity, cand_ptr, cand_value, use_ptr, use_res, use_amt, 
 
 @njit(cache=True)
 def _subgradient(capacity, cand_ptr, cand_value, use_ptr, use_res, use_amt, must_assign, fixed,
-                 outside_best, target, iterations, lam0):
+                 outside_best, target, iterations, lam0, theta0):
     n = len(cand_ptr) - 1
     lam = lam0.copy()
     best_lam = lam.copy()
     best_cand = np.empty(n, np.int64)
     best_bound = _lagrangian(lam, capacity, cand_ptr, cand_value, use_ptr, use_res, use_amt,
                              must_assign, fixed, outside_best, best_cand)
-    theta = 2.0
+    theta = theta0
     stall = 0
     usage = np.zeros(len(capacity), np.float64)
     for _ in range(iterations):
@@ -103,7 +103,7 @@ def _subgradient(capacity, cand_ptr, cand_value, use_ptr, use_res, use_amt, must
         step = theta * max(bound - goal, 1e-6 * max(1.0, abs(bound))) / norm
         for r in range(len(capacity)):
             lam[r] = max(0.0, lam[r] - step * usage[r])
-    return best_bound, best_lam
+    return best_bound, best_lam, theta
 
 
 def lagrangian_bound(model: AssignmentModel, incumbent: float | None, *, iterations: int = 300,
@@ -117,15 +117,23 @@ def lagrangian_bound(model: AssignmentModel, incumbent: float | None, *, iterati
     lam = np.zeros(m.n_res, dtype=np.float64)
     if incumbent is None:
         incumbent = -np.inf
-    best = np.inf
+    # Prices are fitted to the candidates alone: an unpriced outside option would hide every
+    # congested resource from the subgradient (the item just "leaves" at no cost). The bound
+    # is then evaluated with the outside options, so it stays valid for the whole market.
+    no_outside = np.full(m.n_items, np.iinfo(np.int64).min // 4)
     deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
+    theta = 2.0  # step scale, halved whenever the bound stalls; carried across chunks
     for _ in range(max(1, iterations // 50)):
-        bound, lam = _subgradient(m.capacity, m.cand_ptr, m.cand_value, m.use_ptr, m.use_res,
-                                  m.use_amt, m.must_assign, m.fixed, m.outside_best,
-                                  float(incumbent), 50, lam)
-        best = min(best, bound)
+        _, lam, theta = _subgradient(m.capacity, m.cand_ptr, m.cand_value, m.use_ptr,
+                                     m.use_res, m.use_amt, m.must_assign, m.fixed, no_outside,
+                                     float(incumbent), 50, lam, theta)
+        if theta < 1e-4:
+            break
         if deadline is not None and time.perf_counter() > deadline:
             break
+    best = _lagrangian(lam, m.capacity, m.cand_ptr, m.cand_value, m.use_ptr, m.use_res,
+                       m.use_amt, m.must_assign, m.fixed, m.outside_best,
+                       np.empty(m.n_items, np.int64))
     # Values are integers, so the optimum is at most floor(L); the epsilon absorbs rounding.
     return int(np.floor(best + 1e-6)), lam
 

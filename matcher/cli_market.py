@@ -49,10 +49,14 @@ def generate(
     months: Annotated[int, typer.Option(min=1, max=120, help="Horizon in months.")] = 12,
     seed: Annotated[int, typer.Option(min=0, help="Same seed, same market.")] = 0,
     start: Annotated[str, typer.Option(help="First horizon month, YYYY-MM.")] = "2026-01",
+    capacity_scale: Annotated[
+        float, typer.Option(min=0.01, max=100, help="Scale every site's capacity (tight < 1).")
+    ] = 1.0,
 ) -> None:
     """Print a synthetic market snapshot (JSON) to stdout."""
     try:
-        snapshot = generate_market(projects, sites, months, seed, start=start)
+        snapshot = generate_market(projects, sites, months, seed, start=start,
+                                   capacity_scale=capacity_scale)
     except ValueError as exc:  # e.g. a malformed --start
         raise _fail(str(exc)) from None
     typer.echo(snapshot.model_dump_json())

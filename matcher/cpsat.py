@@ -25,7 +25,7 @@ class CpsatRun:
 
     choice: np.ndarray | None  # best solution found (candidate per item), None if none
     objective: int | None
-    bound: int
+    bound: int | None  # None: nothing proved
     optimal: bool
     infeasible: bool
     wall_s: float
@@ -140,10 +140,13 @@ def run(model: AssignmentModel, solver: cp_model.CpSolver, *, hint: np.ndarray |
         choice[model.cand_item()[chosen]] = chosen
         objective = int(round(solver.objective_value))
     bound_value = solver.best_objective_bound
-    if status == cp_model.INFEASIBLE or not np.isfinite(bound_value):
-        bound = objective if objective is not None else 0
-    else:
+    bound: int | None
+    if status == cp_model.OPTIMAL:
+        bound = objective
+    elif status == cp_model.FEASIBLE and np.isfinite(bound_value):
         bound = int(np.floor(bound_value + 1e-6))
+    else:
+        bound = None  # stopped before it proved anything (UNKNOWN reports a bound of 0)
     return CpsatRun(
         choice=choice,
         objective=objective,

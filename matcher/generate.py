@@ -195,16 +195,27 @@ def _date_in_month(month: int, day: np.ndarray | int) -> dt.date:
 
 
 def generate_market(
-    projects: int, sites: int, months: int = 12, seed: int = 0, start: str = "2026-01"
+    projects: int,
+    sites: int,
+    months: int = 12,
+    seed: int = 0,
+    start: str = "2026-01",
+    capacity_scale: float = 1.0,
 ) -> MarketSnapshot:
-    """A snapshot with ``projects`` projects, ``sites`` sites and a ``months``-month horizon."""
+    """A snapshot with ``projects`` projects, ``sites`` sites and a ``months``-month horizon.
+
+    ``capacity_scale`` multiplies every site's capacity: below 1 gives a tight market where
+    projects crowd the good sites (used by the benchmarks as a stress case).
+    """
     if projects < 0 or sites < 0 or months < 1:
         raise ValueError("projects and sites must be >= 0 and months >= 1")
+    if not capacity_scale > 0:
+        raise ValueError("capacity_scale must be positive")
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", start):
         raise ValueError(f"start must be a YYYY-MM month, not {start!r}")
     rng = np.random.default_rng(seed)
     h0 = month_index(start)
-    site_objs, listings, cdmo_ids = _sites(rng, sites, months, h0)
+    site_objs, listings, cdmo_ids = _sites(rng, sites, months, h0, capacity_scale)
     proj_objs = _projects(rng, projects, months, h0, cdmo_ids)
     return MarketSnapshot.model_construct(
         version=1,
@@ -218,7 +229,7 @@ def generate_market(
 
 
 def _sites(
-    rng: np.random.Generator, n: int, months: int, h0: int
+    rng: np.random.Generator, n: int, months: int, h0: int, capacity_scale: float
 ) -> tuple[list[Site], list[CapacityListing], list[str]]:
     if n == 0:
         return [], [], []
@@ -298,7 +309,11 @@ def _sites(
     lead = np.minimum(2 + rng.poisson(4, n) + 2 * overseas, 104)
 
     # Capacity per (site, process): lognormal base, seasonal per month, part reserved.
-    base_cap = np.round(np.exp(rng.normal(np.log(1000.0), 0.6, (n, len(PROCS)))), -1)
+    # Hours per site, process and month: lognormal around 2,500 h (about 15 full-time staff
+    # on a process), so a commercial project takes a sizeable but not dominant share.
+    base_cap = np.round(
+        capacity_scale * np.exp(rng.normal(np.log(2500.0), 0.6, (n, len(PROCS)))), -1
+    )
     price_base = np.array([PROCESS_PRICE[p] for p in PROCS])
     region_price = np.array([REGION_PRICE[r] for r in REGIONS])[reg_idx]
     price = (

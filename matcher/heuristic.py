@@ -205,7 +205,8 @@ def local_search(choice, cand_ptr, cand_bin, cand_value, use_ptr, use_res, use_a
             cur = choice[i]
             if p >= 0 and cur < 0:
                 continue  # placing a pair is the greedy's job
-            cur_val = cand_value[cur] if cur >= 0 else 0
+            # An unplaced item that must be placed takes any candidate that fits.
+            cur_val = cand_value[cur] if cur >= 0 else (-(2**62) if must_assign[i] else 0)
             if cur >= 0:
                 _take(cur, use_ptr, use_res, use_amt, residual, -1)
             best_c = cur
@@ -292,13 +293,23 @@ def is_complete(model: AssignmentModel, choice: np.ndarray) -> bool:
     return not bool(np.any(model.must_assign & (choice == NONE)))
 
 
-def heuristic_solution(model: AssignmentModel, desirability: np.ndarray,
-                       max_passes: int = 50) -> np.ndarray:
-    """Greedy on ``desirability`` followed by local search on the true value."""
+def greedy_solution(model: AssignmentModel, desirability: np.ndarray) -> np.ndarray:
+    """Greedy by regret on ``desirability`` (capacity-feasible; may leave items out)."""
     m = model
-    choice = greedy(m.cand_ptr, m.cand_bin, m.cand_value, desirability.astype(np.float64),
-                    m.use_ptr, m.use_res, m.use_amt, m.capacity, m.must_assign, m.partner,
-                    m.bin_group, m.fixed)
+    return greedy(m.cand_ptr, m.cand_bin, m.cand_value, desirability.astype(np.float64),
+                  m.use_ptr, m.use_res, m.use_amt, m.capacity, m.must_assign, m.partner,
+                  m.bin_group, m.fixed)
+
+
+def improve_locally(model: AssignmentModel, choice: np.ndarray, max_passes: int) -> np.ndarray:
+    """Shift and swap local search on the true value."""
+    m = model
     return local_search(choice, m.cand_ptr, m.cand_bin, m.cand_value, m.use_ptr, m.use_res,
                         m.use_amt, m.capacity, m.must_assign, m.partner, m.bin_group, m.fixed,
                         m.n_bins, max_passes)
+
+
+def heuristic_solution(model: AssignmentModel, desirability: np.ndarray,
+                       max_passes: int = 50) -> np.ndarray:
+    """Greedy on ``desirability`` followed by local search on the true value."""
+    return improve_locally(model, greedy_solution(model, desirability), max_passes)

@@ -281,8 +281,8 @@ def _heap_sort(sites, vals, costs, n):
 
 @njit(cache=True)
 def _score_rows(
-    i0, i1, order, flags, surv, s_cost, s_fits, k, w_cost, fit_market, n_sites,
-    site_cdmo, site_rbit, site_fitq, free, price, gptr, gsite, gword,
+    i0, i1, order, flags, surv, s_cost, s_fits, s_pen, k, w_cost, fit_market, n_sites,
+    site_cdmo, site_rbit, site_fitq, free, price, dual, use_dual, gptr, gsite, gword,
     row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units, ent_hours,
     row_budget, row_a, row_b, row_stab, row_prev, row_force, row_alt,
     out_site, out_value, out_cost, out_n, counts, outside,
@@ -369,6 +369,15 @@ def _score_rows(
                 fits &= ent_units[e] <= free[s, o]
             s_cost[t] = cost
             s_fits[t] = fits
+        # Optional resource prices (Lagrangian duals): the value becomes a reduced value,
+        # value - sum of price x whole hours, which prices congested capacity.
+        if use_dual:
+            for t in range(m):
+                s = surv[t]
+                pen = 0.0
+                for e in range(e0, e1):
+                    pen += ent_units[e] * dual[s, ent_off[e]]
+                s_pen[t] = pen
         # Phase B2: the remaining rules in order, value, top-K.
         for t in range(m):
             s = surv[t]
@@ -394,6 +403,8 @@ def _score_rows(
             if site_rbit[s] & tmask:
                 fit = fit + fit_market
             xv = a + b * fit - w_cost * cost
+            if use_dual:
+                xv = xv - s_pen[t]
             if s == prev:
                 xv = xv + row_stab[j]
             xv = min(max(xv, -VALUE_CLIP), VALUE_CLIP)
@@ -483,7 +494,7 @@ def _score_rows(
 @njit(cache=True, parallel=True)
 def _score_kernel(
     order, k, w_cost, fit_market, n_sites, max_list,
-    site_cdmo, site_rbit, site_fitq, free, price, gptr, gsite, gword,
+    site_cdmo, site_rbit, site_fitq, free, price, dual, use_dual, gptr, gsite, gword,
     row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units, ent_hours,
     row_budget, row_a, row_b, row_stab, row_prev, row_force, row_alt,
     out_site, out_value, out_cost, out_n, counts, outside,
@@ -495,10 +506,11 @@ def _score_kernel(
         surv = np.empty(max_list, dtype=np.int32)
         s_cost = np.empty(max_list, dtype=np.float64)
         s_fits = np.empty(max_list, dtype=np.bool_)
+        s_pen = np.empty(max_list, dtype=np.float64)
         _score_rows(
             task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK), order, flags, surv,
-            s_cost, s_fits, k, w_cost, fit_market, n_sites,
-            site_cdmo, site_rbit, site_fitq, free, price, gptr, gsite, gword,
+            s_cost, s_fits, s_pen, k, w_cost, fit_market, n_sites,
+            site_cdmo, site_rbit, site_fitq, free, price, dual, use_dual, gptr, gsite, gword,
             row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units,
             ent_hours, row_budget, row_a, row_b, row_stab, row_prev, row_force, row_alt,
             out_site, out_value, out_cost, out_n, counts, outside,
@@ -523,8 +535,12 @@ def score_pairs(
     k: int,
     w_cost: float,
     fit_market: float,
+    dual: np.ndarray | None = None,
 ) -> Scored:
     """Eligibility and value of every row x site pair; at most ``k`` + 3 candidates per row.
+
+    With ``dual`` (float64 [S, PT], prices per whole hour of site capacity), values are
+    reduced values: value - sum of dual x whole hours used (column generation's pricing).
 
     The candidate list of a row is its ``k`` best eligible sites, plus its forced sites when
     eligible (they never compete for the ``k`` slots), plus, for ``alt`` rows, the best site
@@ -554,7 +570,8 @@ def score_pairs(
             _score_kernel(
                 order, k, float(w_cost), float(fit_market), sites.n_sites, max_list,
                 sites.cdmo, sites.region_bit, sites.fitq, sites.free, sites.price,
-                words.ptr, words.site, words.word,
+                np.zeros((1, 1)) if dual is None else np.ascontiguousarray(dual, np.float64),
+                dual is not None, words.ptr, words.site, words.word,
                 rows.group, rows.req, rows.tmask, rows.excl_ptr, rows.excl, rows.ent_ptr,
                 rows.ent_off, rows.ent_units, rows.ent_hours, rows.budget, rows.a, rows.b,
                 rows.stab, rows.prev, rows.force, rows.alt,

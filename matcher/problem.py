@@ -137,6 +137,7 @@ class MarketProblem:
     notes: list[str]
     timings: dict[str, float]
     stats: dict[str, float]
+    params: RunParams
 
     def resource(self, r: int) -> tuple[int, int, int]:
         """(site, process, horizon month) of resource ``r``."""
@@ -426,15 +427,23 @@ def build_problem(snapshot: MarketSnapshot, params: RunParams) -> MarketProblem:
     t0 = time.perf_counter()
     enc = encode(snapshot, params)
     t1 = time.perf_counter()
-    sites, rows = enc.sites, enc.rows
     scored = kernels.evaluate(
-        sites,
-        rows,
+        enc.sites,
+        enc.rows,
         k=params.candidates_per_project,
         w_cost=params.weights.cost,
         fit_market=FIT_MARKET,
     )
     t2 = time.perf_counter()
+    problem = _assemble(enc, scored, params)
+    problem.timings.update({"encode": t1 - t0, "kernels": t2 - t1})
+    return problem
+
+
+def _assemble(enc: Encoded, scored: Scored, params: RunParams) -> MarketProblem:
+    """The AssignmentModel of ``scored``'s candidate lists."""
+    t2 = time.perf_counter()
+    sites, rows = enc.sites, enc.rows
 
     # Resource uses: every candidate uses its row's positive whole-hour loads at its site.
     n_rows = rows.n_rows
@@ -497,7 +506,6 @@ def build_problem(snapshot: MarketSnapshot, params: RunParams) -> MarketProblem:
         "resource_uses": float(len(use_res)),
         "row_groups": float(len(rows.grp_cc)),
     }
-    timings = {"encode": t1 - t0, "kernels": t2 - t1, "model": t3 - t2}
     return MarketProblem(
         model=model,
         enc=enc,
@@ -505,9 +513,91 @@ def build_problem(snapshot: MarketSnapshot, params: RunParams) -> MarketProblem:
         cand_cost=scored.cand_cost,
         res_key=res_key.astype(np.int64),
         notes=notes,
-        timings=timings,
+        timings={"model": t3 - t2},
         stats=stats,
+        params=params,
     )
+
+
+def _site_prices(problem: MarketProblem, prices: np.ndarray) -> np.ndarray:
+    """Model resource prices laid out as the kernels' [site, process x month] array."""
+    dual = np.zeros(problem.enc.sites.free.size, dtype=np.float64)
+    dual[problem.res_key] = prices
+    return dual.reshape(problem.enc.sites.free.shape)
+
+
+def _true_values(enc: Encoded, params: RunParams, rows_: np.ndarray, sites_: np.ndarray,
+                 costs: np.ndarray) -> np.ndarray:
+    """The kernels' value formula for given pairs (same operations, same rounding)."""
+    r, st = enc.rows, enc.sites
+    fit = st.fitq[sites_] + np.where((st.region_bit[sites_] & r.tmask[rows_]) != 0,
+                                     FIT_MARKET, 0.0)
+    xv = r.a[rows_] + r.b[rows_] * fit - params.weights.cost * costs
+    xv = np.where(sites_ == r.prev[rows_], xv + r.stab[rows_], xv)
+    return np.floor(np.clip(xv, -kernels.VALUE_CLIP, kernels.VALUE_CLIP) + 0.5).astype(np.int64)
+
+
+def extend_problem(problem: MarketProblem, prices: np.ndarray) -> tuple[MarketProblem, int]:
+    """Column generation: add each row's best sites by *reduced* value under ``prices`` (per
+    model resource), so rows whose top sites by value are full get sites with room.
+
+    Candidate lists only grow, so the old ``outside_best`` still bounds every pair left out.
+    Returns the new problem and the number of candidates added.
+    """
+    enc, params, old = problem.enc, problem.params, problem.scored
+    priced = kernels.score_pairs(
+        enc.sites, enc.rows, kernels.group_words(enc.sites, enc.rows),
+        k=params.candidates_per_project, w_cost=params.weights.cost, fit_market=FIT_MARKET,
+        dual=_site_prices(problem, prices),
+    )
+    n_rows = enc.rows.n_rows
+    old_row = np.repeat(np.arange(n_rows), np.diff(old.cand_ptr))
+    new_row = np.repeat(np.arange(n_rows), np.diff(priced.cand_ptr))
+    width = np.int64(enc.sites.n_sites)
+    known = np.isin(new_row * width + priced.cand_site, old_row * width + old.cand_site)
+    add = ~known
+    added = int(add.sum())
+    if added == 0:
+        return problem, 0
+    rows_ = np.concatenate([old_row, new_row[add]])
+    sites_ = np.concatenate([old.cand_site, priced.cand_site[add]])
+    costs = np.concatenate([old.cand_cost, priced.cand_cost[add]])
+    values = np.concatenate([old.cand_value, _true_values(enc, params, new_row[add],
+                                                          priced.cand_site[add],
+                                                          priced.cand_cost[add])])
+    order = np.lexsort((sites_, -values, rows_))  # per row: value desc, then site asc
+    ptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows_, minlength=n_rows), out=ptr[1:])
+    merged = Scored(ptr, sites_[order].astype(np.int32), values[order], costs[order],
+                    old.counts, old.outside_best)
+    extended = _assemble(enc, merged, params)
+    extended.timings.update(problem.timings)
+    extended.stats["priced_candidates"] = problem.stats.get("priced_candidates", 0) + added
+    return extended, added
+
+
+def market_bound(problem: MarketProblem, prices: np.ndarray) -> int:
+    """Lagrangian bound over *every* eligible pair of the market, not only the candidates:
+
+        sum of price x capacity + sum over rows of max(0, best reduced value of the row),
+
+    one kernel pass with the prices as duals (k=1: the best pair and the best left out).
+    Second-source links and pins are relaxed, which only loosens it. Reduced values are
+    rounded to the nearest integer by the kernel, hence the half point per row.
+    """
+    enc, params = problem.enc, problem.params
+    priced = kernels.score_pairs(
+        enc.sites, enc.rows, kernels.group_words(enc.sites, enc.rows), k=1,
+        w_cost=params.weights.cost, fit_market=FIT_MARKET,
+        dual=_site_prices(problem, prices),
+    )
+    best = priced.outside_best.astype(np.float64)
+    has = np.diff(priced.cand_ptr) > 0
+    if has.any():
+        top = np.maximum.reduceat(priced.cand_value, priced.cand_ptr[:-1][has])
+        best[has] = np.maximum(best[has], top)
+    rows_total = float(np.maximum(best + 0.5, 0.0).sum())
+    return int(np.floor(float(prices @ problem.model.capacity) + rows_total + 1e-6))
 
 
 def _accept_pins(

@@ -146,7 +146,16 @@ def first_failed_rules(sites: SiteArrays, rows: RowArrays, js: np.ndarray) -> np
     return _rules(sites, rows, word, js)[0]
 
 
-def _score_chunk(sites, rows, table, chunk, k, w_cost, fit_market):
+def _priced_hours(rows, chunk, dual):
+    """[rows, sites]: sum over each row's entries of whole hours x the site's dual price."""
+    out = np.zeros((len(chunk), dual.shape[0]))
+    for n, j in enumerate(chunk):
+        e = slice(rows.ent_ptr[j], rows.ent_ptr[j + 1])
+        out[n] = dual[:, rows.ent_off[e]] @ rows.ent_units[e].astype(np.float64)
+    return out
+
+
+def _score_chunk(sites, rows, table, chunk, k, w_cost, fit_market, dual=None):
     n_sites = sites.n_sites
     n_rows = len(chunk)
     site_idx = np.arange(n_sites)
@@ -159,6 +168,8 @@ def _score_chunk(sites, rows, table, chunk, k, w_cost, fit_market):
     in_market = (sites.region_bit[None, :] & rows.tmask[chunk][:, None]) != 0
     fit = sites.fitq[None, :] + np.where(in_market, fit_market, 0.0)
     xv = rows.a[chunk][:, None] + rows.b[chunk][:, None] * fit - w_cost * cost
+    if dual is not None:
+        xv = xv - _priced_hours(rows, chunk, dual)
     is_prev = site_idx[None, :] == rows.prev[chunk][:, None]
     xv = np.where(is_prev, xv + rows.stab[chunk][:, None], xv)
     value = np.floor(np.clip(xv, -VALUE_CLIP, VALUE_CLIP) + 0.5).astype(np.int64)
@@ -212,6 +223,7 @@ def score_pairs(
     w_cost: float,
     fit_market: float,
     chunk_pairs: int = 4_000_000,
+    dual: np.ndarray | None = None,
 ) -> Scored:
     """Twin of ``kernels.score_pairs`` (``table`` from ``site_table``, not group words)."""
     if k < 1:
@@ -226,7 +238,9 @@ def score_pairs(
     if n_sites:
         for lo in range(0, n, step):
             chunk = np.arange(lo, min(n, lo + step))
-            nk, s, v, c, cnt, out = _score_chunk(sites, rows, table, chunk, k, w_cost, fit_market)
+            nk, s, v, c, cnt, out = _score_chunk(
+                sites, rows, table, chunk, k, w_cost, fit_market, dual
+            )
             n_keep[chunk] = nk
             counts[chunk] = cnt
             outside[chunk] = out

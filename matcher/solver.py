@@ -28,8 +28,15 @@ from numba import njit
 
 from matcher import cpsat
 from matcher.bound import lagrangian_bound, reduced_values
-from matcher.heuristic import heuristic_solution, is_complete, objective_of
+from matcher.heuristic import (
+    greedy_solution,
+    heuristic_solution,
+    improve_locally,
+    is_complete,
+    objective_of,
+)
 from matcher.model import NONE, AssignmentModel, restrict, usage_of
+from matcher.verify import InvalidAssignment, verify_assignment
 from schemas.market import SolveStatus
 
 
@@ -62,6 +69,9 @@ class Solution:
     objective: int
     bound: int
     status: SolveStatus
+    # Lagrangian prices of the resources (float64 [n_res]): what a unit of each capacity is
+    # worth; used to price new candidates (column generation) and to bound the full market.
+    prices: np.ndarray = field(default_factory=lambda: np.zeros(0))
     timings: dict[str, float] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
 
@@ -73,6 +83,7 @@ class _PartResult:
     bound: int
     optimal: bool
     infeasible: bool
+    prices: np.ndarray
 
 
 class _Clock:
@@ -297,6 +308,14 @@ def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, c
     best_obj = -(2**62)
     fallback = np.full(model.n_items, NONE, dtype=np.int64)
 
+    def consider_if_feasible(choice: np.ndarray) -> None:
+        try:
+            verify_assignment(replace(model, must_assign=np.zeros(model.n_items, bool)),
+                              choice)
+        except InvalidAssignment:
+            return
+        consider(choice)
+
     def consider(choice: np.ndarray) -> None:
         nonlocal best, best_obj, fallback
         if not is_complete(model, choice):
@@ -307,8 +326,14 @@ def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, c
             best, best_obj = choice, objective_of(model, choice)
             stats.setdefault("first_feasible_s", clock.elapsed())
 
-    consider(heuristic_solution(model, model.cand_value.astype(np.float64),
-                                params.local_search_passes))
+    if np.any(model.hint != NONE):
+        consider_if_feasible(model.hint)  # a warm start, e.g. the previous solve's answer
+    # A swap pass costs about a second per 200k candidates: big models get few passes and
+    # leave the rest to LNS.
+    passes = max(1, min(params.local_search_passes, 500_000 // max(1, model.n_cand)))
+    greedy_choice = greedy_solution(model, model.cand_value.astype(np.float64))
+    consider(greedy_choice)
+    consider(improve_locally(model, greedy_choice, passes))
     clock.add("heuristic_s", time.perf_counter() - t)
 
     t = time.perf_counter()
@@ -319,33 +344,50 @@ def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, c
     clock.add("bound_s", time.perf_counter() - t)
 
     t = time.perf_counter()
-    consider(heuristic_solution(model, reduced_values(model, prices),
-                                params.local_search_passes))
+    consider(heuristic_solution(model, reduced_values(model, prices), passes))
     clock.add("heuristic_s", time.perf_counter() - t)
     stop = threading.Event()
     rng = np.random.default_rng(params.seed)
+    if best is not None and best_obj >= bound:
+        stats["heuristic_objective"] = stats.get("heuristic_objective", 0) + best_obj
+        return _PartResult(best, best_obj, bound, True, False, prices)
+
+    t = time.perf_counter()
+    whole = model.n_cand <= params.exact_limit
+    full_run: cpsat.CpsatRun | None = None
+    holder: list[cpsat.CpsatRun] = []
+    thread = None
+    full_solver = None
+    if whole and not deterministic:
+        # The whole model on every worker, started now, with LNS beside it: CP-SAT proves
+        # bounds and wins on small models, LNS keeps improving where the whole model stalls.
+        full_solver = cpsat.make_solver(time_limit_s=deadline - time.perf_counter(),
+                                        workers=params.workers, seed=params.seed)
+        hint = best if params.hint_whole else None
+
+        def run_full() -> None:
+            holder.append(cpsat.run(model, full_solver, hint=hint))
+            stop.set()
+
+        thread = threading.Thread(target=run_full, name="cpsat-whole", daemon=True)
+        thread.start()
 
     if best is None and model.n_items > 1:
         # Tight model: the greedy left must-assign items out. LNS on the placement-first
         # model moves items around until everything fits.
-        t = time.perf_counter()
+        t_repair = time.perf_counter()
         relaxed = _placement_first(model)
-        lns = _Lns(relaxed, params, rng)
-        consider(_run_lns(lns, fallback, deadline=None if deterministic else
-                          part_start + 0.5 * budget_s, det_budget=0.25 * budget_s,
+        repair = _Lns(relaxed, params, rng)
+        consider(_run_lns(repair, fallback, deadline=deadline, det_budget=0.25 * budget_s,
                           params=params, stop=stop,
                           done=lambda ch: is_complete(model, ch)))
-        clock.add("repair_s", time.perf_counter() - t)
-        stats["repair_lns_iterations"] = stats.get("repair_lns_iterations", 0) + lns.iterations
+        clock.add("repair_s", time.perf_counter() - t_repair)
+        stats["repair_lns_iterations"] = (stats.get("repair_lns_iterations", 0)
+                                          + repair.iterations)
     if best is not None:
         stats["heuristic_objective"] = stats.get("heuristic_objective", 0) + best_obj
-        if best_obj >= bound:
-            return _PartResult(best, best_obj, bound, True, False)
 
-    t = time.perf_counter()
-    whole = model.n_cand <= params.exact_limit
     lns = _Lns(model, params, rng)
-    full_run: cpsat.CpsatRun | None = None
     if deterministic:
         # Sequential and clock-free: LNS for half the budget, then the whole model.
         if best is not None and model.n_items > 1:
@@ -358,22 +400,6 @@ def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, c
             full_run = cpsat.run(model, solver, hint=best if params.hint_whole else None)
     else:
         assert deadline is not None
-        holder: list[cpsat.CpsatRun] = []
-        thread = None
-        full_solver = None
-        if whole:
-            # The whole model on every worker, with LNS beside it: CP-SAT proves bounds and
-            # wins on small models, LNS keeps improving where the whole model stalls.
-            full_solver = cpsat.make_solver(time_limit_s=deadline - time.perf_counter(),
-                                            workers=params.workers, seed=params.seed)
-
-            def run_full() -> None:
-                holder.append(cpsat.run(model, full_solver,
-                                        hint=best if params.hint_whole else None))
-                stop.set()
-
-            thread = threading.Thread(target=run_full, name="cpsat-whole", daemon=True)
-            thread.start()
         if best is not None and model.n_items > 1 and (
             not whole or (params.workers >= 2 and params.lns_beside_whole)):
             # Alone (no whole model beside it), each sub-solve gets every worker.
@@ -382,7 +408,8 @@ def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, c
                             workers=1 if whole else params.workers)
             best_obj = objective_of(model, best)
         if thread is not None and full_solver is not None:
-            full_solver.stop_search() if best is not None and best_obj >= bound else None
+            if best is not None and best_obj >= bound:
+                full_solver.stop_search()
             thread.join()
             full_run = holder[0] if holder else None
     clock.add("improve_s", time.perf_counter() - t)
@@ -392,7 +419,8 @@ def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, c
     optimal = False
     infeasible = False
     if full_run is not None:
-        bound = min(bound, full_run.bound)
+        if full_run.bound is not None:
+            bound = min(bound, full_run.bound)
         if full_run.choice is not None and (best is None or full_run.objective > best_obj):
             best, best_obj = full_run.choice, int(full_run.objective)
         infeasible = full_run.infeasible and best is None
@@ -400,7 +428,8 @@ def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, c
     if best is not None:
         optimal = optimal or best_obj >= bound
         stats["first_feasible_s"] = stats.get("first_feasible_s", clock.elapsed())
-    return _PartResult(best, best_obj if best is not None else 0, bound, optimal, infeasible)
+    return _PartResult(best, best_obj if best is not None else 0, bound, optimal, infeasible,
+                       prices)
 
 
 # --- the whole model -----------------------------------------------------------------------
@@ -425,6 +454,7 @@ def solve(model: AssignmentModel, params: SolverParams) -> Solution:
     objective = 0
     optimal = True
     found_all = True
+    prices = np.zeros(model.n_res)
     remaining = sum(int(model.cand_ptr[p + 1].sum() - model.cand_ptr[p].sum()) for p in parts)
     for items in sorted(parts, key=len):  # quick small parts first; the big one gets the rest
         size = int(model.cand_ptr[items + 1].sum() - model.cand_ptr[items].sum())
@@ -435,6 +465,7 @@ def solve(model: AssignmentModel, params: SolverParams) -> Solution:
             share = params.time_limit_s * size / max(1, model.n_cand)
         result = _solve_part(sub, params, share, clock, stats)
         bound += result.bound
+        prices += result.prices  # parts share no resource: each prices its own
         optimal &= result.optimal
         infeasible |= result.infeasible
         if result.choice is None:
@@ -458,4 +489,4 @@ def solve(model: AssignmentModel, params: SolverParams) -> Solution:
     timings = dict(clock.marks)
     timings["total_s"] = clock.elapsed()
     return Solution(choice=choice, objective=objective if found_all else 0, bound=bound,
-                    status=status, timings=timings, stats=stats)
+                    status=status, prices=prices, timings=timings, stats=stats)
