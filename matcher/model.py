@@ -42,7 +42,7 @@ class AssignmentModel:
     # Upper bound on the value any non-candidate placement of item i could add (the best
     # eligible pair that was cut from the candidate list), or a very negative number when
     # the candidate list is complete. Keeps the reported bound honest after truncation.
-    outside_best: np.ndarray = field(default=None)  # type: ignore[assignment]  # int64 [n_items]
+    outside_best: np.ndarray = field(default=None)  # type: ignore[arg-type]  # int64 [n_items]
 
     def __post_init__(self) -> None:
         if self.outside_best is None:

@@ -147,6 +147,7 @@ class MarketProblem:
 
 
 def _csr(lists: list[list[int]], dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    flat: np.ndarray
     ptr = np.zeros(len(lists) + 1, dtype=np.int64)
     np.cumsum([len(x) for x in lists], out=ptr[1:])
     flat = np.fromiter((v for x in lists for v in x), dtype=dtype, count=int(ptr[-1]))
@@ -317,7 +318,7 @@ def encode(snapshot: MarketSnapshot, params: RunParams) -> Encoded:
         )
         procs = sum(1 << PROC_IDX[ld.process] for ld in p.loads)
         word = certs | (gated << MKT_SHIFT) | (procs << PROC_SHIFT)
-        excl = sorted({cdmo_idx[c] for c in p.excluded_cdmo_ids if c in cdmo_idx})
+        excluded = sorted({cdmo_idx[c] for c in p.excluded_cdmo_ids if c in cdmo_idx})
         shares = (
             (1.0 - p.second_source_share, p.second_source_share)
             if p.second_source_required
@@ -339,7 +340,7 @@ def encode(snapshot: MarketSnapshot, params: RunParams) -> Encoded:
                 force[r, 1] = prev[j][role]
             if j in pinned:
                 force[r, 0] = pinned[j][role]
-            excl_lists.append(excl)
+            excl_lists.append(excluded)
             for ld in p.loads:
                 ld_row.append(r)
                 ld_off.append(PROC_IDX[ld.process] * months + m0)

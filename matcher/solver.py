@@ -358,7 +358,7 @@ def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, c
     holder: list[cpsat.CpsatRun] = []
     thread = None
     full_solver = None
-    if whole and not deterministic:
+    if whole and deadline is not None:
         # The whole model on every worker, started now, with LNS beside it: CP-SAT proves
         # bounds and wins on small models, LNS keeps improving where the whole model stalls.
         full_solver = cpsat.make_solver(time_limit_s=deadline - time.perf_counter(),
@@ -421,8 +421,9 @@ def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, c
     if full_run is not None:
         if full_run.bound is not None:
             bound = min(bound, full_run.bound)
-        if full_run.choice is not None and (best is None or full_run.objective > best_obj):
-            best, best_obj = full_run.choice, int(full_run.objective)
+        if full_run.choice is not None and full_run.objective is not None and (
+                best is None or full_run.objective > best_obj):
+            best, best_obj = full_run.choice, full_run.objective
         infeasible = full_run.infeasible and best is None
         optimal = full_run.optimal and best_obj >= int(full_run.objective or 0)
     if best is not None:
