@@ -152,6 +152,8 @@ def match(snapshot: MarketSnapshot, params: RunParams) -> MatchResult:
     t_start = time.perf_counter()
     deadline = t_start + params.time_limit_s
     problem = build_problem(snapshot, params)
+    # A round of pricing costs a kernel pass and a model rebuild: about 3x the first pass.
+    price_estimate = 3 * problem.timings["kernels"] + problem.timings["model"]
     solve_s = price_s = 0.0
     added_total = 0
     rounds = 0
@@ -174,9 +176,16 @@ def match(snapshot: MarketSnapshot, params: RunParams) -> MatchResult:
         rounds += 1
         if step == last:
             break
+        left = deadline - time.perf_counter()
+        if not params.deterministic and left < 4 * price_estimate:
+            # No time for another round of pricing: finish from this answer with what is left.
+            problem = replace(problem, model=replace(problem.model, hint=solution.choice))
+            step = last
+            continue
         t0 = time.perf_counter()
         extended, added = extend_problem(problem, solution.prices)
-        price_s += time.perf_counter() - t0
+        price_estimate = time.perf_counter() - t0
+        price_s += price_estimate
         added_total += added
         warm = _warm_start(problem, extended, solution.choice)
         problem = replace(extended, model=replace(extended.model, hint=warm))

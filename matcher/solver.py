@@ -328,18 +328,19 @@ def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, c
 
     if np.any(model.hint != NONE):
         consider_if_feasible(model.hint)  # a warm start, e.g. the previous solve's answer
-    # A swap pass costs about a second per 200k candidates: big models get few passes and
-    # leave the rest to LNS.
-    passes = max(1, min(params.local_search_passes, 500_000 // max(1, model.n_cand)))
+    # A swap pass costs about a second per 200k candidates (more where bins are crowded):
+    # big models get few passes, or none, and leave the improving to LNS.
+    passes = min(params.local_search_passes, 500_000 // max(1, model.n_cand))
     greedy_choice = greedy_solution(model, model.cand_value.astype(np.float64))
     consider(greedy_choice)
-    consider(improve_locally(model, greedy_choice, passes))
+    if passes:
+        consider(improve_locally(model, greedy_choice, passes))
     clock.add("heuristic_s", time.perf_counter() - t)
 
     t = time.perf_counter()
     bound, prices = lagrangian_bound(
         model, best_obj if best is not None else None, iterations=params.bound_iterations,
-        time_limit_s=None if deterministic else max(0.2, 0.1 * budget_s),
+        time_limit_s=None if deterministic else max(0.5, 0.1 * budget_s),
     )
     clock.add("bound_s", time.perf_counter() - t)
 
