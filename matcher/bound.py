@@ -58,15 +58,16 @@ def _lagrangian(lam, capacity, cand_ptr, cand_value, use_ptr, use_res, use_amt, 
 
 @njit(cache=True)
 def _subgradient(capacity, cand_ptr, cand_value, use_ptr, use_res, use_amt, must_assign, fixed,
-                 outside_best, target, iterations, lam0, theta0):
+                 outside_best, target, iterations, lam, best_lam, state):
+    """``iterations`` subgradient steps from prices ``lam`` (updated in place). ``state`` is
+    [best bound so far, step scale theta, iterations without improvement], carried from one
+    call to the next (the caller checks the clock between calls); ``best_lam`` receives the
+    prices of the best bound."""
     n = len(cand_ptr) - 1
-    lam = lam0.copy()
-    best_lam = lam.copy()
     best_cand = np.empty(n, np.int64)
-    best_bound = _lagrangian(lam, capacity, cand_ptr, cand_value, use_ptr, use_res, use_amt,
-                             must_assign, fixed, outside_best, best_cand)
-    theta = theta0
-    stall = 0
+    best_bound = state[0]
+    theta = state[1]
+    stall = int(state[2])
     usage = np.zeros(len(capacity), np.float64)
     for _ in range(iterations):
         bound = _lagrangian(lam, capacity, cand_ptr, cand_value, use_ptr, use_res, use_amt,
@@ -96,14 +97,17 @@ def _subgradient(capacity, cand_ptr, cand_value, use_ptr, use_res, use_amt, must
             usage[r] = g
             norm += g * g
         if norm == 0.0:
-            break  # the relaxed solution is feasible: the bound is tight for these prices
+            theta = 0.0  # the relaxed solution is feasible: these prices cannot do better
+            break
         # Polyak step towards the target: the incumbent, or without one (target = -inf) a
         # moving estimate 5% below the best bound so far.
         goal = target if target > -1e299 else best_bound - 0.05 * max(1.0, abs(best_bound))
         step = theta * max(bound - goal, 1e-6 * max(1.0, abs(bound))) / norm
         for r in range(len(capacity)):
             lam[r] = max(0.0, lam[r] - step * usage[r])
-    return best_bound, best_lam, theta
+    state[0] = best_bound
+    state[1] = theta
+    state[2] = stall
 
 
 def lagrangian_bound(model: AssignmentModel, incumbent: float | None, *, iterations: int = 300,
@@ -122,15 +126,21 @@ def lagrangian_bound(model: AssignmentModel, incumbent: float | None, *, iterati
     # is then evaluated with the outside options, so it stays valid for the whole market.
     no_outside = np.full(m.n_items, np.iinfo(np.int64).min // 4)
     deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
-    theta = 2.0  # step scale, halved whenever the bound stalls; carried across chunks
-    for _ in range(max(1, iterations // 50)):
-        _, lam, theta = _subgradient(m.capacity, m.cand_ptr, m.cand_value, m.use_ptr,
-                                     m.use_res, m.use_amt, m.must_assign, m.fixed, no_outside,
-                                     float(incumbent), 50, lam, theta)
-        if theta < 1e-4:
+    best_lam = lam.copy()
+    state = np.array([np.inf, 2.0, 0.0])  # best bound, step scale, stalled iterations
+    # Check the clock about every 20M resource uses of work (a few hundredths of a second).
+    chunk = int(max(1, min(50, 20_000_000 // max(1, len(m.use_res)))))
+    done = 0
+    while done < iterations:
+        _subgradient(m.capacity, m.cand_ptr, m.cand_value, m.use_ptr, m.use_res, m.use_amt,
+                     m.must_assign, m.fixed, no_outside, float(incumbent),
+                     min(chunk, iterations - done), lam, best_lam, state)
+        done += chunk
+        if state[1] < 1e-4:
             break
         if deadline is not None and time.perf_counter() > deadline:
             break
+    lam = best_lam
     best = _lagrangian(lam, m.capacity, m.cand_ptr, m.cand_value, m.use_ptr, m.use_res,
                        m.use_amt, m.must_assign, m.fixed, m.outside_best,
                        np.empty(m.n_items, np.int64))

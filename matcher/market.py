@@ -150,10 +150,12 @@ def match(snapshot: MarketSnapshot, params: RunParams) -> MatchResult:
     market (``market_bound``), not just over the candidates.
     """
     t_start = time.perf_counter()
-    deadline = t_start + params.time_limit_s
     problem = build_problem(snapshot, params)
     # A round of pricing costs a kernel pass and a model rebuild: about 3x the first pass.
     price_estimate = 3 * problem.timings["kernels"] + problem.timings["model"]
+    # Keep time for the final bound (a kernel pass with prices) and the explanations.
+    reserve = min(0.25 * params.time_limit_s, 3 * problem.timings["kernels"])
+    deadline = t_start + params.time_limit_s - reserve
     solve_s = price_s = 0.0
     added_total = 0
     rounds = 0
@@ -177,7 +179,7 @@ def match(snapshot: MarketSnapshot, params: RunParams) -> MatchResult:
         if step == last:
             break
         left = deadline - time.perf_counter()
-        if not params.deterministic and left < 4 * price_estimate:
+        if not params.deterministic and left < 1.5 * price_estimate:
             # No time for another round of pricing: finish from this answer with what is left.
             problem = replace(problem, model=replace(problem.model, hint=solution.choice))
             step = last
