@@ -329,8 +329,9 @@ def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, c
     if np.any(model.hint != NONE):
         consider_if_feasible(model.hint)  # a warm start, e.g. the previous solve's answer
     # A swap pass costs about a second per 200k candidates (more where bins are crowded):
-    # big models get few passes, or none, and leave the improving to LNS.
-    passes = min(params.local_search_passes, 500_000 // max(1, model.n_cand))
+    # big models get one pass, huge ones (a warm start is there by then) none.
+    passes = 0 if model.n_cand > 2_000_000 else max(
+        1, min(params.local_search_passes, 500_000 // max(1, model.n_cand)))
     greedy_choice = greedy_solution(model, model.cand_value.astype(np.float64))
     consider(greedy_choice)
     if passes:
