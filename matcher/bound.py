@@ -78,7 +78,7 @@ def _subgradient(capacity, cand_ptr, cand_value, use_ptr, use_res, use_amt, must
             stall = 0
         else:
             stall += 1
-            if stall >= 20:
+            if stall >= 5:
                 theta *= 0.5
                 stall = 0
                 if theta < 1e-4:
@@ -127,9 +127,10 @@ def lagrangian_bound(model: AssignmentModel, incumbent: float | None, *, iterati
     no_outside = np.full(m.n_items, np.iinfo(np.int64).min // 4)
     deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
     best_lam = lam.copy()
-    state = np.array([np.inf, 2.0, 0.0])  # best bound, step scale, stalled iterations
+    state = np.array([np.inf, 1.0, 0.0])  # best bound, step scale, stalled iterations
     # Check the clock about every 20M resource uses of work (a few hundredths of a second).
     chunk = int(max(1, min(50, 20_000_000 // max(1, len(m.use_res)))))
+    min_steps = 50 if len(m.use_res) <= 20_000_000 else 10
     done = 0
     while done < iterations:
         _subgradient(m.capacity, m.cand_ptr, m.cand_value, m.use_ptr, m.use_res, m.use_amt,
@@ -138,7 +139,9 @@ def lagrangian_bound(model: AssignmentModel, incumbent: float | None, *, iterati
         done += chunk
         if state[1] < 1e-4:
             break
-        if deadline is not None and time.perf_counter() > deadline:
+        # Prices need a few dozen steps to mean anything (column generation relies on them),
+        # so the clock is only obeyed after those, fewer on huge models.
+        if deadline is not None and time.perf_counter() > deadline and done >= min_steps:
             break
     lam = best_lam
     best = _lagrangian(lam, m.capacity, m.cand_ptr, m.cand_value, m.use_ptr, m.use_res,
