@@ -16,9 +16,9 @@ from matcher.model import NONE
 from matcher.problem import (
     ROLE_SECOND,
     MarketProblem,
-    _find_candidates,
     build_problem,
     extend_problem,
+    find_candidates,
     market_bound,
 )
 from matcher.solver import Solution, SolverParams, solve
@@ -137,7 +137,7 @@ def _warm_start(old: MarketProblem, new: MarketProblem, choice: np.ndarray) -> n
     site = np.full(len(choice), -1, dtype=np.int64)
     placed = choice != NONE
     site[placed] = old.model.cand_bin[choice[placed]]
-    return _find_candidates(new.model.cand_ptr, new.model.cand_bin, site)
+    return find_candidates(new.model.cand_ptr, new.model.cand_bin, site)
 
 
 def match(snapshot: MarketSnapshot, params: RunParams) -> MatchResult:

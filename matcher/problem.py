@@ -414,7 +414,9 @@ def encode(snapshot: MarketSnapshot, params: RunParams) -> Encoded:
     )
 
 
-def _find_candidates(model_ptr: np.ndarray, cand_site: np.ndarray, want: np.ndarray) -> np.ndarray:
+def find_candidates(
+    model_ptr: np.ndarray, cand_site: np.ndarray, want: np.ndarray
+) -> np.ndarray:
     """Candidate index of site ``want[i]`` in row i's list, or NONE."""
     out = np.full(len(want), NONE, dtype=np.int64)
     cand_row = np.repeat(np.arange(len(want)), np.diff(model_ptr))
@@ -474,7 +476,7 @@ def _assemble(enc: Encoded, scored: Scored, params: RunParams) -> MarketProblem:
     partner[enc.project_rows[two, 0]] = enc.project_rows[two, 1]
     partner[enc.project_rows[two, 1]] = enc.project_rows[two, 0]
 
-    hint = _find_candidates(scored.cand_ptr, scored.cand_site, rows.prev.astype(np.int64))
+    hint = find_candidates(scored.cand_ptr, scored.cand_site, rows.prev.astype(np.int64))
     fixed, pin_notes = _accept_pins(enc, scored, capacity, use_ptr, use_res, use_amt)
     notes = enc.notes + pin_notes
 
@@ -622,7 +624,7 @@ def _accept_pins(
         return fixed, notes
     residual = capacity.copy()
     pin_site = enc.rows.force[:, 0].astype(np.int64)
-    pin_cand = _find_candidates(scored.cand_ptr, scored.cand_site, pin_site)
+    pin_cand = find_candidates(scored.cand_ptr, scored.cand_site, pin_site)
     for j, (site, second) in enc.pinned.items():
         pid = enc.project_ids[j]
         rows = [int(r) for r in enc.project_rows[j] if r >= 0]
