@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 
 from matcher.cli import register as register_matcher_commands
 from service.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from service.db import Database
 
 app = typer.Typer(
     help="CDMO capacity marketplace: run the API, migrate, seed; matcher tools.",
@@ -37,17 +42,26 @@ def _settings() -> Settings:
         raise typer.Exit(2) from exc
 
 
-def _database():  # type: ignore[no-untyped-def]
+@contextmanager
+def _database() -> Iterator[Database]:
+    """The configured database, disposed of when the block ends."""
     from service.db import Database
 
     settings = _settings()
-    return Database(settings.effective_database_url, settings.db)
+    db = Database(settings.effective_database_url, settings.db)
+    try:
+        yield db
+    finally:
+        db.dispose()
 
 
-def _safe_url(url: str) -> str:
+def _echo_revision(db: Database) -> None:
     from sqlalchemy.engine import make_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    from service.db import current_revision
+
+    safe_url = make_url(db.url).render_as_string(hide_password=True)
+    typer.echo(f"{safe_url}: at revision {current_revision(db.engine)}")
 
 
 @db_app.command("upgrade")
@@ -55,39 +69,28 @@ def db_upgrade(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
     """Apply migrations up to REVISION (default: the latest)."""
-    from service.db import current_revision, upgrade
+    from service.db import upgrade
 
-    db = _database()
-    try:
+    with _database() as db:
         upgrade(db.engine, revision)
-        typer.echo(f"{_safe_url(db.url)}: at revision {current_revision(db.engine)}")
-    finally:
-        db.dispose()
+        _echo_revision(db)
 
 
 @db_app.command("downgrade")
 def db_downgrade(revision: Annotated[str, typer.Argument(help="e.g. base, or -1.")]) -> None:
     """Revert migrations down to REVISION."""
-    from service.db import current_revision, downgrade
+    from service.db import downgrade
 
-    db = _database()
-    try:
+    with _database() as db:
         downgrade(db.engine, revision)
-        typer.echo(f"{_safe_url(db.url)}: at revision {current_revision(db.engine)}")
-    finally:
-        db.dispose()
+        _echo_revision(db)
 
 
 @db_app.command("current")
 def db_current() -> None:
     """Print the database's current revision."""
-    from service.db import current_revision
-
-    db = _database()
-    try:
-        typer.echo(f"{_safe_url(db.url)}: at revision {current_revision(db.engine)}")
-    finally:
-        db.dispose()
+    with _database() as db:
+        _echo_revision(db)
 
 
 @app.command()
@@ -105,14 +108,11 @@ def seed(
     from service.seed import seed_operator
 
     settings = _settings()
-    db = _database()
-    try:
+    with _database() as db:
         upgrade(db.engine)
         result = seed_operator(
             db, secret=settings.auth.hmac_secret.get_secret_value(), new_key=new_key
         )
-    finally:
-        db.dispose()
     if result.created_org:
         typer.echo(f"created operator organisation {result.org_id}")
     if result.key is None:
@@ -147,8 +147,7 @@ def serve(
             "several workers need REDIS_URL (idempotency and rate limits must be shared)",
             param_hint="--workers",
         )
-    db = _database()
-    try:
+    with _database() as db:
         if migrate:
             upgrade(db.engine)
         if demo:
@@ -159,8 +158,6 @@ def serve(
             for who, key in keys.items():
                 typer.echo(f"  {who:48} {key}")
             typer.echo(f"\nDocs: http://{host}:{port}/docs\n")
-    finally:
-        db.dispose()
     uvicorn.run(
         "service.app:create_app",
         factory=True,

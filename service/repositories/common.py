@@ -1,19 +1,49 @@
-"""Helpers shared by the repositories: versioned updates and JSON-array filters."""
+"""Helpers shared by the repositories: visibility, PATCH merging, versioned updates and
+JSON-array filters."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, delete, exists, func, literal, select, type_coerce, update
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    delete,
+    exists,
+    func,
+    literal,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session
 
-from service.errors import PreconditionFailedError
+from service.errors import BodyValidationError, PreconditionFailedError
 from service.models import utcnow
+
+SelectT = TypeVar("SelectT", bound=Select[*tuple[Any, ...]])
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def etag(version: int) -> str:
     return f'"{version}"'
+
+
+def where_visible(stmt: SelectT, condition: Any) -> SelectT:
+    """``stmt`` restricted to what a principal may see; ``condition`` None means everything."""
+    return stmt if condition is None else stmt.where(condition)
+
+
+def merge_patch(schema: type[ModelT], obj: Any, changes: Mapping[str, Any]) -> ModelT:
+    """``obj``'s ``schema`` fields with ``changes`` applied, validated as a whole (422 if not)."""
+    current = {name: getattr(obj, name) for name in schema.model_fields}
+    try:
+        return schema.model_validate({**current, **changes})
+    except ValidationError as exc:
+        raise BodyValidationError(exc) from exc
 
 
 def check_version(current: int, expected: frozenset[int] | None, what: str) -> None:

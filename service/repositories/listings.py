@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-from sqlalchemy import false
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -15,13 +13,18 @@ from schemas.api import ListingCreate, ListingPublic, ListingUpdate, ListingValu
 from schemas.market import ProcessKind
 from service.auth import Principal
 from service.db import bump_market_version
-from service.errors import BodyValidationError, ConflictError, InvalidFieldError, NotFoundError
+from service.errors import ConflictError, InvalidFieldError, NotFoundError
 from service.ids import new_id
 from service.models import Listing, Site
 from service.pagination import PageParams, paginate
-from service.repositories.common import check_version, versioned_delete, versioned_update
-
-_VALUE_FIELDS = tuple(ListingValues.model_fields)
+from service.repositories.common import (
+    check_version,
+    merge_patch,
+    versioned_delete,
+    versioned_update,
+    where_visible,
+)
+from service.repositories.sites import visible_sites
 
 
 @dataclass(frozen=True)
@@ -47,14 +50,6 @@ def to_public(listing: Listing, cdmo_id: str) -> ListingPublic:
     )
 
 
-def _visible(principal: Principal) -> Any:
-    if principal.is_operator:
-        return None
-    if principal.is_cdmo:
-        return Site.cdmo_id == principal.org_id
-    return false()
-
-
 def get_listing(*, session: Session, principal: Principal, listing_id: str) -> tuple[Listing, str]:
     """The listing and its CDMO's id, or 404 when it does not exist or is not the caller's."""
     row = session.exec(
@@ -71,8 +66,7 @@ def list_listings(
     *, session: Session, principal: Principal, filters: ListingFilters, page: PageParams
 ) -> tuple[Sequence[tuple[Listing, str]], str | None]:
     stmt = select(Listing, Site.cdmo_id).join(Site, Site.id == Listing.site_id)  # type: ignore[arg-type]
-    if (cond := _visible(principal)) is not None:
-        stmt = stmt.where(cond)
+    stmt = where_visible(stmt, visible_sites(principal))  # a listing is visible with its site
     if filters.site_id is not None:
         stmt = stmt.where(Listing.site_id == filters.site_id)
     if filters.process is not None:
@@ -141,12 +135,7 @@ def patch_listing(
     *, session: Session, listing: Listing, patch: ListingUpdate, expected: frozenset[int]
 ) -> Listing:
     check_version(listing.version, expected, f"listing {listing.id}")
-    current = {name: getattr(listing, name) for name in _VALUE_FIELDS}
-    changes = patch.model_dump(mode="json", exclude_unset=True)
-    try:
-        merged = ListingValues.model_validate({**current, **changes})
-    except ValidationError as exc:
-        raise BodyValidationError(exc) from exc
+    merged = merge_patch(ListingValues, listing, patch.model_dump(mode="json", exclude_unset=True))
     return _write(session, listing, merged.model_dump(mode="json"))
 
 

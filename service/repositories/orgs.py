@@ -9,7 +9,7 @@ from sqlmodel import Session, select
 
 from schemas.api import ApiKeyPublic, OrganisationCreate, OrganisationPublic, OrgKind
 from service.auth import Principal
-from service.errors import ConflictError, InvalidFieldError, NotFoundError
+from service.errors import ConflictError, InvalidFieldError, NotFoundError, PermissionDeniedError
 from service.ids import new_id
 from service.models import ApiKey, Organisation, utcnow
 from service.pagination import PageParams, paginate
@@ -72,6 +72,35 @@ def require_org_of_kind(session: Session, org_id: str, kind: OrgKind, field: str
             field, f"{org_id} is not a {kind.value} organisation", code="unknown_reference"
         )
     return org
+
+
+def owning_org(
+    session: Session,
+    principal: Principal,
+    requested_id: str | None,
+    *,
+    kind: OrgKind,
+    field: str,
+    owner: str,
+    things: str,
+) -> str:
+    """The id of the organisation (of ``kind``) that will own a new resource.
+
+    Operators must name it in ``field``; others create only for themselves and must be of
+    ``kind``. ``owner`` and ``things`` name the kind and the resource in messages.
+    """
+    if principal.is_operator:
+        if requested_id is None:
+            raise InvalidFieldError(
+                field, f"operators must name the owning {owner}", code="missing"
+            )
+        require_org_of_kind(session, requested_id, kind, field)
+        return requested_id
+    if principal.kind != kind:
+        raise PermissionDeniedError(f"only {owner}s and operators may create {things}")
+    if requested_id is not None and requested_id != principal.org_id:
+        raise PermissionDeniedError(f"a {owner} may only create {things} of its own")
+    return principal.org_id
 
 
 def create_api_key(

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import exists, false, update
 from sqlmodel import Session, col, select
 
@@ -26,7 +25,6 @@ from schemas.market import DeviceCategory, Region, RegulatoryClass, Stage
 from service.auth import Principal
 from service.db import bump_market_version
 from service.errors import (
-    BodyValidationError,
     InvalidFieldError,
     InvalidStateError,
     NotFoundError,
@@ -38,12 +36,13 @@ from service.pagination import PageParams, paginate
 from service.repositories.common import (
     check_version,
     json_array_contains,
+    merge_patch,
     versioned_delete,
     versioned_update,
+    where_visible,
 )
-from service.repositories.orgs import require_org_of_kind
+from service.repositories.orgs import owning_org
 
-_FIELDS = tuple(ProjectFields.model_fields)
 _ACTIVE = [s.value for s in ACTIVE_PROPOSAL_STATUSES]
 
 # Which status a maker may move a project to, from which status. Operators may do any move.
@@ -107,9 +106,7 @@ def view(project: Project, principal: Principal) -> ProjectPublic | ProjectRedac
 
 def get_project(*, session: Session, principal: Principal, project_id: str) -> Project:
     stmt = select(Project).where(Project.id == project_id)
-    if (cond := _visible(principal)) is not None:
-        stmt = stmt.where(cond)
-    project = session.exec(stmt).first()
+    project = session.exec(where_visible(stmt, _visible(principal))).first()
     if project is None:
         raise NotFoundError(f"project {project_id} not found")
     return project
@@ -118,9 +115,7 @@ def get_project(*, session: Session, principal: Principal, project_id: str) -> P
 def list_projects(
     *, session: Session, principal: Principal, filters: ProjectFilters, page: PageParams
 ) -> tuple[Sequence[Project], str | None]:
-    stmt = select(Project)
-    if (cond := _visible(principal)) is not None:
-        stmt = stmt.where(cond)
+    stmt = where_visible(select(Project), _visible(principal))
     for column, value in (
         (Project.status, filters.status),
         (Project.category, filters.category),
@@ -156,21 +151,6 @@ def _check_excluded(session: Session, ids: Sequence[str]) -> None:
             )
 
 
-def _owner(session: Session, principal: Principal, maker_id: str | None) -> str:
-    if principal.is_operator:
-        if maker_id is None:
-            raise InvalidFieldError(
-                "maker_id", "operators must name the owning maker", code="missing"
-            )
-        require_org_of_kind(session, maker_id, OrgKind.MAKER, "maker_id")
-        return maker_id
-    if not principal.is_maker:
-        raise PermissionDeniedError("only makers and operators may create projects")
-    if maker_id is not None and maker_id != principal.org_id:
-        raise PermissionDeniedError("a maker may only create projects of its own")
-    return principal.org_id
-
-
 def create_project(
     *,
     session: Session,
@@ -178,7 +158,15 @@ def create_project(
     project_in: ProjectCreate,
     project_id: str | None = None,
 ) -> Project:
-    maker_id = _owner(session, principal, project_in.maker_id)
+    maker_id = owning_org(
+        session,
+        principal,
+        project_in.maker_id,
+        kind=OrgKind.MAKER,
+        field="maker_id",
+        owner="maker",
+        things="projects",
+    )
     _check_excluded(session, project_in.excluded_cdmo_ids)
     values = project_in.model_dump(mode="json", exclude={"maker_id"})
     project = Project(id=project_id or new_id("prj"), maker_id=maker_id, **values)
@@ -230,11 +218,7 @@ def update_project(
         raise InvalidStateError(
             f"a {current_status.value} project cannot be edited; reopen it first"
         )
-    current = {name: getattr(project, name) for name in _FIELDS}
-    try:
-        merged = ProjectFields.model_validate({**current, **changes})
-    except ValidationError as exc:
-        raise BodyValidationError(exc) from exc
+    merged = merge_patch(ProjectFields, project, changes)
     if "excluded_cdmo_ids" in changes:
         _check_excluded(session, merged.excluded_cdmo_ids)
     if target in (ProjectStatus.CLOSED, ProjectStatus.DRAFT, ProjectStatus.OPEN) and (

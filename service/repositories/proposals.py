@@ -25,6 +25,7 @@ from service.errors import ConflictError, InvalidStateError, NotFoundError, Perm
 from service.ids import new_id
 from service.models import Organisation, Project, Proposal, Site, utcnow
 from service.pagination import PageParams, paginate
+from service.repositories.common import where_visible
 
 _ACTIVE = [s.value for s in ACTIVE_PROPOSAL_STATUSES]
 _PROPOSABLE = frozenset({ProjectStatus.OPEN, ProjectStatus.PROPOSED})
@@ -89,9 +90,7 @@ def _visible(principal: Principal) -> Any:
 
 def get_proposal(*, session: Session, principal: Principal, proposal_id: str) -> Proposal:
     stmt = select(Proposal).where(Proposal.id == proposal_id)
-    if (cond := _visible(principal)) is not None:
-        stmt = stmt.where(cond)
-    proposal = session.exec(stmt).first()
+    proposal = session.exec(where_visible(stmt, _visible(principal))).first()
     if proposal is None:
         raise NotFoundError(f"proposal {proposal_id} not found")
     return proposal
@@ -100,9 +99,7 @@ def get_proposal(*, session: Session, principal: Principal, proposal_id: str) ->
 def list_proposals(
     *, session: Session, principal: Principal, filters: ProposalFilters, page: PageParams
 ) -> tuple[list[ProposalPublic], str | None]:
-    stmt = _joined()
-    if (cond := _visible(principal)) is not None:
-        stmt = stmt.where(cond)
+    stmt = where_visible(_joined(), _visible(principal))
     if filters.project_id is not None:
         stmt = stmt.where(Proposal.project_id == filters.project_id)
     if filters.site_id is not None:

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import false, func
 from sqlmodel import Session, select
 
@@ -21,25 +20,19 @@ from schemas.api import (
 from schemas.market import DeviceCategory, ProcessKind, Region
 from service.auth import Principal
 from service.db import bump_market_version
-from service.errors import (
-    BodyValidationError,
-    InvalidFieldError,
-    InvalidStateError,
-    NotFoundError,
-    PermissionDeniedError,
-)
+from service.errors import InvalidStateError, NotFoundError
 from service.ids import new_id
 from service.models import Proposal, Site
 from service.pagination import PageParams, paginate
 from service.repositories.common import (
     check_version,
     json_array_contains,
+    merge_patch,
     versioned_delete,
     versioned_update,
+    where_visible,
 )
-from service.repositories.orgs import require_org_of_kind
-
-_SITE_FIELDS = tuple(SiteBase.model_fields)
+from service.repositories.orgs import owning_org
 
 
 @dataclass(frozen=True)
@@ -56,7 +49,8 @@ def to_public(site: Site) -> SitePublic:
     return SitePublic.model_validate(site, from_attributes=True)
 
 
-def _visible(principal: Principal) -> Any:
+def visible_sites(principal: Principal) -> Any:
+    """Which sites ``principal`` may see, as a condition on Site (None: all of them)."""
     if principal.is_operator:
         return None
     if principal.is_cdmo:
@@ -74,9 +68,7 @@ def get_site(*, session: Session, principal: Principal, site_id: str) -> Site:
 def list_sites(
     *, session: Session, principal: Principal, filters: SiteFilters, page: PageParams
 ) -> tuple[Sequence[Site], str | None]:
-    stmt = select(Site)
-    if (cond := _visible(principal)) is not None:
-        stmt = stmt.where(cond)
+    stmt = where_visible(select(Site), visible_sites(principal))
     if filters.cdmo_id is not None:
         stmt = stmt.where(Site.cdmo_id == filters.cdmo_id)
     if filters.region is not None:
@@ -93,25 +85,18 @@ def list_sites(
     return [r[0] for r in rows], cursor
 
 
-def _owner(session: Session, principal: Principal, cdmo_id: str | None) -> str:
-    if principal.is_operator:
-        if cdmo_id is None:
-            raise InvalidFieldError(
-                "cdmo_id", "operators must name the owning CDMO", code="missing"
-            )
-        require_org_of_kind(session, cdmo_id, OrgKind.CDMO, "cdmo_id")
-        return cdmo_id
-    if not principal.is_cdmo:
-        raise PermissionDeniedError("only CDMOs and operators may create sites")
-    if cdmo_id is not None and cdmo_id != principal.org_id:
-        raise PermissionDeniedError("a CDMO may only create sites of its own")
-    return principal.org_id
-
-
 def create_site(
     *, session: Session, principal: Principal, site_in: SiteCreate, site_id: str | None = None
 ) -> Site:
-    cdmo_id = _owner(session, principal, site_in.cdmo_id)
+    cdmo_id = owning_org(
+        session,
+        principal,
+        site_in.cdmo_id,
+        kind=OrgKind.CDMO,
+        field="cdmo_id",
+        owner="CDMO",
+        things="sites",
+    )
     values = site_in.model_dump(mode="json", exclude={"cdmo_id"})
     site = Site(id=site_id or new_id("site"), cdmo_id=cdmo_id, **values)
     session.add(site)
@@ -124,12 +109,7 @@ def update_site(
     *, session: Session, site: Site, patch: SiteUpdate, expected: frozenset[int]
 ) -> Site:
     check_version(site.version, expected, f"site {site.id}")
-    changes = patch.model_dump(mode="json", exclude_unset=True)
-    current = {name: getattr(site, name) for name in _SITE_FIELDS}
-    try:
-        merged = SiteBase.model_validate({**current, **changes})
-    except ValidationError as exc:
-        raise BodyValidationError(exc) from exc
+    merged = merge_patch(SiteBase, site, patch.model_dump(mode="json", exclude_unset=True))
     values = merged.model_dump(mode="json")
     versioned_update(session, Site, site, values, f"site {site.id}")
     bump_market_version(session)

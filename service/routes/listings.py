@@ -19,6 +19,7 @@ from service.deps import (
     SessionDep,
     cdmo_or_operator,
 )
+from service.models import Listing
 from service.openapi import problems
 from service.repositories.common import etag
 from service.repositories.listings import ListingFilters
@@ -26,6 +27,12 @@ from service.repositories.listings import ListingFilters
 router = APIRouter(
     prefix="/v1/listings", tags=["listings"], dependencies=[Depends(cdmo_or_operator)]
 )
+
+
+def _with_etag(listing: Listing, cdmo_id: str, response: Response) -> ListingPublic:
+    """The listing as answered by the routes below, its version in the ETag header."""
+    response.headers["ETag"] = etag(listing.version)
+    return repo.listings.to_public(listing, cdmo_id)
 
 
 @router.get(
@@ -56,8 +63,7 @@ def list_listings(
 @router.get("/{listing_id}", summary="One listing", responses=problems(403, 404, 422))
 def get_listing(loaded: ListingDep, response: Response) -> ListingPublic:
     listing, cdmo_id = loaded
-    response.headers["ETag"] = etag(listing.version)
-    return repo.listings.to_public(listing, cdmo_id)
+    return _with_etag(listing, cdmo_id, response)
 
 
 @router.put(
@@ -76,8 +82,7 @@ def replace_listing(
     listing = repo.listings.replace_listing(
         session=session, listing=listing, values=values, expected=expected
     )
-    response.headers["ETag"] = etag(listing.version)
-    return repo.listings.to_public(listing, cdmo_id)
+    return _with_etag(listing, cdmo_id, response)
 
 
 @router.patch(
@@ -96,8 +101,7 @@ def patch_listing(
     listing = repo.listings.patch_listing(
         session=session, listing=listing, patch=patch, expected=expected
     )
-    response.headers["ETag"] = etag(listing.version)
-    return repo.listings.to_public(listing, cdmo_id)
+    return _with_etag(listing, cdmo_id, response)
 
 
 @router.delete(
