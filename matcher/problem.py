@@ -122,6 +122,11 @@ class Encoded:
     notes: list[str] = field(default_factory=list)
 
     @cached_property
+    def words(self) -> kernels.GroupWords:
+        """Sites serving each row group, computed once and reused by every scoring pass."""
+        return kernels.group_words(self.sites, self.rows)
+
+    @cached_property
     def month_names(self) -> list[str]:
         """``YYYY-MM`` of every horizon month."""
         return [month_name(self.horizon_start + m) for m in range(self.n_months)]
@@ -430,9 +435,10 @@ def build_problem(snapshot: MarketSnapshot, params: RunParams) -> MarketProblem:
     t0 = time.perf_counter()
     enc = encode(snapshot, params)
     t1 = time.perf_counter()
-    scored = kernels.evaluate(
+    scored = kernels.score_pairs(
         enc.sites,
         enc.rows,
+        enc.words,
         k=params.candidates_per_project,
         w_cost=params.weights.cost,
         fit_market=FIT_MARKET,
@@ -549,7 +555,7 @@ def extend_problem(problem: MarketProblem, prices: np.ndarray) -> tuple[MarketPr
     """
     enc, params, old = problem.enc, problem.params, problem.scored
     priced = kernels.score_pairs(
-        enc.sites, enc.rows, kernels.group_words(enc.sites, enc.rows),
+        enc.sites, enc.rows, enc.words,
         k=params.candidates_per_project, w_cost=params.weights.cost, fit_market=FIT_MARKET,
         dual=_site_prices(problem, prices),
     )
@@ -590,7 +596,7 @@ def market_bound(problem: MarketProblem, prices: np.ndarray) -> int:
     """
     enc, params = problem.enc, problem.params
     priced = kernels.score_pairs(
-        enc.sites, enc.rows, kernels.group_words(enc.sites, enc.rows), k=1,
+        enc.sites, enc.rows, enc.words, k=1,
         w_cost=params.weights.cost, fit_market=FIT_MARKET,
         dual=_site_prices(problem, prices),
     )
