@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from matcher.control import RunControl
 from matcher.explain import explain
 from matcher.model import NONE
 from matcher.problem import (
@@ -140,7 +141,9 @@ def _warm_start(old: MarketProblem, new: MarketProblem, choice: np.ndarray) -> n
     return find_candidates(new.model.cand_ptr, new.model.cand_bin, site)
 
 
-def match(snapshot: MarketSnapshot, params: RunParams) -> MatchResult:
+def match(
+    snapshot: MarketSnapshot, params: RunParams, control: RunControl | None = None
+) -> MatchResult:
     """Assign the snapshot's projects to sites; raises SnapshotError for an unusable snapshot.
 
     Column generation around the solver: solve on each project's best sites by value; price
@@ -149,7 +152,10 @@ def match(snapshot: MarketSnapshot, params: RunParams) -> MatchResult:
     while pricing finds new sites. The bound is finally taken over every eligible pair of the
     market (``market_bound``), not just over the candidates.
     """
+    if control is None:
+        control = RunControl(params.time_limit_s, deterministic=params.deterministic)
     t_start = time.perf_counter()
+    control.report("encode")
     problem = build_problem(snapshot, params)
     # A round of pricing costs a kernel pass and a model rebuild: about 3x the first pass.
     price_estimate = 3 * problem.timings["kernels"] + problem.timings["model"]
@@ -176,7 +182,8 @@ def match(snapshot: MarketSnapshot, params: RunParams) -> MatchResult:
             # Counted from the start of match: encoding and kernels included.
             first_feasible = (t0 - t_start) + solution.stats["first_feasible_s"]
         rounds += 1
-        if step == last:
+        control.report("solve", objective=float(solution.objective), bound=float(solution.bound))
+        if step == last or control.cancelled:
             break
         left = deadline - time.perf_counter()
         if not params.deterministic and left < 1.5 * price_estimate:
@@ -202,4 +209,8 @@ def match(snapshot: MarketSnapshot, params: RunParams) -> MatchResult:
         problem.stats["first_feasible_s"] = first_feasible
     problem.stats["priced_candidates"] = float(added_total)
     problem.stats["rounds"] = float(rounds)
-    return result(snapshot, problem, solution, solve_s=solve_s, t_start=t_start)
+    out = result(snapshot, problem, solution, solve_s=solve_s, t_start=t_start)
+    if control.cancelled:
+        out = out.model_copy(update={"partial": True})
+    control.report("done", objective=out.objective, bound=out.bound, placed=len(out.assignments))
+    return out

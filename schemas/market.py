@@ -360,3 +360,7 @@ class MatchResult(StrictModel):
     notes: list[str] = Field(
         default_factory=list, description="Things the matcher did not do as asked, e.g. a pin."
     )
+    partial: bool = Field(
+        default=False,
+        description="Stopped by a cancel before its time limit: the best verified answer so far.",
+    )
