@@ -25,8 +25,10 @@ _BLANK_SVG = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg'/%3E"
 
 @lru_cache(maxsize=1)
 def _redoc_bundle() -> bytes:
-    return (ASSETS / "redoc.standalone.js").read_bytes().replace(
-        _REDOC_LOGO.encode(), _BLANK_SVG.encode()
+    return (
+        (ASSETS / "redoc.standalone.js")
+        .read_bytes()
+        .replace(_REDOC_LOGO.encode(), _BLANK_SVG.encode())
     )
 
 

@@ -102,7 +102,7 @@ class Page(BaseModel, Generic[T]):
     )
 
     @classmethod
-    def model_parametrized_name(cls, params: tuple[type[Any], ...]) -> str:
+    def model_parametrized_name(cls, params: tuple[Any, ...]) -> str:
         """``SitePublicPage``, ``ProjectPublicOrProjectRedactedPage``: the component name a
         generated client shows, instead of pydantic's repr of the type arguments."""
         return "".join(_type_name(param) for param in params) + "Page"

@@ -60,7 +60,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_ready(url: str, *, timeout_s: float = 60.0, proc: subprocess.Popen | None = None) -> None:  # type: ignore[type-arg]
+def wait_until_ready(
+    url: str,
+    *,
+    timeout_s: float = 60.0,
+    proc: subprocess.Popen | None = None,  # type: ignore[type-arg]
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:

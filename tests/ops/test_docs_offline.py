@@ -49,9 +49,7 @@ def _open_offline(url: str, profile: Path, ready_selector: str) -> dict[str, obj
             context.route("**/*", guard)
             page = context.new_page()
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on(
-                "console", lambda msg: errors.append(msg.text) if msg.type == "error" else None
-            )
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
             page.goto(url, wait_until="networkidle", timeout=60_000)
             page.wait_for_selector(ready_selector, timeout=60_000)
             shown = [
