@@ -35,7 +35,8 @@ CHROMIUM_FLAGS = [
     # Network closed: no name resolves except the loopback the server listens on.
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
 ]
-_KEY_LINE = re.compile(r"^\s+(operator|maker|cdmo)\s+(.+?)\s+(ck_\S+)$")
+# A demo key line of `cdmo serve --demo`, alone or behind honcho's "api.1  | " prefix.
+_KEY_LINE = re.compile(r"(?:^|\| )\s+(operator|maker|cdmo)\s+(.+?)\s+(ck_\S+)$")
 
 
 def unavailable(reason: str) -> None:
@@ -91,6 +92,28 @@ def stop(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
         proc.wait(timeout=10)
 
 
+def demo_keys(output: str) -> dict[str, list[str]]:
+    keys: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        match = _KEY_LINE.search(line)
+        if match:
+            keys.setdefault(match.group(1), []).append(match.group(3))
+    return keys
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
 @dataclass
 class LiveServer:
     url: str
@@ -126,10 +149,7 @@ def demo_server(tmp: Path) -> Iterator[LiveServer]:
         url = f"http://127.0.0.1:{port}"
         wait_until_ready(url + "/health", proc=proc)
         server = LiveServer(url=url, log=log)
-        for line in log.read_text().splitlines():
-            match = _KEY_LINE.match(line)
-            if match:
-                server.keys.setdefault(match.group(1), []).append(match.group(3))
+        server.keys = demo_keys(log.read_text())
         assert server.keys.get("operator"), log.read_text()
         yield server
     finally:
