@@ -16,6 +16,7 @@ from service.errors import install_error_handlers
 from service.idempotency import install_idempotency
 from service.metrics import MetricsMiddleware
 from service.middleware import BodyLimitMiddleware
+from service.observability import RequestContextMiddleware, configure_logging
 from service.openapi import build_openapi, operation_id
 from service.routes import health, listings, market, orgs, projects, proposals, sites
 from service.runtime import Services, build_services
@@ -49,6 +50,7 @@ TAGS: list[dict[str, Any]] = [
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     settings = settings or get_settings()
     services = services or build_services(settings)
+    configure_logging(settings.log_level, settings.log_format)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -74,10 +76,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     install_error_handlers(app)
     for module in (projects, sites, listings, proposals, market, orgs, health):
         app.include_router(module.router)
-    # Added last = outermost: metrics see everything, the body limit runs before any parsing,
-    # idempotency wraps the routes.
+    # Added last = outermost: the request id is bound first, metrics see everything, the body
+    # limit runs before any parsing, idempotency wraps the routes.
     install_idempotency(app, services.store)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
+    app.add_middleware(RequestContextMiddleware)  # outermost: every line has the request id
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app

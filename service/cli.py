@@ -7,7 +7,6 @@ through :func:`matcher.cli.register`.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -137,9 +136,10 @@ def serve(
     import uvicorn
 
     from service.db import upgrade
+    from service.observability import configure_logging
 
     settings = _settings()
-    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     if demo and settings.env == "production":
         raise typer.BadParameter("--demo is refused when CDMO_ENV=production", param_hint="--demo")
     if workers > 1 and not settings.redis_url:

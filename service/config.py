@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Path("var")
     log_level: str = "INFO"
+    log_format: Literal["json", "console"] = Field(
+        default="console", description="json: one JSON object per line (production)."
+    )
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

@@ -82,8 +82,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer
     env = {
         **os.environ,
         "VENV": os.path.relpath(BIN.parent, ROOT),  # the venv running these tests
-        if Path(BIN).is_relative_to(ROOT)
-        else ".venv",
         "DATABASE_URL": make_url(db_server)
         .set(database=name)
         .render_as_string(hide_password=False),
