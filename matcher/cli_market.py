@@ -9,7 +9,10 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from rich.console import Console
 
+from matcher.cli_progress import SolveProgress
+from matcher.control import RunControl
 from matcher.generate import generate_market
 from matcher.market import match
 from matcher.problem import SnapshotError
@@ -91,6 +94,13 @@ def solve(
         int, typer.Option(min=1, max=256, help="Candidate sites kept per project.")
     ] = 16,
     as_json: Annotated[bool, typer.Option("--json", help="Print the MatchResult as JSON.")] = False,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Live phase, objective, bound and gap on stderr (default: if it is a terminal).",
+        ),
+    ] = None,
 ) -> None:
     """Match the projects of a snapshot to sites; print the result."""
     snapshot = read_snapshot(file)
@@ -101,8 +111,18 @@ def solve(
         deterministic=deterministic,
         candidates_per_project=candidates,
     )
+    console = Console(stderr=True)
     try:
-        result = match(snapshot, params)
+        if progress if progress is not None else console.is_terminal:
+            with SolveProgress(params.time_limit_s, console) as live:
+                control = RunControl(
+                    params.time_limit_s,
+                    deterministic=params.deterministic,
+                    on_progress=live.on_progress,
+                )
+                result = match(snapshot, params, control)
+        else:
+            result = match(snapshot, params)
     except SnapshotError as exc:
         raise _fail(f"{file}: {exc}") from None
     typer.echo(result.model_dump_json() if as_json else _summary(result))
