@@ -17,6 +17,10 @@ export CDMO_STACK_PORT="${PORT:-8000}"
 export CDMO_LOG_FORMAT="${CDMO_LOG_FORMAT:-json}"
 if [ "${DEMO:-1}" = "1" ]; then export CDMO_STACK_DEMO="--demo"; else export CDMO_STACK_DEMO=""; fi
 WORKERS="${WORKERS:-2}"
+# The API processes add their metrics up in this folder (prometheus_client multiprocess mode);
+# it must start empty.
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$(mktemp -d -t cdmo-metrics.XXXXXX)}"
+rm -rf "${PROMETHEUS_MULTIPROC_DIR:?}"/*
 
 # Create the database when it does not exist (a fresh machine has only the server).
 python - <<'PY'

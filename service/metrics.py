@@ -1,10 +1,18 @@
-"""Prometheus metrics: request counts and latencies by route template (not raw path)."""
+"""Prometheus metrics: request counts and latencies by route template (not raw path).
+
+Several API processes behind one port (``cdmo serve --workers N``, ``make stack``) share their
+metrics through prometheus_client's multiprocess mode: with ``PROMETHEUS_MULTIPROC_DIR`` set
+(an empty folder, before the processes start) every process writes its values there and
+``/metrics`` answers the sum over all of them, whichever process serves the scrape.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -27,10 +35,17 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.market_version = Gauge(
-            "cdmo_market_version", "Market version at the last snapshot.", registry=self.registry
+            "cdmo_market_version",
+            "Market version at the last snapshot.",
+            registry=self.registry,
+            multiprocess_mode="max",
         )
 
     def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            combined = CollectorRegistry()
+            MultiProcessCollector(combined)
+            return generate_latest(combined)
         return generate_latest(self.registry)
 
 

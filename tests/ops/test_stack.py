@@ -12,6 +12,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -141,9 +142,20 @@ def test_stack_runs_several_api_processes_against_postgres_and_redis(
     assert ready["store"] == "redis"
     assert len(_api_processes(honcho_pid)) == API_PROCESSES
     headers = {"Authorization": f"Bearer {server.key('maker')}"}
-    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
-        answers = [client.get("/v1/projects").status_code for _ in range(20)]
-    assert answers == [200] * 20
+    # A new connection per request, six at a time, so that both processes take some.
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(
+            pool.map(
+                lambda _: httpx.get(server.url + "/v1/orgs/me", headers=headers).status_code,
+                range(30),
+            )
+        )
+    metrics = httpx.get(server.url + "/metrics").text
+    assert answers == [200] * 30
+    # Whichever process answers the scrape, it counts the requests of all of them.
+    sample = 'cdmo_http_requests_total{method="GET",route="/v1/orgs/me",status="200"}'
+    line = next(line for line in metrics.splitlines() if line.startswith(sample))
+    assert float(line.rsplit(" ", 1)[1]) == 30.0
 
 
 def test_the_load_test_runs_against_the_stack(
