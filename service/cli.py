@@ -31,14 +31,21 @@ app.add_typer(db_app, name="db")
 
 
 def _settings() -> Settings:
-    """The settings, or a clean exit (no traceback) when the environment is unsafe or wrong."""
+    """The settings, or a clean exit (no traceback) when the environment is unsafe or wrong.
+
+    Also sets up logging (CDMO_LOG_LEVEL, CDMO_LOG_FORMAT) for the command that asked.
+    """
+    from service.observability import configure_logging
+
     try:
-        return get_settings()
+        settings = get_settings()
     except ValidationError as exc:
         for error in exc.errors(include_input=False, include_url=False):  # no secrets echoed
             where = ".".join(str(p) for p in error["loc"]) or "settings"
             typer.echo(f"configuration error: {where}: {error['msg']}", err=True)
         raise typer.Exit(2) from exc
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
 
 
 @contextmanager
@@ -136,10 +143,8 @@ def serve(
     import uvicorn
 
     from service.db import upgrade
-    from service.observability import configure_logging
 
     settings = _settings()
-    configure_logging(settings.log_level, settings.log_format)
     if demo and settings.env == "production":
         raise typer.BadParameter("--demo is refused when CDMO_ENV=production", param_hint="--demo")
     if workers > 1 and not settings.redis_url:
