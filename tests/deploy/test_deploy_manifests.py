@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from kustomize_lite import load_documents, render
-from ops_paths import BIN, DEPLOY
+from ops_paths import BIN, DEPLOY, kubectl_path
 
 K8S = DEPLOY / "k8s"
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
@@ -182,6 +183,33 @@ def test_production_overlay_has_the_whole_topology() -> None:
     assert external == ["cdmo_match_runs_queued"]
     assert config["cdmo-config"]["data"]["CDMO_ENV"] == "production"
     assert config["cdmo-config"]["data"]["CDMO_RATE_LIMIT__REQUESTS"] == "1200"
+
+
+def _kubectl_render(overlay: Path) -> list[dict[str, Any]]:
+    kubectl = kubectl_path()
+    if kubectl is None:
+        message = "kubectl is not installed (bash deploy/k8s/install-kubectl.sh)"
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail(f"REQUIRE_SERVICES=1 but {message}", pytrace=False)
+        pytest.skip(message)
+    result = _run(kubectl, "kustomize", str(overlay))
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.mark.parametrize("overlay", sorted(p.name for p in (K8S / "overlays").iterdir()))
+def test_kubectl_kustomize_renders_what_the_tests_validate(overlay: str) -> None:
+    """The real kustomize (kubectl's) renders each overlay exactly as the tests' renderer,
+    so the strict schema checks above hold for what a cluster receives."""
+    real = _kubectl_render(K8S / "overlays" / overlay)
+    for doc in real:
+        _validate(doc, KUBERNETES_VERSIONS[-1])
+
+    def key(doc: dict[str, Any]) -> tuple[str, str]:
+        return doc["kind"], doc["metadata"]["name"]
+
+    ours = {key(doc): doc for doc in render(K8S / "overlays" / overlay)}
+    assert {key(doc): doc for doc in real} == ours
 
 
 def test_the_renderer_refuses_what_it_does_not_understand(tmp_path: Path) -> None:
