@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _HANDLER_NAME = "cdmo-structlog"
+_PROBES = frozenset({"/health", "/ready", "/metrics"})
 _access_log = structlog.get_logger("cdmo.access")
 
 
@@ -145,12 +146,19 @@ class RequestContextMiddleware:
             try:
                 await self.app(scope, receive, _send)
             finally:
-                route = scope.get("route")
-                _access_log.info(
+                route = getattr(scope.get("route"), "path", None)
+                if status >= 500:
+                    level = logging.ERROR
+                elif route in _PROBES and status < 400:
+                    level = logging.DEBUG  # probes every few seconds would drown the log
+                else:
+                    level = logging.INFO
+                _access_log.log(
+                    level,
                     "request",
                     method=scope["method"],
                     path=scope["path"],
-                    route=getattr(route, "path", None),
+                    route=route,
                     status=status,
                     duration_ms=round((time.perf_counter() - start) * 1000, 2),
                 )

@@ -102,9 +102,10 @@ def test_a_request_id_is_generated_when_missing_or_unsafe(
     demo: tuple[TestClient, dict[str, str]], log_lines: io.StringIO
 ) -> None:
     client, _ = demo
-    generated = client.get("/health").headers["X-Request-ID"]
+    page = "/problems/not-found"
+    generated = client.get(page).headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", generated)
-    unsafe = client.get("/health", headers={"X-Request-ID": "x" * 500}).headers["X-Request-ID"]
+    unsafe = client.get(page, headers={"X-Request-ID": "x" * 500}).headers["X-Request-ID"]
     assert unsafe != "x" * 500 and re.fullmatch(r"[0-9a-f]{32}", unsafe)
     ids = [r["request_id"] for r in _records(log_lines)]
     assert ids == [generated, unsafe]
@@ -134,3 +135,28 @@ def test_latency_histograms_are_per_route_template(
     assert any('route="unmatched"' in line for line in buckets)
     labels = " ".join(re.findall(r'route="([^"]*)"', text))
     assert not any(project["id"] in labels for project in projects), "raw ids in labels"
+
+
+def test_probes_log_at_debug_and_server_errors_at_error(
+    demo: tuple[TestClient, dict[str, str]], log_lines: io.StringIO
+) -> None:
+    client, _ = demo
+    app = client.app
+
+    @app.get("/_test/boom", include_in_schema=False)  # type: ignore[attr-defined]
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    assert client.get("/health").status_code == 200
+    assert client.get("/ready").status_code == 200
+    client.get("/problems/not-found")
+    with pytest.raises(RuntimeError):
+        client.get("/_test/boom")
+    access = [r for r in _records(log_lines) if r["event"] == "request"]
+    assert [(r["route"], r["level"]) for r in access] == [
+        ("/problems/{slug}", "info"),
+        ("/_test/boom", "error"),
+    ]
+    configure_logging("DEBUG", "json", stream=log_lines)
+    client.get("/health")
+    assert _records(log_lines)[-1]["route"] == "/health"
