@@ -116,6 +116,22 @@ def client_package(server: LiveServer, tmp_path_factory: pytest.TempPathFactory)
             del sys.modules[name]
 
 
+def test_the_generated_client_has_a_function_per_operation(
+    server: LiveServer, client_package: str
+) -> None:
+    doc = httpx.get(server.url + "/openapi.json").json()
+    missing = []
+    for path, method, op in _operations(doc):
+        tag = re.sub(r"[^a-z0-9]+", "_", op["tags"][0].lower()).strip("_")  # the generator's
+        try:
+            module = importlib.import_module(f"{client_package}.api.{tag}.{op['operationId']}")
+        except ImportError:
+            missing.append(f"{method} {path}")
+            continue
+        assert callable(module.sync_detailed), op["operationId"]
+    assert not missing, f"operations the generator skipped: {missing}"
+
+
 def _module(package: str, name: str) -> Any:
     return importlib.import_module(f"{package}.{name}")
 
