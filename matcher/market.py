@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from matcher.complete import complete
 from matcher.control import RunControl
 from matcher.explain import explain
 from matcher.model import NONE
@@ -205,6 +206,11 @@ def match(
     if bound < solution.bound:
         solution = replace(solution, bound=bound)
     problem.timings.update({"price": price_s, "market_bound": time.perf_counter() - t0})
+    t0 = time.perf_counter()
+    problem, choice, completed = complete(problem, solution.choice, control)
+    solution = replace(solution, choice=choice)
+    problem.timings["complete"] = time.perf_counter() - t0
+    problem.stats["completed_projects"] = float(completed)
     if first_feasible is not None:
         problem.stats["first_feasible_s"] = first_feasible
     problem.stats["priced_candidates"] = float(added_total)

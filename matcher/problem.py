@@ -41,8 +41,10 @@ from functools import cached_property
 import numpy as np
 
 from matcher import kernels
+from matcher.certificates import renewal_chains
 from matcher.kernels import MKT_SHIFT, N_CLASSES, PROC_SHIFT, RowArrays, Scored, SiteArrays
 from matcher.model import NONE, AssignmentModel, concat_ranges
+from matcher.pairs import N_REGIONS, merge_uses, side_uses
 from schemas.market import (
     MARKET_ACCESS_CERTIFICATE,
     CertificationKind,
@@ -52,6 +54,7 @@ from schemas.market import (
     Region,
     RegulatoryClass,
     RunParams,
+    SecondSourceSeparation,
     month_index,
     month_name,
 )
@@ -68,6 +71,7 @@ REGION_IDX = {r: i for i, r in enumerate(REGIONS)}
 PROC_IDX = {p: i for i, p in enumerate(PROCESSES)}
 N_PROC = len(PROCESSES)
 assert len(CLASSES) == N_CLASSES and len(CATEGORIES) * N_CLASSES <= 32
+assert len(REGIONS) == N_REGIONS
 assert len(CERT_KINDS) <= MKT_SHIFT and len(REGIONS) <= PROC_SHIFT - MKT_SHIFT and N_PROC <= 16
 
 FIT_QUALITY = 0.75
@@ -119,6 +123,8 @@ class Encoded:
     row_share: np.ndarray  # float64 [N]
     project_rows: np.ndarray  # int32 [n_projects, 2]: primary row, second row or -1
     pinned: dict[int, tuple[int, int]]  # project -> (site, second site or -1)
+    project_budget: np.ndarray  # float64 [n_projects], inf when none (blended for two sources)
+    project_apart_region: np.ndarray  # bool [n_projects]: two sources in different regions
     notes: list[str] = field(default_factory=list)
 
     @cached_property
@@ -186,12 +192,12 @@ def _encode_sites(snapshot: MarketSnapshot, h0: int, months: int) -> tuple[SiteA
         certs.append(
             [
                 (
-                    CERT_IDX[c.kind],
-                    sum(1 << CLS_IDX[k] for k in set(c.device_classes)),
-                    min(max(_first_month(c.valid_from) - h0, 0), months),
-                    min(max(_last_month(c.valid_until) - h0, -1), months - 1),
+                    CERT_IDX[kind],
+                    sum(1 << CLS_IDX[k] for k in scope),
+                    min(max(_first_month(valid_from) - h0, 0), months),
+                    min(max(_last_month(valid_until) - h0, -1), months - 1),
                 )
-                for c in s.certifications
+                for kind, scope, valid_from, valid_until in renewal_chains(s.certifications)
             ]
         )
 
@@ -337,7 +343,9 @@ def encode(snapshot: MarketSnapshot, params: RunParams) -> Encoded:
             group[r] = g
             req[r] = word
             tmask[r] = mkts
-            budget[r] = share * p.budget_ceiling if p.budget_ceiling is not None else np.inf
+            # Each source alone must be within the whole ceiling; the blended cost of the two
+            # is bounded by a side resource (matcher.pairs).
+            budget[r] = p.budget_ceiling if p.budget_ceiling is not None else np.inf
             prio[r] = p.priority
             alt[r] = p.second_source_required
             if j in prev:
@@ -415,6 +423,14 @@ def encode(snapshot: MarketSnapshot, params: RunParams) -> Encoded:
         row_share=row_share,
         project_rows=project_rows,
         pinned=pinned,
+        project_budget=np.array(
+            [np.inf if p.budget_ceiling is None else p.budget_ceiling for p in projects],
+            dtype=np.float64,
+        ),
+        project_apart_region=np.array(
+            [p.second_source_separation == SecondSourceSeparation.REGION for p in projects],
+            dtype=np.bool_,
+        ),
         notes=notes,
     )
 
@@ -476,6 +492,24 @@ def _assemble(enc: Encoded, scored: Scored, params: RunParams) -> MarketProblem:
     capacity = sites.free.reshape(-1)[res_key].astype(np.int64)
     use_res = res_id[keys].astype(np.int32)
     use_amt = rows.ent_units[use_ent]
+    # The rules joining two sources (separation, blended budget) as side resources.
+    side_base = sites.n_sites * pt
+    side_cand, side_key, side_amt, side_cap = side_uses(
+        enc.project_rows, enc.row_project, enc.project_apart_region, enc.project_budget,
+        np.log2(sites.region_bit.astype(np.float64)).astype(np.int64),
+        scored.cand_ptr, scored.cand_site, scored.cand_cost, side_base,
+    )  # fmt: skip
+    if len(side_cap):
+        side_keys = np.array(sorted(side_cap), dtype=np.int64)
+        side_id = len(res_key) + np.searchsorted(side_keys, side_key)
+        capacity = np.concatenate(
+            [capacity, np.array([side_cap[k] for k in side_keys.tolist()], dtype=np.int64)]
+        )
+        res_key = np.concatenate([res_key, side_keys])
+        use_ptr, use_res64, use_amt = merge_uses(
+            use_ptr, use_res.astype(np.int64), use_amt, side_cand, side_id, side_amt
+        )
+        use_res = use_res64.astype(np.int32)
 
     partner = np.full(n_rows, NONE, dtype=np.int32)
     two = enc.project_rows[:, 1] >= 0
@@ -531,7 +565,8 @@ def _assemble(enc: Encoded, scored: Scored, params: RunParams) -> MarketProblem:
 def _site_prices(problem: MarketProblem, prices: np.ndarray) -> np.ndarray:
     """Model resource prices laid out as the kernels' [site, process x month] array."""
     dual = np.zeros(problem.enc.sites.free.size, dtype=np.float64)
-    dual[problem.res_key] = prices
+    site_res = problem.res_key < dual.size  # side resources (matcher.pairs) have no site
+    dual[problem.res_key[site_res]] = prices[site_res]
     return dual.reshape(problem.enc.sites.free.shape)
 
 
@@ -583,6 +618,38 @@ def extend_problem(problem: MarketProblem, prices: np.ndarray) -> tuple[MarketPr
     extended.timings.update(problem.timings)
     extended.stats["priced_candidates"] = problem.stats.get("priced_candidates", 0) + added
     return extended, added
+
+
+def add_candidates(
+    problem: MarketProblem, rows_: np.ndarray, sites_: np.ndarray, costs: np.ndarray
+) -> MarketProblem:
+    """The problem with eligible (row, site) pairs of the given costs added to the candidate
+    lists (pairs already there are skipped): ``matcher.complete`` uses it for placements found
+    outside the lists. Values come from the one formula (``_true_values``)."""
+    enc, params, old = problem.enc, problem.params, problem.scored
+    n_rows = enc.rows.n_rows
+    old_row = np.repeat(np.arange(n_rows), np.diff(old.cand_ptr))
+    width = np.int64(enc.sites.n_sites)
+    rows_ = np.asarray(rows_, dtype=np.int64)
+    sites_ = np.asarray(sites_, dtype=np.int64)
+    new = ~np.isin(rows_ * width + sites_, old_row * width + old.cand_site)
+    rows_, sites_, costs = rows_[new], sites_[new], np.asarray(costs, dtype=np.float64)[new]
+    if rows_.size == 0:
+        return problem
+    values = _true_values(enc, params, rows_, sites_, costs)
+    all_rows = np.concatenate([old_row, rows_])
+    all_sites = np.concatenate([old.cand_site, sites_])
+    all_costs = np.concatenate([old.cand_cost, costs])
+    all_values = np.concatenate([old.cand_value, values])
+    order = np.lexsort((all_sites, -all_values, all_rows))
+    ptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(all_rows, minlength=n_rows), out=ptr[1:])
+    merged = Scored(ptr, all_sites[order].astype(np.int32), all_values[order],
+                    all_costs[order], old.counts, old.outside_best)
+    extended = _assemble(enc, merged, params)
+    extended.timings.update(problem.timings)
+    extended.stats.update({k: v for k, v in problem.stats.items() if k not in extended.stats})
+    return extended
 
 
 def market_bound(problem: MarketProblem, prices: np.ndarray) -> int:
@@ -645,6 +712,13 @@ def _accept_pins(
             continue
         if second >= 0 and enc.sites.cdmo[site] == enc.sites.cdmo[second]:
             notes.append(f"pin of {pid} not forced: both sources are at the same CDMO")
+            continue
+        if (
+            second >= 0
+            and enc.project_apart_region[j]
+            and enc.sites.region_bit[site] == enc.sites.region_bit[second]
+        ):
+            notes.append(f"pin of {pid} not forced: both sources are in the same region")
             continue
         use = np.concatenate([np.arange(use_ptr[c], use_ptr[c + 1]) for _, _, c in wanted])
         need = np.zeros(len(residual), dtype=np.int64)
