@@ -20,9 +20,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from matcher.kernels import CERT_FIELD, MKT_FIELD, PROC_FIELD, pair_value
+from matcher import reference
+from matcher.encode import FIT_MARKET
+from matcher.kernels import CERT_FIELD, MKT_FIELD, PROC_FIELD, Scored, pair_value
 from matcher.model import NONE
 from matcher.pairs import budget_capacity, budget_units
+from matcher.problem import MarketProblem, assemble, find_candidates
 
 # Projects placed per call of the kernel between two checks of the run control.
 CHUNK = 2048
@@ -267,12 +270,51 @@ def row_sites(problem, choice: np.ndarray) -> np.ndarray:
     return out
 
 
-def complete(problem, choice: np.ndarray, control=None):  # noqa: ANN001, ANN201
+def add_candidates(
+    problem: MarketProblem, rows_: np.ndarray, sites_: np.ndarray, costs: np.ndarray
+) -> MarketProblem:
+    """The problem with eligible (row, site) pairs of the given costs added to the candidate
+    lists (pairs already there are skipped). Candidate lists only grow, so ``outside_best``
+    still bounds every pair left out."""
+    enc, params, old = problem.enc, problem.params, problem.scored
+    n_rows = enc.rows.n_rows
+    old_row = np.repeat(np.arange(n_rows), np.diff(old.cand_ptr))
+    width = np.int64(enc.sites.n_sites)
+    rows_ = np.asarray(rows_, dtype=np.int64)
+    sites_ = np.asarray(sites_, dtype=np.int64)
+    new = ~np.isin(rows_ * width + sites_, old_row * width + old.cand_site)
+    rows_, sites_, costs = rows_[new], sites_[new], np.asarray(costs, dtype=np.float64)[new]
+    if rows_.size == 0:
+        return problem
+    values = reference.pair_values(
+        enc.sites, enc.rows, rows_, sites_, costs, params.weights.cost, FIT_MARKET
+    )
+    all_rows = np.concatenate([old_row, rows_])
+    all_sites = np.concatenate([old.cand_site, sites_])
+    all_costs = np.concatenate([old.cand_cost, costs])
+    all_values = np.concatenate([old.cand_value, values])
+    order = np.lexsort((all_sites, -all_values, all_rows))  # per row: value desc, site asc
+    ptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(all_rows, minlength=n_rows), out=ptr[1:])
+    merged = Scored(
+        ptr,
+        all_sites[order].astype(np.int32),
+        all_values[order],
+        all_costs[order],
+        old.counts,
+        old.outside_best,
+    )
+    extended = assemble(enc, merged, params)
+    extended.timings.update(problem.timings)
+    extended.stats.update({k: v for k, v in problem.stats.items() if k not in extended.stats})
+    return extended
+
+
+def complete(problem: MarketProblem, choice: np.ndarray, control=None):  # noqa: ANN001, ANN201
     """``(problem, choice, placed)``: the answer with every unplaced project that still fits
     somewhere placed (see the module docstring), on a model whose candidate lists include the
     new placements. ``control`` (a ``RunControl``) is asked between chunks: a cancelled run
     stops the pass early (the answer is then valid but may not be maximal)."""
-    from matcher.problem import FIT_MARKET, add_candidates, find_candidates
 
     enc = problem.enc
     choice = np.asarray(choice, dtype=np.int64)

@@ -15,13 +15,12 @@ from matcher.complete import complete
 from matcher.control import RunControl
 from matcher.explain import explain
 from matcher.model import NONE
+from matcher.pricing import extend_problem, market_bound
 from matcher.problem import (
     ROLE_SECOND,
     MarketProblem,
     build_problem,
-    extend_problem,
     find_candidates,
-    market_bound,
 )
 from matcher.solver import Solution, SolverParams, solve
 from matcher.verify import verify_assignment

@@ -122,3 +122,29 @@ def merge_uses(
     out_k[side_start + within] = side_key
     out_a[side_start + within] = side_amt
     return new_ptr, out_k, out_a
+
+
+def with_side_resources(enc, scored, capacity, res_key, use_ptr, use_res, use_amt):  # noqa: ANN001, ANN201
+    """The model's site resources with the side resources of ``scored``'s candidates appended:
+    ``(capacity, res_key, use_ptr, use_res, use_amt)``."""
+    side_base = enc.sites.free.size
+    site_region = np.log2(enc.sites.region_bit.astype(np.float64)).astype(np.int64)
+    side_cand, side_key, side_amt, side_cap = side_uses(
+        enc.project_rows, enc.row_project, enc.project_apart_region, enc.project_budget,
+        site_region, scored.cand_ptr, scored.cand_site, scored.cand_cost, side_base,
+    )  # fmt: skip
+    if not side_cap:
+        return capacity, res_key, use_ptr, use_res, use_amt
+    keys = np.array(sorted(side_cap), dtype=np.int64)
+    side_id = len(res_key) + np.searchsorted(keys, side_key)
+    capacity = np.concatenate([capacity, np.array([side_cap[k] for k in keys.tolist()])])
+    use_ptr, use_res64, use_amt = merge_uses(
+        use_ptr, use_res.astype(np.int64), use_amt, side_cand, side_id, side_amt
+    )
+    return (
+        capacity.astype(np.int64),
+        np.concatenate([res_key, keys]),
+        use_ptr,
+        use_res64.astype(np.int32),
+        use_amt,
+    )
