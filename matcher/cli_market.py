@@ -55,10 +55,13 @@ def generate(
 ) -> None:
     """Print a synthetic market snapshot (JSON) to stdout."""
     try:
-        snapshot = generate_market(projects, sites, months, seed, start=start,
-                                   capacity_scale=capacity_scale)
-    except ValueError as exc:  # e.g. a malformed --start
+        snapshot = generate_market(
+            projects, sites, months, seed, start=start, capacity_scale=capacity_scale
+        )
+    except ValueError as exc:  # e.g. a malformed --start, or more than the bounds allow
         raise _fail(str(exc)) from None
+    except MemoryError:
+        raise _fail("not enough memory to generate that market; ask for fewer") from None
     typer.echo(snapshot.model_dump_json())
 
 
