@@ -6,9 +6,9 @@ still has room for it. ``complete`` closes that: with the capacity the answer le
 takes the unplaced projects in order of priority and places each one at its best eligible site
 (or best pair of sources) of the whole market that fits, if that placement has a positive
 value. Capacity only shrinks during the pass, so one pass is enough: when it ends, no unplaced
-project fits anywhere as the answer stands (the answer is *maximal*). Placements outside a
-project's candidate list are added to the model as candidates, so the verifier checks them
-like any other.
+project fits anywhere as the answer stands (the answer is *maximal*). The answer then gets a
+model of its own (``answer_problem``), built from the encoding like any model, so the verifier
+checks the placements found outside the candidate lists like any other.
 
 ``scan_row`` (one row against every site serving its category and class, with the same rules
 and value as the kernels) is shared with ``matcher.explain``, so an explanation is true of
@@ -16,6 +16,8 @@ the whole market too.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 from numba import njit
@@ -25,7 +27,7 @@ from matcher.encode import FIT_MARKET
 from matcher.kernels import CERT_FIELD, MKT_FIELD, PROC_FIELD, Scored, pair_value
 from matcher.model import NONE
 from matcher.pairs import budget_capacity, budget_units
-from matcher.problem import MarketProblem, assemble, find_candidates
+from matcher.problem import MarketProblem, assemble
 
 # Projects placed per call of the kernel between two checks of the run control.
 CHUNK = 2048
@@ -181,7 +183,9 @@ def _complete_kernel(
 ):  # fmt: skip
     """Place each of ``projects`` (in order) where it fits best; writes ``placed_site`` per
     row and takes the capacity from ``free_left``. Returns the number placed."""
-    width = max(1, gsite.shape[0])
+    width = 1  # the longest site list of a group: no row has more options
+    for g in range(gptr.shape[0] - 1):
+        width = max(width, gptr[g + 1] - gptr[g])
     s0 = np.empty(width, np.int32)
     v0 = np.empty(width, np.int64)
     c0 = np.empty(width, np.float64)
@@ -270,44 +274,42 @@ def row_sites(problem, choice: np.ndarray) -> np.ndarray:
     return out
 
 
-def add_candidates(
-    problem: MarketProblem, rows_: np.ndarray, sites_: np.ndarray, costs: np.ndarray
-) -> MarketProblem:
-    """The problem with eligible (row, site) pairs of the given costs added to the candidate
-    lists (pairs already there are skipped). Candidate lists only grow, so ``outside_best``
-    still bounds every pair left out."""
-    enc, params, old = problem.enc, problem.params, problem.scored
-    n_rows = enc.rows.n_rows
-    old_row = np.repeat(np.arange(n_rows), np.diff(old.cand_ptr))
-    width = np.int64(enc.sites.n_sites)
-    rows_ = np.asarray(rows_, dtype=np.int64)
-    sites_ = np.asarray(sites_, dtype=np.int64)
-    new = ~np.isin(rows_ * width + sites_, old_row * width + old.cand_site)
-    rows_, sites_, costs = rows_[new], sites_[new], np.asarray(costs, dtype=np.float64)[new]
-    if rows_.size == 0:
-        return problem
-    values = reference.pair_values(
-        enc.sites, enc.rows, rows_, sites_, costs, params.weights.cost, FIT_MARKET
+def answer_problem(
+    problem: MarketProblem, choice: np.ndarray, site: np.ndarray, cost: np.ndarray
+) -> tuple[MarketProblem, np.ndarray]:
+    """The model of the answer alone, and the answer in it: each placed row keeps one
+    candidate, its site (``site[row]``, -1 when unplaced). Built by ``assemble`` from the
+    encoding, like any model, so the verifier checks every placement (those found outside the
+    candidate lists included) against the capacities, pins and pair rules, at a fraction of
+    the cost of rebuilding the whole candidate model. ``outside_best`` keeps every row's best
+    candidate value, so a bound over it still holds."""
+    enc, params, old = problem.enc, problem.params, problem.model
+    placed = site >= 0
+    rows_ = np.flatnonzero(placed)
+    was = choice[rows_] != NONE
+    values = np.empty(len(rows_), dtype=np.int64)
+    costs = np.empty(len(rows_), dtype=np.float64)
+    values[was] = old.cand_value[choice[rows_[was]]]
+    costs[was] = problem.cand_cost[choice[rows_[was]]]
+    new = rows_[~was]
+    costs[~was] = cost[new]
+    values[~was] = reference.pair_values(
+        enc.sites, enc.rows, new, site[new], cost[new], params.weights.cost, FIT_MARKET
     )
-    all_rows = np.concatenate([old_row, rows_])
-    all_sites = np.concatenate([old.cand_site, sites_])
-    all_costs = np.concatenate([old.cand_cost, costs])
-    all_values = np.concatenate([old.cand_value, values])
-    order = np.lexsort((all_sites, -all_values, all_rows))  # per row: value desc, site asc
-    ptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(all_rows, minlength=n_rows), out=ptr[1:])
-    merged = Scored(
-        ptr,
-        all_sites[order].astype(np.int32),
-        all_values[order],
-        all_costs[order],
-        old.counts,
-        old.outside_best,
-    )
-    extended = assemble(enc, merged, params)
-    extended.timings.update(problem.timings)
-    extended.stats.update({k: v for k, v in problem.stats.items() if k not in extended.stats})
-    return extended
+    best = old.outside_best.copy()
+    has = np.diff(old.cand_ptr) > 0
+    if has.any():
+        top = np.maximum.reduceat(old.cand_value, old.cand_ptr[:-1][has])
+        best[has] = np.maximum(best[has], top)
+    ptr = np.zeros(enc.rows.n_rows + 1, dtype=np.int64)
+    np.cumsum(placed, out=ptr[1:])
+    scored = Scored(ptr, site[rows_].astype(np.int32), values, costs, problem.scored.counts, best)
+    # The solve's notes (pins not forced and why), not this model's.
+    answer = replace(assemble(enc, scored, params), notes=problem.notes)
+    answer.timings.update(problem.timings)
+    answer.stats.update(problem.stats)  # they describe the solve's model, not this one
+    answer_choice = np.where(placed, ptr[:-1], NONE).astype(np.int64)
+    return answer, answer_choice
 
 
 def complete(problem: MarketProblem, choice: np.ndarray, control=None):  # noqa: ANN001, ANN201
@@ -354,9 +356,5 @@ def complete(problem: MarketProblem, choice: np.ndarray, control=None):  # noqa:
         )
     if placed == 0:
         return problem, choice, 0
-    added = np.flatnonzero(new_site != site)
-    problem = add_candidates(problem, added, new_site[added], new_cost[added])
-
-    new_choice = find_candidates(problem.model.cand_ptr, problem.model.cand_bin, new_site)
-    assert np.all((new_choice != NONE) == (new_site >= 0)), "a placement lost its candidate"
+    problem, new_choice = answer_problem(problem, choice, new_site, new_cost)
     return problem, new_choice, placed

@@ -132,7 +132,8 @@ class _Options:
     load fits in what the answer leaves free."""
 
     def __init__(self, problem: MarketProblem, r: int, left: np.ndarray, args: tuple):
-        width = max(1, len(problem.enc.words.site))
+        ptr, g = problem.enc.words.ptr, problem.enc.rows.group[r]
+        width = max(1, int(ptr[g + 1] - ptr[g]))  # the sites serving its category and class
         self.site = np.empty(width, np.int32)
         self.value = np.empty(width, np.int64)
         self.cost = np.empty(width, np.float64)
