@@ -24,9 +24,9 @@ from numba import njit
 
 from matcher import reference
 from matcher.encode import FIT_MARKET
-from matcher.kernels import CERT_FIELD, MKT_FIELD, PROC_FIELD, Scored, pair_value
+from matcher.kernels import CERT_FIELD, ELIGIBLE, MKT_FIELD, PROC_FIELD, Scored, pair_value
 from matcher.model import NONE
-from matcher.pairs import budget_capacity, budget_units
+from matcher.pairs import N_REGIONS, budget_capacity, budget_units
 from matcher.problem import MarketProblem, assemble
 
 # Projects placed per call of the kernel between two checks of the run control.
@@ -106,37 +106,78 @@ def _best_single(n, sites, values):
     return best
 
 
+@njit(cache=True, inline="always")
+def _better(t, u, v, sites):
+    """Option t ranks before option u (value desc, then site asc); u < 0 is nothing."""
+    return u < 0 or v[t] > v[u] or (v[t] == v[u] and sites[t] < sites[u])
+
+
+@njit(cache=True)
+def _tops(n1, s1, v1, site_cdmo, site_region):
+    """Per region (and, in the last slot, over all regions): the best option and the best of a
+    CDMO other than that one's. The best second for a primary at CDMO c is then, per slot, the
+    first of the two that is not at c."""
+    top = np.full((N_REGIONS + 1, 2), -1, np.int64)
+    for b in range(n1):
+        for slot in (site_region[s1[b]], N_REGIONS):
+            t0 = top[slot, 0]
+            if _better(b, t0, v1, s1):
+                if t0 >= 0 and site_cdmo[s1[t0]] != site_cdmo[s1[b]]:
+                    top[slot, 1] = t0
+                top[slot, 0] = b
+            elif site_cdmo[s1[b]] != site_cdmo[s1[t0]] and _better(b, top[slot, 1], v1, s1):
+                top[slot, 1] = b
+    return top
+
+
 @njit(cache=True)
 def best_pair(n0, s0, v0, c0, n1, s1, v1, c1, site_cdmo, site_region, apart, cap):
     """Best (primary, second) of two option lists with a positive total value: different
     CDMOs, different regions when ``apart``, blended cost within ``cap`` budget units (< 0:
-    no budget). Returns the two positions, or (-1, -1)."""
+    no budget). Returns the two positions, or (-1, -1).
+
+    For each primary, the best allowed second ignoring the budget comes from ``_tops`` in a
+    few steps; only when that pair is over budget are the seconds scanned in value order."""
     if n0 == 0 or n1 == 0:
         return -1, -1
-    o0 = np.argsort(-v0[:n0], kind="mergesort")
-    o1 = np.argsort(-v1[:n1], kind="mergesort")
-    top1 = v1[o1[0]]
+    top = _tops(n1, s1, v1, site_cdmo, site_region)
+    o1 = np.empty(0, np.int64)
     best = np.int64(0)
     ba = -1
     bb = -1
-    for ia in range(n0):
-        a = o0[ia]
-        if v0[a] + top1 <= best:
-            break
-        for ib in range(n1):
-            b = o1[ib]
-            if v0[a] + v1[b] <= best:
-                break
-            if site_cdmo[s1[b]] == site_cdmo[s0[a]]:
+    for a in range(n0):
+        ca = site_cdmo[s0[a]]
+        ra = site_region[s0[a]]
+        b = -1
+        for slot in range(N_REGIONS + 1):
+            if (apart and (slot == N_REGIONS or slot == ra)) or (not apart and slot < N_REGIONS):
                 continue
-            if apart and site_region[s1[b]] == site_region[s0[a]]:
+            for i in range(2):
+                t = top[slot, i]
+                if t >= 0 and site_cdmo[s1[t]] != ca:
+                    if _better(t, b, v1, s1):
+                        b = t
+                    break
+        if b < 0 or v0[a] + v1[b] <= best:
+            continue
+        if cap >= 0 and budget_units(c0[a]) + budget_units(c1[b]) > cap:
+            b = -1
+            if o1.shape[0] == 0:
+                o1 = np.argsort(-v1[:n1], kind="mergesort")
+            for ib in range(n1):
+                t = o1[ib]
+                if v0[a] + v1[t] <= best:
+                    break
+                if site_cdmo[s1[t]] == ca or (apart and site_region[s1[t]] == ra):
+                    continue
+                if budget_units(c0[a]) + budget_units(c1[t]) <= cap:
+                    b = t
+                    break
+            if b < 0:
                 continue
-            if cap >= 0 and budget_units(c0[a]) + budget_units(c1[b]) > cap:
-                continue
-            best = v0[a] + v1[b]
-            ba = a
-            bb = b
-            break  # the best second for this primary: the lists are in value order
+        best = v0[a] + v1[b]
+        ba = a
+        bb = b
     return ba, bb
 
 
@@ -322,6 +363,10 @@ def complete(problem: MarketProblem, choice: np.ndarray, control=None):  # noqa:
     choice = np.asarray(choice, dtype=np.int64)
     site = row_sites(problem, choice)
     unplaced = np.flatnonzero(site[enc.project_rows[:, 0]] < 0)
+    # A project with a row that has no eligible site even in an empty market cannot be placed.
+    eligible = problem.scored.counts[:, ELIGIBLE] > 0
+    rows = enc.project_rows[unplaced]
+    unplaced = unplaced[eligible[rows[:, 0]] & ((rows[:, 1] < 0) | eligible[rows[:, 1]])]
     if unplaced.size == 0 or enc.sites.n_sites == 0:
         return problem, choice, 0
     # Higher priority first, then snapshot order.
