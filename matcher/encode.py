@@ -27,8 +27,12 @@ Decisions that are made here and nowhere else:
   ``matcher.pricing.value_parts``;
 * the row coefficients of that formula: ``a = share * priority_w * priority``,
   ``b = a * fit_w``, ``stab = share * stability_w`` (at the previous proposal's site);
-* budget: each source's full-volume cost must be within the ceiling (compared as the row's
-  share of cost against its share of budget);
+* budget: the maker pays the blended cost of its sources (each row's cost is its share of
+  the load at its site's prices); each row alone is held to the whole ceiling here, and the
+  two rows of a pair together by a side resource (``matcher.pairs``), as is the rule that a
+  second source is in another region (``Project.second_source_separation``);
+* certificates: a chain of renewals of one kind and scope without a gap counts as one
+  certificate over its whole span (``matcher.certificates``);
 * a site runs a process when it lists the process in ``Site.processes`` AND has at least one
   listing for it inside the horizon; a listing for a process the site does not declare is
   ignored; a month with no listing has no free capacity.
