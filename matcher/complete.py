@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit
 
 from matcher import reference
+from matcher.control import RunControl
 from matcher.encode import FIT_MARKET
 from matcher.kernels import CERT_FIELD, ELIGIBLE, MKT_FIELD, PROC_FIELD, Scored, pair_value
 from matcher.model import NONE
@@ -353,12 +354,14 @@ def answer_problem(
     return answer, answer_choice
 
 
-def complete(problem: MarketProblem, choice: np.ndarray, control=None):  # noqa: ANN001, ANN201
+def complete(
+    problem: MarketProblem, choice: np.ndarray, control: RunControl | None = None
+) -> tuple[MarketProblem, np.ndarray, int]:
     """``(problem, choice, placed)``: the answer with every unplaced project that still fits
-    somewhere placed (see the module docstring), on a model whose candidate lists include the
-    new placements. ``control`` (a ``RunControl``) is asked between chunks: a cancelled run
-    stops the pass early (the answer is then valid but may not be maximal)."""
-
+    somewhere placed (see the module docstring), on the model of the answer
+    (``answer_problem``). ``control`` (a ``RunControl``) is asked between chunks of projects:
+    a cancelled run, or one past its deadline, stops the pass early (the answer stays valid
+    but may not be maximal; explanations then say "not reached")."""
     enc = problem.enc
     choice = np.asarray(choice, dtype=np.int64)
     site = row_sites(problem, choice)
@@ -384,8 +387,8 @@ def complete(problem: MarketProblem, choice: np.ndarray, control=None):  # noqa:
     new_cost = np.zeros(len(site), dtype=np.float64)
     placed = 0
     for lo in range(0, len(unplaced), CHUNK):
-        if control is not None and control.cancelled:
-            break
+        if control is not None and control.stop_requested():
+            break  # cancelled, or out of time: the answer stays valid (maybe not maximal)
         placed += int(
             _complete_kernel(
                 unplaced[lo : lo + CHUNK].astype(np.int64),
@@ -402,4 +405,8 @@ def complete(problem: MarketProblem, choice: np.ndarray, control=None):  # noqa:
     if placed == 0:
         return problem, choice, 0
     problem, new_choice = answer_problem(problem, choice, new_site, new_cost)
+    if control is not None:
+        control.report(
+            "complete", placed=int(np.count_nonzero(new_site[enc.project_rows[:, 0]] >= 0))
+        )
     return problem, new_choice, placed

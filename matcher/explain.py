@@ -182,7 +182,8 @@ def _explain_single(problem: MarketProblem, pid: str, opt: _Options, left: np.nd
         return _unassigned(
             pid,
             BlockReason.NOT_REACHED,
-            f"it fits at {n} eligible sites, but the run was stopped before it was placed",
+            f"it fits at {n} eligible sites, but the run was stopped (cancelled or out of time) "
+            "before the last pass placed it",
         )
     full = _by_value(opt, worth)
     detail = (
@@ -242,7 +243,8 @@ def _explain_pair(problem, pid, j, o0: _Options, o1: _Options, left, pair):  # n
         return _unassigned(
             pid,
             BlockReason.NOT_REACHED,
-            "a pair of sources fits, but the run was stopped before it was placed",
+            "a pair of sources fits, but the run was stopped (cancelled or out of time) before "
+            "the last pass placed it",
         )
     full0, full1 = _by_value(o0, ~o0.fits), _by_value(o1, ~o1.fits)
     detail = (
