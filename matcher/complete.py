@@ -355,13 +355,18 @@ def answer_problem(
 
 
 def complete(
-    problem: MarketProblem, choice: np.ndarray, control: RunControl | None = None
+    problem: MarketProblem,
+    choice: np.ndarray,
+    control: RunControl | None = None,
+    *,
+    grace_s: float = 0.0,
 ) -> tuple[MarketProblem, np.ndarray, int]:
     """``(problem, choice, placed)``: the answer with every unplaced project that still fits
     somewhere placed (see the module docstring), on the model of the answer
     (``answer_problem``). ``control`` (a ``RunControl``) is asked between chunks of projects:
-    a cancelled run, or one past its deadline, stops the pass early (the answer stays valid
-    but may not be maximal; explanations then say "not reached")."""
+    a cancelled run, or (outside deterministic mode) one ``grace_s`` past its deadline, stops
+    the pass early (the answer stays valid but may not be maximal; explanations then say "not
+    reached")."""
     enc = problem.enc
     choice = np.asarray(choice, dtype=np.int64)
     site = row_sites(problem, choice)
@@ -387,7 +392,10 @@ def complete(
     new_cost = np.zeros(len(site), dtype=np.float64)
     placed = 0
     for lo in range(0, len(unplaced), CHUNK):
-        if control is not None and control.stop_requested():
+        if control is not None and (
+            control.cancelled
+            or (not control.deterministic and control.clock() > control.deadline + grace_s)
+        ):
             break  # cancelled, or out of time: the answer stays valid (maybe not maximal)
         placed += int(
             _complete_kernel(

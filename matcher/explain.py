@@ -24,6 +24,8 @@ Shortfalls are in whole hours (the model's unit: loads rounded up, capacity down
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from matcher import reference
@@ -261,8 +263,11 @@ def _explain_pair(problem, pid, j, o0: _Options, o1: _Options, left, pair):  # n
     return _unassigned(pid, BlockReason.CAPACITY, detail, shortfalls)
 
 
-def explain(problem: MarketProblem, choice: np.ndarray) -> list[Unassigned]:
-    """One Unassigned per project that ``choice`` leaves unplaced, in project order."""
+def explain(
+    problem: MarketProblem, choice: np.ndarray, *, stop: Callable[[], bool] | None = None
+) -> list[Unassigned]:
+    """One Unassigned per project that ``choice`` leaves unplaced, in project order. Once
+    ``stop()`` is true (a cancelled run), the rest are listed as not explained."""
     enc = problem.enc
     choice = np.asarray(choice, dtype=np.int64)
     site = row_sites(problem, choice)
@@ -274,6 +279,9 @@ def explain(problem: MarketProblem, choice: np.ndarray) -> list[Unassigned]:
     alone: dict[int, int] = {}  # position in `out` -> row needing capacity-alone shortfalls
     for j in np.flatnonzero(site[enc.project_rows[:, 0]] < 0).tolist():
         pid = enc.project_ids[j]
+        if stop is not None and stop():
+            out.append(_unassigned(pid, BlockReason.NOT_EXPLAINED, "the run stopped first"))
+            continue
         rows = [int(r) for r in enc.project_rows[j] if r >= 0]
         empty = [r for r in rows if counts[r, ELIGIBLE] == 0]
         if empty:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from matcher import kernels
+from matcher.control import RunControl
 from matcher.encode import (  # re-exported: imported from here by callers and tests
     CATEGORIES,
     CERT_KINDS,
@@ -95,11 +96,20 @@ def find_candidates(model_ptr: np.ndarray, cand_site: np.ndarray, want: np.ndarr
     return out
 
 
-def build_problem(snapshot: MarketSnapshot, params: RunParams) -> MarketProblem:
-    """Encode, score all pairs with the kernels, and build the AssignmentModel."""
+def build_problem(
+    snapshot: MarketSnapshot,
+    params: RunParams,
+    *,
+    control: RunControl | None = None,
+    site_table: SiteTable | None = None,
+) -> MarketProblem:
+    """Encode, score all pairs with the kernels, and build the AssignmentModel (progress is
+    reported to ``control`` after each step; ``site_table`` may come from a cache)."""
     t0 = time.perf_counter()
-    enc = encode(snapshot, params)
+    enc = encode(snapshot, params, site_table)
     t1 = time.perf_counter()
+    if control is not None:
+        control.report("encode")
     scored = kernels.score_pairs(
         enc.sites,
         enc.rows,
@@ -109,8 +119,12 @@ def build_problem(snapshot: MarketSnapshot, params: RunParams) -> MarketProblem:
         fit_market=FIT_MARKET,
     )
     t2 = time.perf_counter()
+    if control is not None:
+        control.report("kernels")
     problem = assemble(enc, scored, params)
     problem.timings.update({"encode": t1 - t0, "kernels": t2 - t1})
+    if control is not None:
+        control.report("build")
     return problem
 
 

@@ -348,8 +348,11 @@ class BlockReason(StrEnum):
     NO_SECOND_SOURCE = "no_second_source"
     CAPACITY = "capacity"
     OUTVALUED = "outvalued"
-    # It fits somewhere, but the run was cancelled before the last pass could place it.
+    # It fits somewhere, but the run stopped (cancelled, or out of time) before the last pass
+    # (matcher.complete) could place it.
     NOT_REACHED = "not_reached"
+    # The run stopped (cancelled, or out of time) before this project was explained.
+    NOT_EXPLAINED = "not_explained"
 
 
 class CapacityShortfall(StrictModel):
