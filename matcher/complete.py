@@ -350,6 +350,7 @@ def answer_problem(
     answer = replace(assemble(enc, scored, params), notes=problem.notes)
     answer.timings.update(problem.timings)
     answer.stats.update(problem.stats)  # they describe the solve's model, not this one
+    answer.stats["completed_value"] = float(values[~was].sum())
     answer_choice = np.where(placed, ptr[:-1], NONE).astype(np.int64)
     return answer, answer_choice
 
