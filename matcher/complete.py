@@ -419,3 +419,67 @@ def complete(
             "complete", placed=int(np.count_nonzero(new_site[enc.project_rows[:, 0]] >= 0))
         )
     return problem, new_choice, placed
+
+
+def _warm_up_market():  # noqa: ANN202 - a MarketSnapshot
+    """Two sites in two regions and one project needing two sources: explained while still
+    unplaced, it takes the explanations down every pair search."""
+    import datetime as dt
+
+    from schemas.market import (
+        CapacityListing,
+        Certification,
+        CertificationKind,
+        DeviceCategory,
+        MarketSnapshot,
+        ProcessKind,
+        ProcessLoad,
+        Project,
+        Region,
+        RegulatoryClass,
+        Site,
+    )
+
+    proc, cat = ProcessKind.FINAL_TEST, DeviceCategory.CONSUMABLES
+    iso = Certification(
+        kind=CertificationKind.ISO_13485, valid_from=dt.date(2000, 1, 1),
+        valid_until=dt.date(2100, 1, 1),
+    )  # fmt: skip
+    sites = [
+        Site(id=f"S{i}", cdmo_id=f"C{i}", country="SG", region=region, certifications=[iso],
+             processes=[proc], categories=[cat])
+        for i, region in enumerate((Region.SEA, Region.OTHER))
+    ]  # fmt: skip
+    listings = [
+        CapacityListing(site_id=s.id, process=proc, month="2030-01", capacity_hours=1,
+                        price_per_hour=1)
+        for s in sites
+    ]  # fmt: skip
+    project = Project(
+        id="P", maker_id="M", category=cat, device_class=RegulatoryClass.I,
+        target_markets=[Region.SEA], loads=[ProcessLoad(process=proc, monthly_hours=[1.0])],
+        window_start="2030-01", window_end="2030-01", budget_ceiling=1e6,
+        second_source_required=True,
+    )  # fmt: skip
+    return MarketSnapshot(
+        version=1, as_of=dt.date(2029, 12, 1), sites=sites, listings=listings,
+        projects=[project],
+    )  # fmt: skip
+
+
+def warm_up() -> float:
+    """Compile (or load from the on-disk cache) the kernels of the last pass and of the
+    explanations; returns the seconds it took. Call at worker / app start beside
+    ``kernels.warm_up()``: compiling them inside a run costs seconds of its time limit."""
+    import time
+
+    from matcher.explain import explain
+    from matcher.problem import build_problem
+    from schemas.market import RunParams
+
+    t0 = time.perf_counter()
+    problem = build_problem(_warm_up_market(), RunParams())
+    empty = np.full(problem.model.n_items, NONE, dtype=np.int64)
+    explain(problem, empty)
+    complete(problem, empty)
+    return time.perf_counter() - t0

@@ -210,3 +210,11 @@ def test_the_last_pass_keeps_pins_and_separation():
     assert {("P2", "A"), ("P2", "B")} <= got
     # P1 must pair a CN site with the SEA one: one of its sources is at E.
     assert ("P1", "E") in got
+
+
+def test_warm_up_compiles_every_kernel_of_the_pass_and_the_explanations():
+    from matcher import complete as c
+
+    assert c.warm_up() >= 0
+    for kernel in (c.scan_row, c.best_pair, c.cheapest_pair, c._complete_kernel):
+        assert kernel.signatures, kernel.__name__
