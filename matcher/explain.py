@@ -140,7 +140,8 @@ class _Options:
         self.value = np.empty(width, np.int64)
         self.cost = np.empty(width, np.float64)
         self.fits = np.empty(width, np.bool_)
-        self.n = int(scan_row(r, left, False, *args, self.site, self.value, self.cost, self.fits))
+        outs = (self.site, self.value, self.cost, self.fits)
+        self.n = int(scan_row(*((r, left, False) + args + outs)))
         self.site, self.value = self.site[: self.n], self.value[: self.n]
         self.cost, self.fits = self.cost[: self.n], self.fits[: self.n]
         self.row = r
@@ -215,7 +216,8 @@ def _explain_pair(problem, pid, j, o0: _Options, o1: _Options, left, pair):  # n
             f"every eligible site for both sources belongs to CDMO {name}; a second source "
             "must be at a different CDMO",
         )
-    n_budget = cheapest_pair(*o0.take(every[0]), *o1.take(every[1]), cdmo, region, apart[j], -1)
+    both = o0.take(every[0]) + o1.take(every[1])
+    n_budget = cheapest_pair(*(both + (cdmo, region, apart[j], -1)))
     if n_budget < 0:
         regions = sorted({REGIONS[int(x)] for x in region[np.concatenate([o0.site, o1.site])]})
         return _unassigned(
@@ -233,14 +235,14 @@ def _explain_pair(problem, pid, j, o0: _Options, o1: _Options, left, pair):  # n
             f"of {enc.project_budget[j]:.2f}",
         )
     args = (cdmo, region, apart[j], cap[j])
-    a, _ = best_pair(*o0.take(every[0]), *o1.take(every[1]), *args)
+    a, _ = best_pair(*(both + args))
     if a < 0:
         return _unassigned(
             pid,
             BlockReason.OUTVALUED,
             "every pair of eligible sources is worth at most 0 points: cost outweighs value",
         )
-    a, _ = best_pair(*o0.take(o0.fits), *o1.take(o1.fits), *args)
+    a, _ = best_pair(*(o0.take(o0.fits) + o1.take(o1.fits) + args))
     if a >= 0:
         return _unassigned(
             pid,
