@@ -301,9 +301,10 @@ def free_left(enc, row_site: np.ndarray) -> np.ndarray:
 
 def pair_arrays(enc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(apart_region per project, blended-budget cap in units per project or -1, site region)."""
-    cap = np.array(
-        [budget_capacity(b) if np.isfinite(b) else -1 for b in enc.project_budget], dtype=np.int64
-    )
+    budget = enc.project_budget
+    finite = np.isfinite(budget)
+    cap = np.full(len(budget), -1, dtype=np.int64)
+    cap[finite] = budget_capacity(budget[finite])
     region = np.log2(enc.sites.region_bit.astype(np.float64)).astype(np.int64)
     return enc.project_apart_region.astype(np.bool_), cap, region
 

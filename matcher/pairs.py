@@ -38,9 +38,9 @@ def budget_units(cost: float) -> np.int64:
     return np.int64(np.ceil(cost / BUDGET_UNIT - _TOL))
 
 
-def budget_capacity(ceiling: float) -> int:
-    """Budget units a ceiling allows (rounded down)."""
-    return int(np.floor(ceiling / BUDGET_UNIT + _TOL))
+def budget_capacity(ceiling: np.ndarray) -> np.ndarray:
+    """Budget units ceilings allow (rounded down)."""
+    return np.floor(np.asarray(ceiling, dtype=np.float64) / BUDGET_UNIT + _TOL).astype(np.int64)
 
 
 def side_uses(
@@ -83,7 +83,7 @@ def side_uses(
         units = np.ceil(cand_cost[c] / BUDGET_UNIT - _TOL).astype(np.int64)
         parts_a.append(units)
         for j in np.unique(project[budgeted]).tolist():
-            caps[side_base + j * SIDE_SLOTS] = budget_capacity(float(pair_budget[j]))
+            caps[side_base + j * SIDE_SLOTS] = int(budget_capacity(pair_budget[j]))
     if not parts_c:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty, {}
