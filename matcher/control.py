@@ -87,7 +87,10 @@ class RunControl:
         with root._lock:
             hooks = list(root._hooks.values())
         for hook in hooks:
-            hook()
+            # On a thread of its own: the cancel may come from inside a CP-SAT callback (a
+            # progress sink that cancels), where stopping that search synchronously could
+            # wait on the search itself.
+            threading.Thread(target=hook, name="run-control-stop", daemon=True).start()
 
     @contextmanager
     def on_cancel(self, hook: Callable[[], None]) -> Iterator[None]:
@@ -109,13 +112,15 @@ class RunControl:
         """A control for one phase: the same cancel flag and progress sink, a deadline at most
         ``seconds`` (or ``fraction`` of what is left) from now and never past this one's. In
         deterministic mode the slice is a budget of deterministic time instead."""
-        left = self.time_limit_s - self.elapsed() if self.deterministic else self.left()
+        now = self.clock()
+        left = 0.0 if self.cancelled else max(0.0, self.deadline - now)
         if fraction is not None:
             seconds = left * fraction
-        budget = left if seconds is None else min(seconds, max(0.0, left))
+        budget = left if seconds is None else min(seconds, left)
         if self.deterministic and seconds is not None:
             budget = seconds  # deterministic budgets are shares of the limit, not of a clock
         child = RunControl(max(0.0, budget), self.deterministic, None, self.clock)
+        child.start = now
         child._root = self._root or self
         return child
 

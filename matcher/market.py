@@ -229,7 +229,9 @@ def match(
     rounds = 0
     last = len(sp.round_shares)  # index of the final solve, which takes what is left
     step = 0
-    while not control.stop_requested():
+    # The first round always runs (unless cancelled): even out of time, its greedy gives a
+    # feasible answer in a fraction of what building took.
+    while not control.cancelled and (rounds == 0 or not control.stop_requested()):
         unplaced = int(np.count_nonzero(best.choice == NONE))
         keep = _after_solve_s(problem, sp, unplaced) + min(
             bound_estimate, sp.reserve_share * limit)
