@@ -67,14 +67,17 @@ def scan_row(
                 break
         if excluded:
             continue
-        cost = 0.0
         fits = True
         for e in range(e0, e1):
-            o = ent_off[e]
-            cost += ent_hours[e] * price[s, o]
-            if ent_units[e] > free_left[s, o]:
+            if ent_units[e] > free_left[s, ent_off[e]]:
                 fits = False
-        if cost > row_budget[j] or (only_fits and not fits):
+                break  # most sites an unplaced project is scanned against are full
+        if only_fits and not fits:
+            continue
+        cost = 0.0
+        for e in range(e0, e1):
+            cost += ent_hours[e] * price[s, ent_off[e]]
+        if cost > row_budget[j]:
             continue
         stab = row_stab[j] if s == row_prev[j] else 0.0
         out_site[n] = s
