@@ -19,6 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from matcher.bound import lp_bound
 from matcher.complete import complete
 from matcher.control import RunControl, SolveParams
 from matcher.explain import explain
@@ -220,7 +221,8 @@ def match(
     problem = build_problem(snapshot, params, control=control, site_table=site_table)
     kernel_s = problem.timings["kernels"]
     # A round of pricing costs a kernel pass with prices and a model rebuild.
-    price_estimate = sp.price_kernel_passes * kernel_s + problem.timings["model"]
+    price_estimate = (sp.price_kernel_passes * kernel_s
+                      + sp.price_model_passes * problem.timings["model"])
     bound_estimate = sp.market_bound_kernel_passes * kernel_s
     best_problem, best = problem, _nothing_placed(problem)
     bound = best.bound
@@ -251,12 +253,23 @@ def match(
         solve_s += time.perf_counter() - t0
         rounds += 1
         bound = min(bound, solution.bound)  # every round's bound holds for the whole market
-        if solution.objective >= best.objective or best_problem is not problem:
-            if solution.status != SolveStatus.UNKNOWN:
-                best_problem, best = problem, solution
+        # The best answer and the problem it belongs to (pricing changes the candidates).
+        if solution.objective >= best.objective and solution.status != SolveStatus.UNKNOWN:
+            best_problem, best = problem, solution
         placed = int(np.count_nonzero(best.choice[problem.enc.project_rows[:, 0]] != NONE))
         control.report("solve", objective=float(best.objective), bound=float(bound),
                        placed=placed)
+        if rounds == 1 and problem.model.n_cand <= sp.lp_max_candidates and (
+                best.objective < bound and not control.stop_requested()):
+            # A small model: the LP relaxation with the second-source links is cheap and
+            # tighter than the Lagrangian; it holds for the whole market (outside options).
+            t0 = time.perf_counter()
+            control.report("lp_bound")
+            lp = lp_bound(problem.model, min(sp.lp_share * limit, max(0.1, control.left())))
+            if lp is not None:
+                bound = min(bound, lp)
+                problem.stats["lp_bound"] = float(lp)
+            problem.timings["lp_bound"] = time.perf_counter() - t0
         if step == last or control.stop_requested():
             break
         unplaced = int(np.count_nonzero(best.choice == NONE))
@@ -281,10 +294,15 @@ def match(
     problem, solution = best_problem, replace(best, bound=bound)
     t0 = time.perf_counter()
     unplaced = int(np.count_nonzero(solution.choice == NONE))
-    room = control.left() - _after_solve_s(problem, sp, unplaced)
+    # The bounds below are optional (the solver's bound is already valid for the market):
+    # each runs only when its estimate fits, with a small share of the limit as slack.
+    def time_for_bounds() -> float:
+        slack = sp.bound_overrun_share * limit
+        return control.left() + slack - _after_solve_s(problem, sp, unplaced)
+
     notes: list[str] = []
-    if rounds and not control.cancelled and (
-            params.deterministic or room >= bound_estimate):
+    fits = params.deterministic or time_for_bounds() >= bound_estimate
+    if rounds and not control.cancelled and fits:
         control.report("market_bound")
         whole = market_bound(problem, solution.prices)
         if whole < solution.bound:
@@ -292,7 +310,8 @@ def match(
     elif rounds:
         notes.append("no time left for the bound over every eligible pair: the bound "
                      "reported is the solver's (still valid for the whole market)")
-    problem.timings.update({"price": price_s, "market_bound": time.perf_counter() - t0})
+    problem.timings["market_bound"] = time.perf_counter() - t0
+    problem.timings["price"] = price_s
     t0 = time.perf_counter()
     grace = sp.explain_grace_share * limit + sp.explain_grace_s
     problem, choice, completed = complete(problem, solution.choice, control, grace_s=grace)

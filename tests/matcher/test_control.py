@@ -229,3 +229,25 @@ def test_match_with_a_process_pool_is_the_same_deterministic_match():
         remote = match(snap, params, map_parts=pool.map)
     same = {"timings", "stats"}  # wall times differ, nothing else may
     assert local.model_dump(exclude=same) == remote.model_dump(exclude=same)
+
+
+def test_lp_bound_holds_and_is_at_least_as_tight_as_the_lagrangian():
+    from matcher.bound import lagrangian_bound, lp_bound
+    from matcher.problem import build_problem
+
+    snap = generate_market(300, 30, 12, seed=2)
+    model = build_problem(snap, RunParams()).model
+    lp = lp_bound(model, 10.0)
+    lagrangian, _ = lagrangian_bound(model, None, iterations=2000, time_limit_s=None)
+    assert lp is not None and lp <= lagrangian + 1
+    exact = solve(model, SolveParams(time_limit_s=5.0, workers=2))
+    assert (
+        exact.objective <= lp
+    )  # a valid bound on the model (and, with outside options, the market)
+
+
+def test_matcher_warm_up_compiles_kernels_and_solver():
+    import matcher
+    from matcher import kernels
+
+    assert matcher.warm_up() > 0 and kernels.warm_up() > 0
