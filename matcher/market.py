@@ -180,14 +180,16 @@ def _nothing_placed(problem: MarketProblem) -> Solution:
 
 
 def _after_solve_s(problem: MarketProblem, sp: SolveParams, unplaced_rows: int) -> float:
-    """Estimated seconds for verifying, explaining and packaging an answer: rows without an
-    eligible site that fail on capacity are explained against every site."""
+    """Estimated seconds for completing, verifying, explaining and packaging an answer: rows
+    without an eligible site that fail on capacity are explained against every site; the last
+    pass (matcher.complete) scans each unplaced project against its category's sites, as its
+    explanation does, and builds the answer's model."""
     counts = problem.scored.counts
     alone = int(np.count_nonzero((counts[:, ELIGIBLE] == 0) & (counts[:, R_CAPACITY] > 0)))
     return (
         sp.explain_s_per_row_site * alone * problem.enc.sites.n_sites
-        + sp.explain_s_per_unplaced * unplaced_rows
-        + sp.result_s_per_row * problem.model.n_items
+        + 2 * sp.explain_s_per_unplaced * unplaced_rows
+        + 2 * sp.result_s_per_row * problem.model.n_items
     )
 
 
