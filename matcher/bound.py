@@ -19,6 +19,7 @@ import time
 import numpy as np
 from numba import njit
 
+from matcher.control import RunControl, SolveParams
 from matcher.model import AssignmentModel
 
 
@@ -111,12 +112,15 @@ def _subgradient(capacity, cand_ptr, cand_value, use_ptr, use_res, use_amt, must
 
 
 def lagrangian_bound(model: AssignmentModel, incumbent: float | None, *, iterations: int = 300,
-                     time_limit_s: float | None = 5.0) -> tuple[int, np.ndarray]:
+                     time_limit_s: float | None = 5.0, params: SolveParams | None = None,
+                     control: RunControl | None = None) -> tuple[int, np.ndarray]:
     """An integer upper bound on the model's optimum, and the best resource prices found.
 
     ``incumbent`` (a feasible objective, if one is known) is the Polyak step target.
-    ``time_limit_s=None`` runs every iteration (deterministic).
+    ``time_limit_s=None`` runs every iteration (deterministic); a cancel of ``control``
+    stops it after the current chunk of steps.
     """
+    params = params or SolveParams()
     m = model
     lam = np.zeros(m.n_res, dtype=np.float64)
     if incumbent is None:
@@ -128,9 +132,10 @@ def lagrangian_bound(model: AssignmentModel, incumbent: float | None, *, iterati
     deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
     best_lam = lam.copy()
     state = np.array([np.inf, 1.0, 0.0])  # best bound, step scale, stalled iterations
-    # Check the clock about every 20M resource uses of work (a few hundredths of a second).
-    chunk = int(max(1, min(50, 20_000_000 // max(1, len(m.use_res)))))
-    min_steps = 50 if len(m.use_res) <= 20_000_000 else 10
+    # Check the clock about every ``bound_check_uses`` of work (a few hundredths of a second).
+    chunk = int(max(1, min(50, params.bound_check_uses // max(1, len(m.use_res)))))
+    huge = len(m.use_res) > params.bound_huge_uses
+    min_steps = params.bound_min_steps_huge if huge else params.bound_min_steps
     done = 0
     while done < iterations:
         _subgradient(m.capacity, m.cand_ptr, m.cand_value, m.use_ptr, m.use_res, m.use_amt,
@@ -142,6 +147,8 @@ def lagrangian_bound(model: AssignmentModel, incumbent: float | None, *, iterati
         # Prices need a few dozen steps to mean anything (column generation relies on them),
         # so the clock is only obeyed after those, fewer on huge models.
         if deadline is not None and time.perf_counter() > deadline and done >= min_steps:
+            break
+        if control is not None and control.cancelled:
             break
     lam = best_lam
     best = _lagrangian(lam, m.capacity, m.cand_ptr, m.cand_value, m.use_ptr, m.use_res,
@@ -157,3 +164,81 @@ def reduced_values(model: AssignmentModel, lam: np.ndarray) -> np.ndarray:
     cand_of_use = np.repeat(np.arange(m.n_cand), np.diff(m.use_ptr))
     priced = np.bincount(cand_of_use, weights=m.use_amt * lam[m.use_res], minlength=m.n_cand)
     return m.cand_value - priced
+
+
+def lp_bound(model: AssignmentModel, time_limit_s: float) -> int | None:
+    """The LP relaxation's optimum with the second-source links, as an integer upper bound
+    over the whole market (None when the LP is not solved to optimality in time).
+
+    Tighter than the Lagrangian (whose best is the LP *without* the links, and which the
+    subgradient only approaches): an item may take a fraction of each candidate, or of its
+    ``outside_best`` (any eligible pair left out of its list: no capacity used, so a
+    relaxation); a linked pair is placed to the same extent; the two halves of a pair take at
+    most one unit together in any bin group (CDMO); pins are kept. GLOP's optimum is exact up
+    to its tolerances, so a relative 1e-6 is added before rounding down.
+    """
+    from ortools.linear_solver import pywraplp
+
+    m = model
+    solver = pywraplp.Solver.CreateSolver("GLOP")
+    if solver is None:
+        return None
+    solver.SetTimeLimit(max(1, int(1000 * time_limit_s)))
+    x = [solver.NumVar(0.0, 1.0, "") for _ in range(m.n_cand)]
+    value = m.cand_value.tolist()
+    outside = m.outside_best.tolist()
+    ptr = m.cand_ptr.tolist()
+    objective = solver.Objective()
+    for c, v in enumerate(value):
+        objective.SetCoefficient(x[c], float(v))
+    placed: list = []  # per item: its candidates' variables, plus the outside one
+    for i in range(m.n_items):
+        own = x[ptr[i] : ptr[i + 1]]
+        if outside[i] > 0:
+            o = solver.NumVar(0.0, 1.0, "")
+            objective.SetCoefficient(o, float(outside[i]))
+            own = [*own, o]
+        placed.append(own)
+        if own:
+            row = solver.Constraint(1.0 if m.must_assign[i] else 0.0, 1.0)
+            for var in own:
+                row.SetCoefficient(var, 1.0)
+        elif m.must_assign[i]:
+            return None  # infeasible: nothing to bound
+    cand_of_use = np.repeat(np.arange(m.n_cand), np.diff(m.use_ptr))
+    order = np.argsort(m.use_res, kind="stable")
+    res_sorted = m.use_res[order]
+    cuts = np.flatnonzero(np.diff(res_sorted)) + 1
+    demand = np.bincount(m.use_res, weights=m.use_amt, minlength=m.n_res)
+    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(order)], strict=True):
+        if hi <= lo:
+            continue
+        r = int(res_sorted[lo])
+        if demand[r] <= m.capacity[r]:
+            continue  # cannot bind
+        row = solver.Constraint(-solver.infinity(), float(m.capacity[r]))
+        for u in order[lo:hi].tolist():
+            row.SetCoefficient(x[int(cand_of_use[u])], float(m.use_amt[u]))
+    groups = m.bin_group[m.cand_bin].tolist()
+    for i in np.flatnonzero(m.partner > np.arange(m.n_items)).tolist():
+        p = int(m.partner[i])
+        link = solver.Constraint(0.0, 0.0)
+        for var in placed[i]:
+            link.SetCoefficient(var, 1.0)
+        for var in placed[p]:
+            link.SetCoefficient(var, link.GetCoefficient(var) - 1.0)
+        by_group: dict[int, list] = {}
+        for c in [*range(ptr[i], ptr[i + 1]), *range(ptr[p], ptr[p + 1])]:
+            by_group.setdefault(groups[c], []).append(x[c])
+        for members in by_group.values():
+            if len(members) > 1:
+                row = solver.Constraint(0.0, 1.0)
+                for var in members:
+                    row.SetCoefficient(var, 1.0)
+    for c in m.fixed[m.fixed >= 0].tolist():
+        x[c].SetLb(1.0)
+    objective.SetMaximization()
+    if solver.Solve() != pywraplp.Solver.OPTIMAL:
+        return None
+    best = objective.Value()
+    return int(np.floor(best + 1e-6 * max(1.0, abs(best)) + 1e-6))

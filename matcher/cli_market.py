@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
@@ -58,10 +60,13 @@ def generate(
 ) -> None:
     """Print a synthetic market snapshot (JSON) to stdout."""
     try:
-        snapshot = generate_market(projects, sites, months, seed, start=start,
-                                   capacity_scale=capacity_scale)
-    except ValueError as exc:  # e.g. a malformed --start
+        snapshot = generate_market(
+            projects, sites, months, seed, start=start, capacity_scale=capacity_scale
+        )
+    except ValueError as exc:  # e.g. a malformed --start, or more than the bounds allow
         raise _fail(str(exc)) from None
+    except MemoryError:
+        raise _fail("not enough memory to generate that market; ask for fewer") from None
     typer.echo(snapshot.model_dump_json())
 
 
@@ -78,6 +83,8 @@ def _summary(result: MatchResult) -> str:
     lines.append(
         "timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in result.timings.items() if "." not in k)
     )
+    if result.partial:
+        lines.append("partial: stopped before the time limit, best verified answer so far")
     lines.extend(f"note: {n}" for n in result.notes)
     return "\n".join(lines)
 
@@ -102,7 +109,9 @@ def solve(
         ),
     ] = None,
 ) -> None:
-    """Match the projects of a snapshot to sites; print the result."""
+    """Match the projects of a snapshot to sites; print the result.
+
+    Ctrl-C stops the run: it prints the best verified answer found so far (partial)."""
     snapshot = read_snapshot(file)
     params = RunParams(
         time_limit_s=time_limit,
@@ -112,17 +121,20 @@ def solve(
         candidates_per_project=candidates,
     )
     console = Console(stderr=True)
+    show = progress if progress is not None else console.is_terminal
+    main = threading.current_thread() is threading.main_thread()  # signals: main thread only
+    control = RunControl(params.time_limit_s, deterministic=params.deterministic)
+    previous = signal.signal(signal.SIGINT, lambda *_: control.cancel()) if main else None
     try:
-        if progress if progress is not None else console.is_terminal:
+        if show:
             with SolveProgress(params.time_limit_s, console) as live:
-                control = RunControl(
-                    params.time_limit_s,
-                    deterministic=params.deterministic,
-                    on_progress=live.on_progress,
-                )
+                control.on_progress = live.on_progress
                 result = match(snapshot, params, control)
         else:
-            result = match(snapshot, params)
+            result = match(snapshot, params, control)
     except SnapshotError as exc:
         raise _fail(f"{file}: {exc}") from None
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
     typer.echo(result.model_dump_json() if as_json else _summary(result))

@@ -194,6 +194,16 @@ def _date_in_month(month: int, day: np.ndarray | int) -> dt.date:
     return month_start(month_name(month)) + dt.timedelta(days=int(day) - 1)
 
 
+# Bounds on what one process can generate. Memory follows the monthly figures (a project's
+# months, a site's possible listings): 0.5 KiB each was measured at 20000 x 2000 x 12 (229 MiB
+# for 4.8e5), so MAX_CELLS is ~14 GiB; a 10x market (1,000,000 x 100,000 x 12) is 2.4e7.
+# Beyond them the command fails with one line instead of a MemoryError.
+MAX_PROJECTS = 2_000_000
+MAX_SITES = 200_000
+MAX_MONTHS = 120
+MAX_CELLS = 30_000_000
+
+
 def generate_market(
     projects: int,
     sites: int,
@@ -209,6 +219,17 @@ def generate_market(
     """
     if projects < 0 or sites < 0 or months < 1:
         raise ValueError("projects and sites must be >= 0 and months >= 1")
+    if projects > MAX_PROJECTS or sites > MAX_SITES or months > MAX_MONTHS:
+        raise ValueError(
+            f"at most {MAX_PROJECTS} projects, {MAX_SITES} sites and {MAX_MONTHS} months "
+            f"(asked for {projects}, {sites} and {months})"
+        )
+    cells = (projects + sites * len(ProcessKind)) * months
+    if cells > MAX_CELLS:
+        raise ValueError(
+            f"{projects} projects and {sites} sites over {months} months make about {cells:.2e} "
+            f"monthly figures; at most {MAX_CELLS:.0e} fit in memory"
+        )
     if not capacity_scale > 0:
         raise ValueError("capacity_scale must be positive")
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", start):

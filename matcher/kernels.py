@@ -213,6 +213,17 @@ def group_words(sites: SiteArrays, rows: RowArrays) -> GroupWords:
 
 
 @njit(cache=True, inline="always")
+def pair_value(a, b, fitq, in_market, fit_market, w_cost, cost, penalty, stab):
+    """The value of one pair (the formula of the module docstring; ``penalty`` is the dual
+    price of its capacity when pricing, ``stab`` the row's bonus at its previous site).
+    Every Numba pass that values a pair calls this; ``matcher.reference`` is its twin."""
+    fit = fitq + fit_market if in_market else fitq
+    xv = a + b * fit - w_cost * cost - penalty + stab
+    xv = min(max(xv, -VALUE_CLIP), VALUE_CLIP)
+    return np.int64(np.floor(xv + 0.5))
+
+
+@njit(cache=True, inline="always")
 def _ranks_before(v1, s1, v2, s2):
     return v1 > v2 or (v1 == v2 and s1 < s2)
 
@@ -399,16 +410,10 @@ def _score_rows(
                 n_cap += 1
                 continue
             n_elig += 1
-            fit = site_fitq[s]
-            if site_rbit[s] & tmask:
-                fit = fit + fit_market
-            xv = a + b * fit - w_cost * cost
-            if use_dual:
-                xv = xv - s_pen[t]
-            if s == prev:
-                xv = xv + row_stab[j]
-            xv = min(max(xv, -VALUE_CLIP), VALUE_CLIP)
-            v = np.int64(np.floor(xv + 0.5))
+            v = pair_value(
+                a, b, site_fitq[s], (site_rbit[s] & tmask) != 0, fit_market, w_cost, cost,
+                s_pen[t] if use_dual else 0.0, row_stab[j] if s == prev else 0.0,
+            )  # fmt: skip
 
             # Streaming "best, and best of a CDMO other than the best's"; strict > keeps the
             # lower site on ties.

@@ -104,6 +104,13 @@ MARKET_ACCESS_CERTIFICATE: dict[Region, CertificationKind] = {
 }
 
 
+class SecondSourceSeparation(StrEnum):
+    """How far a second source must be from the primary (it exists for resilience)."""
+
+    REGION = "region"  # a different CDMO in a different region (the default)
+    CDMO = "cdmo"  # a different CDMO, in any region
+
+
 class ProcessKind(StrEnum):
     PRECISION_MACHINING = "precision_machining"
     INJECTION_MOULDING = "injection_moulding"
@@ -205,11 +212,21 @@ class Project(StrictModel):
     window_end: YearMonth
     stage: Stage = Stage.DEVELOPMENT
     priority: int = Field(default=5, ge=1, le=10)
-    budget_ceiling: float | None = Field(default=None, gt=0, description="Max total cost.")
+    budget_ceiling: float | None = Field(
+        default=None,
+        gt=0,
+        description="Max total cost the maker pays: with a second source, the blended cost of "
+        "both sources (each making its share of the load).",
+    )
     excluded_cdmo_ids: list[Identifier] = Field(default_factory=list)
     second_source_required: bool = False
     second_source_share: float = Field(
         default=0.3, gt=0, le=0.5, description="Share of every load made by the second source."
+    )
+    second_source_separation: SecondSourceSeparation = Field(
+        default=SecondSourceSeparation.REGION,
+        description="region: the second source is at a different CDMO in a different region "
+        "from the primary; cdmo: at a different CDMO, any region.",
     )
     confidential: bool = True
 
@@ -331,6 +348,11 @@ class BlockReason(StrEnum):
     NO_SECOND_SOURCE = "no_second_source"
     CAPACITY = "capacity"
     OUTVALUED = "outvalued"
+    # It fits somewhere, but the run stopped (cancelled, or out of time) before the last pass
+    # (matcher.complete) could place it.
+    NOT_REACHED = "not_reached"
+    # The run stopped (cancelled, or out of time) before this project was explained.
+    NOT_EXPLAINED = "not_explained"
 
 
 class CapacityShortfall(StrictModel):

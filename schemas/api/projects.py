@@ -15,6 +15,7 @@ from schemas.market import (
     ProcessLoad,
     Region,
     RegulatoryClass,
+    SecondSourceSeparation,
     Stage,
     YearMonth,
     month_index,
@@ -40,6 +41,7 @@ _PROJECT_BODY: dict[str, Any] = {
     "excluded_cdmo_ids": ["org_01JD8QC0MPET1T0R000000000"],
     "second_source_required": False,
     "second_source_share": 0.3,
+    "second_source_separation": "region",
     "confidential": True,
 }
 _META: dict[str, Any] = {
@@ -99,6 +101,11 @@ class ProjectFields(ApiModel):
     second_source_share: float = Field(
         default=0.3, gt=0, le=0.5, description="Share of every load made by the second source."
     )
+    second_source_separation: SecondSourceSeparation = Field(
+        default=SecondSourceSeparation.REGION,
+        description="region: the second source is at a different CDMO in a different region "
+        "from the primary (the default); cdmo: at a different CDMO, in any region.",
+    )
     confidential: bool = Field(
         default=True, description="Hide title and maker from CDMOs the project is proposed to."
     )
@@ -153,6 +160,7 @@ class ProjectUpdate(ApiModel):
     excluded_cdmo_ids: UniqueList[Identifier] | None = Field(default=None, max_length=200)
     second_source_required: bool | None = None
     second_source_share: float | None = Field(default=None, gt=0, le=0.5)
+    second_source_separation: SecondSourceSeparation | None = None
     confidential: bool | None = None
     status: ProjectStatus | None = Field(
         default=None,

@@ -20,6 +20,7 @@ from schemas.market import (
     QualityRecord,
     Region,
     RegulatoryClass,
+    SecondSourceSeparation,
     Site,
 )
 
@@ -124,6 +125,7 @@ AS_OF = dt.date(2026, 12, 1)
 PM = ProcessKind.PRECISION_MACHINING
 CA = ProcessKind.CLEANROOM_ASSEMBLY
 ISO = CertificationKind.ISO_13485
+CDMO_ONLY = SecondSourceSeparation.CDMO  # a second source at another CDMO, any region
 
 
 def cert(
@@ -205,6 +207,7 @@ def project(
     excluded: tuple[str, ...] = (),
     second_source: bool = False,
     share: float = 0.3,
+    separation: SecondSourceSeparation = SecondSourceSeparation.REGION,
 ) -> Project:
     loads = {PM: [10.0, 10.0, 10.0]} if loads is None else loads
     n = len(next(iter(loads.values())))
@@ -225,6 +228,7 @@ def project(
         excluded_cdmo_ids=list(excluded),
         second_source_required=second_source,
         second_source_share=share,
+        second_source_separation=separation,
     )
 
 
@@ -284,9 +288,25 @@ def first_failed_rule(snap: MarketSnapshot, p: Project, s: Site, share: float = 
             return "process"
 
     def holds(kind: CertificationKind) -> bool:
-        return any(
-            c.kind == kind and c.covers(p.device_class, start, end) for c in s.certifications
-        )
+        # Renewals: certificates of one kind and scope that follow without a gap count as one.
+        for c0 in s.certifications:
+            if c0.kind != kind or p.device_class not in c0.device_classes:
+                continue
+            same = [
+                c for c in s.certifications
+                if c.kind == kind and set(c.device_classes) == set(c0.device_classes)
+            ]  # fmt: skip
+            day = start  # first day not yet covered
+            grew = True
+            while grew and day <= end:
+                grew = False
+                for c in same:
+                    if c.valid_from <= day <= c.valid_until:
+                        day = c.valid_until + dt.timedelta(days=1)
+                        grew = True
+            if day > end:
+                return True
+        return False
 
     if not all(holds(k) for k in p.required_certifications):
         return "certification"
@@ -301,7 +321,7 @@ def first_failed_rule(snap: MarketSnapshot, p: Project, s: Site, share: float = 
     for load in p.loads:
         for m, h in zip(months, load.monthly_hours, strict=True):
             x = listing.get((s.id, load.process, m))
-            cost += h * (x.price_per_hour if x else 0.0)
+            cost += share * h * (x.price_per_hour if x else 0.0)
             need = max(0, math.ceil(share * h - 1e-6))
             free = math.floor(x.free_hours + 1e-6) if x else 0
             if need > free:
@@ -324,6 +344,17 @@ def _all_months(snap: MarketSnapshot) -> list[str]:
     return [month_name(i) for i in range(lo, hi + 1)]
 
 
+def source_cost(snap: MarketSnapshot, p: Project, site_id: str, share: float) -> float:
+    """What the maker pays a source making ``share`` of every load at ``site_id``."""
+    listing = _free(snap)
+    cost = 0.0
+    for load in p.loads:
+        for m, h in zip(_months(p), load.monthly_hours, strict=True):
+            x = listing.get((site_id, load.process, m))
+            cost += share * h * (x.price_per_hour if x else 0.0)
+    return cost
+
+
 def check_feasible(snap: MarketSnapshot, result) -> None:  # noqa: ANN001 - MatchResult
     """Every placement obeys every hard rule, recomputed from the snapshot in real hours."""
     projects = {p.id: p for p in snap.projects}
@@ -340,11 +371,17 @@ def check_feasible(snap: MarketSnapshot, result) -> None:  # noqa: ANN001 - Matc
             roles = sorted(a.role for a in placed)
             assert roles == ["primary", "second_source"], roles
             assert placed[0].cdmo_id != placed[1].cdmo_id, f"{pid}: both sources at one CDMO"
+            if p.second_source_separation == SecondSourceSeparation.REGION:
+                regions = {sites[a.site_id].region for a in placed}
+                assert len(regions) == 2, f"{pid}: both sources in one region"
             shares = {a.role: a.share for a in placed}
             assert abs(shares["second_source"] - p.second_source_share) < 1e-12
             assert abs(shares["primary"] + shares["second_source"] - 1) < 1e-12
         else:
             assert len(placed) == 1 and placed[0].share == 1.0
+        if p.budget_ceiling is not None:
+            paid = sum(source_cost(snap, p, a.site_id, a.share) for a in placed)
+            assert paid <= p.budget_ceiling * (1 + 1e-9), f"{pid}: pays {paid} over budget"
         for a in placed:
             s = sites[a.site_id]
             assert s.cdmo_id == a.cdmo_id

@@ -25,6 +25,16 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
+def test_solve_progress_goes_to_stderr_phase_by_phase(app, runner, tmp_path):
+    path = tmp_path / "snap.json"
+    path.write_text(snapshot([site("S1")], [project("P1")]).model_dump_json())
+    res = runner.invoke(app, ["solve", str(path), "--time-limit", "1", "--progress"])
+    assert res.exit_code == 0, res.stderr
+    phases = [line.split()[1] for line in res.stderr.splitlines()]
+    assert phases[:3] == ["encode", "kernels", "build"] and phases[-1] == "done"
+    assert "status" in res.stdout
+
+
 def test_generate_prints_a_valid_snapshot(app, runner):
     res = runner.invoke(app, ["generate", "--projects", "12", "--sites", "5", "--seed", "3"])
     assert res.exit_code == 0, res.stderr
@@ -99,3 +109,19 @@ def test_snapshot_that_cannot_be_matched_is_one_line(app, runner, tmp_path):
 def test_directory_is_one_line(app, runner, tmp_path):
     res = runner.invoke(app, ["solve", str(tmp_path)])
     assert res.exit_code == 2 and res.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--projects", "100000000000"], "at most 2000000 projects"),
+        (["--sites", "99999999999999999999"], "at most 2000000 projects, 200000 sites"),
+        (["--projects", "1000000", "--sites", "200000", "--months", "120"], "monthly figures"),
+    ],
+)
+def test_generate_with_a_huge_count_fails_with_one_line(app, runner, args, fragment):
+    res = runner.invoke(app, ["generate", *args])
+    assert res.exit_code == 2
+    assert res.stdout == ""
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith("error: ")
+    assert fragment in res.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from market_factories import PM, check_feasible, listings, project, site, snapshot
+from market_factories import CDMO_ONLY, PM, check_feasible, listings, project, site, snapshot
 
 from matcher.generate import generate_market
 from matcher.market import match
@@ -27,7 +27,7 @@ def reason(res, pid):
 
 def test_second_source_goes_to_two_cdmos_with_the_stated_split():
     sites = [site("A1", cdmo="CA"), site("A2", cdmo="CA"), site("B1", cdmo="CB", on_time=0.5)]
-    snap = snapshot(sites, [project("P1", second_source=True, share=0.25)])
+    snap = snapshot(sites, [project("P1", second_source=True, share=0.25, separation=CDMO_ONLY)])
     res = match(snap, FAST)
     check_feasible(snap, res)
     got = placements(res, "P1")
@@ -40,7 +40,7 @@ def test_second_source_goes_to_two_cdmos_with_the_stated_split():
 
 def test_second_source_at_one_cdmo_only_is_not_placed_at_all():
     sites = [site("A1", cdmo="CA"), site("A2", cdmo="CA")]
-    snap = snapshot(sites, [project("P1", second_source=True)])
+    snap = snapshot(sites, [project("P1", second_source=True, separation=CDMO_ONLY)])
     res = match(snap, FAST)
     check_feasible(snap, res)
     assert res.assignments == []
@@ -51,7 +51,9 @@ def test_second_source_capacity_is_counted_per_share():
     # 10 h/month load split 0.5/0.5 needs 5 h at each CDMO; B has exactly 5 h free.
     lst = listings("A1") + listings("B1", capacity=5.0)
     sites = [site("A1", cdmo="CA"), site("B1", cdmo="CB")]
-    snap = snapshot(sites, [project("P1", second_source=True, share=0.5)], lst)
+    snap = snapshot(
+        sites, [project("P1", second_source=True, share=0.5, separation=CDMO_ONLY)], lst
+    )
     res = match(snap, FAST)
     check_feasible(snap, res)
     assert len(res.assignments) == 2
@@ -201,7 +203,10 @@ def test_primary_source_too_big_everywhere_is_explained_per_role():
     # 10 h/month, 70 % primary = 7 h; both sites have 6 h free: no site fits the primary alone.
     lst = listings("A1", capacity=6.0) + listings("B1", capacity=6.0)
     sites = [site("A1", cdmo="CA"), site("B1", cdmo="CB")]
-    res = match(snapshot(sites, [project("P1", second_source=True, share=0.3)], lst), FAST)
+    res = match(
+        snapshot(sites, [project("P1", second_source=True, share=0.3, separation=CDMO_ONLY)], lst),
+        FAST,
+    )
     why = reason(res, "P1")
     assert why.reason == BlockReason.CAPACITY
     assert "primary source (70% of the load)" in why.detail
@@ -212,7 +217,7 @@ def test_primary_source_too_big_everywhere_is_explained_per_role():
 
 def test_pins_of_second_source_projects():
     sites = [site("A1", cdmo="CA"), site("B1", cdmo="CB", on_time=0.5), site("B2", cdmo="CB")]
-    p = project("P1", second_source=True)
+    p = project("P1", second_source=True, separation=CDMO_ONLY)
     both_pinned = [Proposal(project_id="P1", site_id="B1", second_site_id="A1")]
     res = match(snapshot(sites, [p], pinned=both_pinned), FAST)
     assert placements(res, "P1") == [(Role.PRIMARY, "B1", 0.7), (Role.SECOND_SOURCE, "A1", 0.3)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from market_factories import CA, PM, listings, project, site, snapshot
+from market_factories import CA, CDMO_ONLY, PM, listings, project, site, snapshot
 
 from matcher.kernels import NO_VALUE
 from matcher.model import NONE
@@ -70,7 +70,7 @@ def test_value_formula():
 
 def test_second_source_becomes_two_linked_items_with_split_loads_and_value():
     sites = [site("A", cdmo="C1"), site("B", cdmo="C2"), site("C", cdmo="C1")]
-    p = project("P1", second_source=True, share=0.3)
+    p = project("P1", second_source=True, share=0.3, separation=CDMO_ONLY)
     prob = build_problem(snapshot(sites, [p]), PARAMS)
     m, enc = prob.model, prob.enc
     assert m.n_items == 2

@@ -101,13 +101,39 @@ def test_certificate_scope_covering_class_iii_is_slack():
     assert_slack(one(site("S1", certs=[cert(classes=(III,))]), project("P1", device_class=III)))
 
 
-def test_one_certificate_must_cover_it_all_not_two_halves():
-    halves = [
-        cert(valid_until=dt.date(2027, 2, 28)),
-        cert(valid_from=dt.date(2027, 2, 1)),
+# Renewals: two certificates of one kind and scope that follow without a gap cover the window
+# (2027-01 to 2027-03) together; a gap of one day, or a change of scope, does not.
+
+
+def test_renewal_with_a_one_day_gap_is_binding():
+    gap = [cert(valid_until=dt.date(2027, 2, 14)), cert(valid_from=dt.date(2027, 2, 16))]
+    assert_binding(
+        one(site("S1", certs=gap), project("P1")), BlockReason.CERTIFICATION, "certification"
+    )
+
+
+def test_renewal_the_day_after_expiry_is_slack():
+    chain = [cert(valid_until=dt.date(2027, 2, 14)), cert(valid_from=dt.date(2027, 2, 15))]
+    assert_slack(one(site("S1", certs=chain), project("P1")))
+
+
+def test_overlapping_renewal_chain_of_three_is_slack():
+    chain = [
+        cert(valid_from=dt.date(2027, 2, 1), valid_until=dt.date(2027, 3, 10)),
+        cert(valid_until=dt.date(2027, 1, 20)),
+        cert(valid_from=dt.date(2027, 1, 21), valid_until=dt.date(2027, 2, 5)),
+        cert(valid_from=dt.date(2027, 3, 11)),
+    ]
+    assert_slack(one(site("S1", certs=chain), project("P1")))
+
+
+def test_renewal_with_another_scope_is_binding():
+    chain = [
+        cert(classes=(RegulatoryClass.I, RegulatoryClass.II), valid_until=dt.date(2027, 2, 14)),
+        cert(classes=(RegulatoryClass.II, III), valid_from=dt.date(2027, 2, 15)),
     ]
     assert_binding(
-        one(site("S1", certs=halves), project("P1")), BlockReason.CERTIFICATION, "certification"
+        one(site("S1", certs=chain), project("P1")), BlockReason.CERTIFICATION, "certification"
     )
 
 
