@@ -66,9 +66,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     install_error_handlers(app)
     for module in (projects, sites, listings, proposals, market, orgs, health):
         app.include_router(module.router)
-    # Added last = outermost: metrics see everything, the body limit runs before any parsing,
-    # idempotency wraps the routes.
-    install_idempotency(app, services.store)
+    # Added last = outermost: metrics see everything, the body limit runs before any parsing.
+    install_idempotency(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]

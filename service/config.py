@@ -43,9 +43,6 @@ class RateLimitSettings(BaseModel):
 
 class IdempotencySettings(BaseModel):
     ttl_s: int = Field(default=86_400, ge=1, description="How long a POST's response is kept.")
-    pending_ttl_s: int = Field(
-        default=60, ge=1, description="How long an in-flight request holds its key."
-    )
 
 
 class HttpSettings(BaseModel):

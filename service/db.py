@@ -104,12 +104,13 @@ def bump_market_version(session: Session) -> int:
     """Call last in every transaction that changes the market (it takes the row lock last,
     so two writers never wait on each other in opposite orders)."""
     session.flush()
-    session.execute(
+    bumped = session.execute(
         update(MarketState)
         .where(col(MarketState.id) == MARKET_STATE_ID)
         .values(version=MarketState.version + 1)
+        .returning(col(MarketState.version))
     )
-    return read_market_version(session)
+    return int(bumped.scalar_one())
 
 
 def read_market_version(session: Session) -> int:

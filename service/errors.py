@@ -86,12 +86,6 @@ _TYPES = [
         "The resource's current state does not allow this change.",
     ),
     ProblemType(
-        "idempotency-in-flight",
-        409,
-        "Request in progress",
-        "A request with this Idempotency-Key is still being processed; retry later.",
-    ),
-    ProblemType(
         "idempotency-key-reused",
         422,
         "Idempotency-Key reused",
@@ -197,10 +191,6 @@ class PreconditionFailedError(ApiError):
 
 class RateLimitedError(ApiError):
     problem = "rate-limited"
-
-
-class IdempotencyInFlightError(ApiError):
-    problem = "idempotency-in-flight"
 
 
 class IdempotencyKeyReusedError(ApiError):

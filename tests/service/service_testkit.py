@@ -229,6 +229,7 @@ class Api:
                 _, key = repo.orgs.create_api_key(
                     session=session, org=org, label="t", secret=secret
                 )
+                session.commit()
             self._operator = Tenant(org.id, "operator", org.name, key, self.client)
         return self._operator
 
