@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from anyio import to_thread
 from fastapi import Depends, FastAPI
 
 from service.config import Settings, get_settings
@@ -13,7 +14,7 @@ from service.deps import reject_nul_characters
 from service.errors import install_error_handlers
 from service.idempotency import install_idempotency
 from service.metrics import MetricsMiddleware
-from service.middleware import BodyLimitMiddleware
+from service.middleware import AuthenticationMiddleware, BodyLimitMiddleware
 from service.openapi import build_openapi
 from service.routes import health, listings, market, orgs, projects, proposals, sites
 from service.runtime import Services, build_services
@@ -50,6 +51,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Every request holding a database slot needs at most one thread at a time, so
+        # threads never run out before slots do (the remainder serves non-database work).
+        limiter = to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, services.db.slots.size + 8)
+        services.auth.start()
         yield
         services.close()
 
@@ -66,8 +72,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     install_error_handlers(app)
     for module in (projects, sites, listings, proposals, market, orgs, health):
         app.include_router(module.router)
-    # Added last = outermost: metrics see everything, the body limit runs before any parsing.
+    # Added last = outermost: metrics see everything, the body limit and authentication run
+    # before any parsing.
     install_idempotency(app)
+    app.add_middleware(AuthenticationMiddleware, services=services)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]

@@ -20,6 +20,13 @@ class DatabaseSettings(BaseModel):
     echo: bool = False
     pool_size: int = Field(default=10, ge=1, le=200)
     max_overflow: int = Field(default=10, ge=0, le=200)
+    pool_timeout_s: float = Field(
+        default=2.0, gt=0, description="Wait for a pooled connection (a backstop: see slots)."
+    )
+    queue_timeout_s: float = Field(
+        default=1.0, gt=0, description="Wait for a request slot before answering 503."
+    )
+    connect_timeout_s: int = Field(default=2, ge=1, le=60)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
 
 
@@ -32,6 +39,12 @@ class AuthSettings(BaseModel):
     hmac_secret: SecretStr = Field(
         default=SecretStr(DEV_HMAC_SECRET),
         description="Key of the HMAC-SHA-256 under which API keys are stored. At least 32 chars.",
+    )
+    cache_ttl_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long a process trusts a resolved API key; the longest a revoked key "
+        "can still be accepted when the revocation broadcast (Redis) is lost.",
     )
 
 

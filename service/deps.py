@@ -4,15 +4,16 @@ page parameters, ``If-Match``, and load-or-404 for every resource."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from service import repositories as repo
-from service.auth import Principal, authenticate
+from service.auth import Principal
 from service.errors import (
     BodyValidationError,
     InvalidFieldError,
@@ -20,6 +21,7 @@ from service.errors import (
     PreconditionRequiredError,
     UnauthenticatedError,
 )
+from service.middleware import PRINCIPAL_STATE
 from service.models import Listing, Organisation, Project, Proposal, Site
 from service.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageParams, decode_cursor
 from service.ratelimit import check_rate_limit
@@ -34,11 +36,17 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_session(request: Request, services: ServicesDep) -> Iterator[Session]:
-    """One session (one transaction) per request; writes on SQLite take the lock up front."""
+async def get_session(request: Request, services: ServicesDep) -> AsyncIterator[Session]:
+    """One session per request, opened once the request holds a slot (503 after waiting
+    ``queue_timeout_s``): reads in autocommit, writes in one transaction that the route
+    commits (service.transactions). Writes on SQLite take the lock up front."""
     write = request.method not in ("GET", "HEAD", "OPTIONS")
-    with services.db.session(write=write) as session:
-        yield session
+    async with services.db.slots.hold():
+        session = services.db.session(write=write)
+        try:
+            yield session
+        finally:
+            await run_in_threadpool(session.close)  # rolls back whatever was not committed
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -51,17 +59,16 @@ _bearer = HTTPBearer(
 
 
 def get_principal(
+    request: Request,
     services: ServicesDep,
-    session: SessionDep,
     response: Response,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    if credentials is None:
+    """The caller, as resolved by :class:`service.middleware.AuthenticationMiddleware` before
+    the body was read; counts the request against the key's rate limit."""
+    principal = getattr(request.state, PRINCIPAL_STATE, None)
+    if not isinstance(principal, Principal):
         raise UnauthenticatedError("missing API key: send Authorization: Bearer <key>")
-    secret = services.settings.auth.hmac_secret.get_secret_value()
-    principal = authenticate(session, credentials.credentials, secret)
-    if principal is None:
-        raise UnauthenticatedError("unknown or revoked API key")
     state = check_rate_limit(services.store, services.settings.rate_limit, principal.key_id)
     if state is not None:
         response.headers.update(state.headers())

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import redis
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -368,6 +370,29 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+RETRY_AFTER_S = 1
+
+
+async def _backend_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database or Redis did not answer (down, refusing, pool exhausted): 503, retry."""
+    log.warning("backing service unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return problem_response(
+        "service-unavailable",
+        "a backing service is unavailable; retry shortly",
+        instance=request.url.path,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+BACKEND_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,  # connection refused or lost, server shutting down
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,  # no pooled connection within pool_timeout
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response("internal-error", "internal error", instance=request.url.path)
@@ -377,4 +402,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
+    for exc_type in BACKEND_UNAVAILABLE:
+        app.add_exception_handler(exc_type, _backend_unavailable)
     app.add_exception_handler(Exception, _unhandled)

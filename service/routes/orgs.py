@@ -107,10 +107,15 @@ def list_keys(org: OrgDep, session: SessionDep, page: PageDep) -> Page[ApiKeyPub
     responses=problems(404, 422),
 )
 def revoke_key(
-    org: OrgDep, tx: Tx, key_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+    org: OrgDep,
+    tx: Tx,
+    services: ServicesDep,
+    key_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")],
 ) -> Response:
     key = repo.orgs.revoke_api_key(session=tx.session, org=org, key_id=key_id)
-    return tx.respond(repo.orgs.key_to_public(key))
+    response = tx.respond(repo.orgs.key_to_public(key))
+    services.auth.revoked(key.key_hash)  # after the commit: no process may re-cache it
+    return response
 
 
 @router.get(
