@@ -24,7 +24,6 @@ from service.errors import (
 from service.middleware import PRINCIPAL_STATE
 from service.models import Listing, Organisation, Project, Proposal, Site
 from service.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageParams, decode_cursor
-from service.ratelimit import check_rate_limit
 from service.runtime import Services
 
 
@@ -69,7 +68,7 @@ def get_principal(
     principal = getattr(request.state, PRINCIPAL_STATE, None)
     if not isinstance(principal, Principal):
         raise UnauthenticatedError("missing API key: send Authorization: Bearer <key>")
-    state = check_rate_limit(services.store, services.settings.rate_limit, principal.key_id)
+    state = services.limiter.check(principal.key_id)
     if state is not None:
         response.headers.update(state.headers())
     return principal

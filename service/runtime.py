@@ -8,6 +8,7 @@ from service.auth import Authenticator
 from service.config import Settings
 from service.db import Database
 from service.metrics import Metrics
+from service.ratelimit import RateLimiter
 from service.store import KeyValueStore, RedisStore, make_store
 
 
@@ -18,6 +19,7 @@ class Services:
     store: KeyValueStore
     metrics: Metrics
     auth: Authenticator
+    limiter: RateLimiter
 
     def close(self) -> None:
         self.auth.stop()
@@ -43,4 +45,5 @@ def build_services(settings: Settings) -> Services:
         store=store,
         metrics=Metrics(),
         auth=auth,
+        limiter=RateLimiter(store, settings.rate_limit),
     )

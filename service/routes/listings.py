@@ -68,7 +68,7 @@ def list_listings(
 
 
 @router.get("/{listing_id}", summary="One listing", responses=problems(403, 404, 422))
-def get_listing(loaded: ListingDep, response: Response) -> ListingPublic:
+async def get_listing(loaded: ListingDep, response: Response) -> ListingPublic:
     listing, cdmo_id = loaded
     return _with_etag(listing, cdmo_id, response)
 

@@ -66,7 +66,7 @@ def my_org(session: SessionDep, principal: CurrentOrg) -> OrganisationPublic:
     summary="One organisation (operators, or the organisation itself)",
     responses=problems(404, 422),
 )
-def get_org(org: OrgDep) -> OrganisationPublic:
+async def get_org(org: OrgDep) -> OrganisationPublic:
     return repo.orgs.to_public(org)
 
 

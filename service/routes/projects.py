@@ -95,7 +95,9 @@ def list_projects(
     response_model=ProjectView,
     responses=problems(404, 422),
 )
-def get_project(project: ProjectDep, principal: CurrentOrg, response: Response) -> ProjectView:
+async def get_project(
+    project: ProjectDep, principal: CurrentOrg, response: Response
+) -> ProjectView:
     response.headers["ETag"] = etag(project.version)
     return repo.projects.view(project, principal)
 

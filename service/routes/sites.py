@@ -77,7 +77,7 @@ def list_sites(
 
 
 @router.get("/{site_id}", summary="One site", responses=problems(403, 404, 422))
-def get_site(site: SiteDep, response: Response) -> SitePublic:
+async def get_site(site: SiteDep, response: Response) -> SitePublic:
     response.headers["ETag"] = etag(site.version)
     return repo.sites.to_public(site)
 
