@@ -146,6 +146,11 @@ class Database:
     def session(self, *, write: bool = True) -> Session:
         return Session(self._write_bind if write else self._read_bind, expire_on_commit=False)
 
+    def closes_without_io(self, *, write: bool) -> bool:
+        """Closing a PostgreSQL autocommit (read) session sends nothing to the server: its
+        connection is never inside a transaction, so the event loop may close it."""
+        return not write and self.dialect == "postgresql"
+
     @contextmanager
     def snapshot_session(self) -> Iterator[Session]:
         """A read-only transaction that sees one consistent state of the whole database."""

@@ -7,7 +7,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Path, Query, Request, Response
+from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
@@ -27,7 +27,7 @@ from service.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageParams, decode_curs
 from service.runtime import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -40,12 +40,16 @@ async def get_session(request: Request, services: ServicesDep) -> AsyncIterator[
     ``queue_timeout_s``): reads in autocommit, writes in one transaction that the route
     commits (service.transactions). Writes on SQLite take the lock up front."""
     write = request.method not in ("GET", "HEAD", "OPTIONS")
-    async with services.db.slots.hold():
-        session = services.db.session(write=write)
+    db = services.db
+    async with db.slots.hold():
+        session = db.session(write=write)
         try:
             yield session
         finally:
-            await run_in_threadpool(session.close)  # rolls back whatever was not committed
+            if db.closes_without_io(write=write):
+                session.close()
+            else:
+                await run_in_threadpool(session.close)  # rolls back what was not committed
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -57,20 +61,15 @@ _bearer = HTTPBearer(
 )
 
 
-def get_principal(
+async def get_principal(
     request: Request,
-    services: ServicesDep,
-    response: Response,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller, as resolved by :class:`service.middleware.AuthenticationMiddleware` before
-    the body was read; counts the request against the key's rate limit."""
+    """The caller, as resolved (and rate-limited) by
+    :class:`service.middleware.AuthenticationMiddleware` before the body was read."""
     principal = getattr(request.state, PRINCIPAL_STATE, None)
     if not isinstance(principal, Principal):
         raise UnauthenticatedError("missing API key: send Authorization: Bearer <key>")
-    state = services.limiter.check(principal.key_id)
-    if state is not None:
-        response.headers.update(state.headers())
     return principal
 
 
@@ -78,7 +77,7 @@ CurrentOrg = Annotated[Principal, Depends(get_principal)]
 
 
 def _require(*kinds: str, action: str):  # type: ignore[no-untyped-def]
-    def guard(principal: CurrentOrg) -> Principal:
+    async def guard(principal: CurrentOrg) -> Principal:
         if principal.kind not in kinds:
             raise PermissionDeniedError(f"{principal.kind} organisations may not {action}")
         return principal
@@ -95,7 +94,7 @@ MakerOrOperator = Annotated[Principal, Depends(maker_or_operator)]
 CdmoOrOperator = Annotated[Principal, Depends(cdmo_or_operator)]
 
 
-def page_params(
+async def page_params(
     cursor: Annotated[
         str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
     ] = None,
@@ -139,7 +138,7 @@ def parse_if_match(value: str | None, *, required: bool) -> frozenset[int] | Non
 _IF_MATCH_DOC = 'The ETag of your last read, e.g. `"3"`. Stale -> 412, missing -> 428.'
 
 
-def if_match_required(
+async def if_match_required(
     if_match: Annotated[
         str | None, Header(alias="If-Match", description=_IF_MATCH_DOC, examples=['"3"'])
     ] = None,
@@ -149,7 +148,7 @@ def if_match_required(
     return versions
 
 
-def if_match_optional(
+async def if_match_optional(
     if_match: Annotated[
         str | None, Header(alias="If-Match", description=_IF_MATCH_DOC, examples=['"3"'])
     ] = None,

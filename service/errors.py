@@ -318,16 +318,20 @@ def _is_json(content_type: str | None) -> bool:
     )
 
 
-async def _api_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
+def api_error_response(exc: ApiError, instance: str) -> JSONResponse:
     return problem_response(
         exc.problem,
         exc.detail,
-        instance=request.url.path,
+        instance=instance,
         headers=exc.headers,
         errors=exc.errors,
         **exc.extensions,
     )
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return api_error_response(exc, request.url.path)
 
 
 async def _request_validation(request: Request, exc: Exception) -> JSONResponse:

@@ -14,6 +14,7 @@ from service.errors import (
     RETRY_AFTER_S,
     ApiError,
     UnauthenticatedError,
+    api_error_response,
     problem_response,
 )
 from service.runtime import Services
@@ -81,7 +82,8 @@ def _bearer_token(scope: Scope) -> str | None:
 
 class AuthenticationMiddleware:
     """Every ``/v1/`` request must carry a valid API key, checked before anything reads or
-    parses its body (an unauthenticated POST with a malformed body gets 401, not 400). The
+    parses its body (an unauthenticated POST with a malformed body gets 401, not 400), and is
+    counted against the key's rate limit (429 before the body is read, too). The
     caller is left in ``request.state.principal``; the key is resolved through the
     :class:`service.auth.Authenticator` cache, and on a miss in a request slot of its own."""
 
@@ -95,11 +97,9 @@ class AuthenticationMiddleware:
             return
         try:
             principal = await self._principal(scope)
+            limits = await self.services.limiter.check_async(principal.key_id)
         except ApiError as exc:
-            response = problem_response(
-                exc.problem, exc.detail, instance=scope["path"], headers=exc.headers
-            )
-            await response(scope, receive, send)
+            await api_error_response(exc, scope["path"])(scope, receive, send)
             return
         except BACKEND_UNAVAILABLE:
             response = problem_response(
@@ -111,7 +111,17 @@ class AuthenticationMiddleware:
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})[PRINCIPAL_STATE] = principal
-        await self.app(scope, receive, send)
+        if limits is None:
+            await self.app(scope, receive, send)
+            return
+        extra = [(k.lower().encode(), v.encode()) for k, v in limits.headers().items()]
+
+        async def _send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, _send)
 
     async def _principal(self, scope: Scope) -> Principal:
         token = _bearer_token(scope)

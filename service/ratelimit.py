@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 import redis
+from starlette.concurrency import run_in_threadpool
 
 from service.config import RateLimitSettings
 from service.errors import RateLimitedError
@@ -64,6 +65,19 @@ class RateLimiter:
         A store outage fails open (logged): losing rate limiting briefly beats refusing all
         traffic.
         """
+        step = self._count(key_id, now)
+        if step is not None and step.sync:
+            step.synced = self._sync(step)
+        return None if step is None else self._decide(step)
+
+    async def check_async(self, key_id: str) -> RateLimitState | None:
+        """:meth:`check` for the event loop: only a sync with the store takes a thread."""
+        step = self._count(key_id, None)
+        if step is not None and step.sync:
+            step.synced = await run_in_threadpool(self._sync, step)
+        return None if step is None else self._decide(step)
+
+    def _count(self, key_id: str, now: float | None) -> _Step | None:
         cfg = self.cfg
         if not cfg.enabled:
             return None
@@ -79,27 +93,47 @@ class RateLimiter:
             w.pending += 1
             count = w.known + w.pending
             sync = w.pending >= self.batch or now - w.synced_at >= SYNC_S or count >= cfg.requests
-            pending = w.pending
+            step = _Step(key_id, w, reset_s, sync, w.pending)
             if sync:
                 w.pending = 0
                 w.synced_at = now
-        if sync:
-            try:
-                count = self.store.incr(f"rl:{key_id}:{window}", cfg.window_s + 1, pending)
-            except redis.RedisError:
-                log.warning("rate limiter store unavailable; request let through", exc_info=True)
-                return None
-            with self._lock:
-                w.known = max(w.known, count)
-                count = w.known + w.pending
-        state = RateLimitState(cfg.requests, max(0, cfg.requests - count), reset_s)
-        if count > cfg.requests:
+        return step
+
+    def _sync(self, step: _Step) -> bool:
+        try:
+            count = self.store.incr(
+                f"rl:{step.key_id}:{step.window.window}", self.cfg.window_s + 1, step.amount
+            )
+        except redis.RedisError:
+            log.warning("rate limiter store unavailable; request let through", exc_info=True)
+            return False
+        with self._lock:
+            step.window.known = max(step.window.known, count)
+        return True
+
+    def _decide(self, step: _Step) -> RateLimitState | None:
+        if step.sync and not step.synced:
+            return None  # fail open
+        limit = self.cfg.requests
+        count = step.window.known + step.window.pending
+        state = RateLimitState(limit, max(0, limit - count), step.reset_s)
+        if count > limit:
             raise RateLimitedError(
-                f"more than {cfg.requests} requests in {cfg.window_s} s for this API key",
-                headers={"Retry-After": str(reset_s), **state.headers()},
-                retry_after_s=reset_s,
+                f"more than {limit} requests in {self.cfg.window_s} s for this API key",
+                headers={"Retry-After": str(step.reset_s), **state.headers()},
+                retry_after_s=step.reset_s,
             )
         return state
+
+
+@dataclass
+class _Step:
+    key_id: str
+    window: _Window
+    reset_s: int
+    sync: bool
+    amount: int
+    synced: bool = False
 
 
 def check_rate_limit(

@@ -57,7 +57,7 @@ class Transaction:
         return Response(content, status_code=status_code, headers=headers, media_type=media_type)
 
 
-def get_transaction(session: SessionDep) -> Transaction:
+async def get_transaction(session: SessionDep) -> Transaction:
     return Transaction(session)
 
 
