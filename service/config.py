@@ -60,6 +60,9 @@ class IdempotencySettings(BaseModel):
 
 class HttpSettings(BaseModel):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger bodies get 413.")
+    body_timeout_s: float = Field(
+        default=10.0, gt=0, description="The whole body must arrive within this time, or 408."
+    )
     expose_metrics: bool = Field(default=True, description="Serve Prometheus text at /metrics.")
 
 
