@@ -4,7 +4,6 @@ process on a free port, on its own PostgreSQL database, killed by its PID only."
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -20,7 +19,6 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
-CDMO = str(Path(sys.executable).with_name("cdmo"))
 
 
 def free_port() -> int:
@@ -94,16 +92,31 @@ def server_env(database_url: str, redis_url: str | None, **settings: Any) -> dic
 
 
 def migrate_and_seed(env: dict[str, str]) -> str:
-    """``cdmo db upgrade`` + ``cdmo seed``: the operator key."""
-    subprocess.run([CDMO, "db", "upgrade"], env=env, check=True, capture_output=True)
-    out = subprocess.run([CDMO, "seed"], env=env, check=True, capture_output=True, text=True)
-    match = re.search(r"^(ck_\S+)$", out.stdout, re.M)
-    assert match, out.stdout
-    return match.group(1)
+    """What ``cdmo db upgrade`` + ``cdmo seed`` do (in this process: no interpreter start-up):
+    the operator key."""
+    from service.db import Database, upgrade
+    from service.seed import seed_operator
+
+    db = Database(env["DATABASE_URL"])
+    try:
+        upgrade(db.engine)
+        key = seed_operator(db, secret=env["CDMO_AUTH__HMAC_SECRET"]).key
+    finally:
+        db.dispose()
+    assert key is not None
+    return key
 
 
-def cdmo_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CDMO, "check"], env=env, capture_output=True, text=True, timeout=120)
+def cdmo_check(env: dict[str, str]) -> list[str]:
+    """The violations `cdmo check` would print (run in this process)."""
+    from service.checks import run_checks
+    from service.db import Database
+
+    db = Database(env["DATABASE_URL"])
+    try:
+        return [f"{o.check.name}: {v}" for o in run_checks(db) for v in o.violations]
+    finally:
+        db.dispose()
 
 
 @contextmanager
