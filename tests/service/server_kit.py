@@ -82,6 +82,7 @@ def server_env(database_url: str, redis_url: str | None, **settings: Any) -> dic
         "CDMO_REDIS__KEY_PREFIX": f"cdmo-test:srv:{uuid.uuid4().hex[:8]}:",
         "CDMO_RATE_LIMIT__REQUESTS": "1000000",
         "CDMO_LOG_LEVEL": "WARNING",
+        "CDMO_DB__QUEUE_TIMEOUT_S": "5",  # tests that want shedding set it lower
     }
     env.pop("REDIS_URL", None)
     if redis_url:

@@ -99,9 +99,7 @@ def _post_in_thread(server: Server, key: str, out: list[object], **kw: object) -
 def test_overload_is_answered_503_with_retry_after_and_recovers_at_once(
     pg_admin: PgAdmin, redis_url: str
 ) -> None:
-    env = _new_env(
-        pg_admin, redis_url, DB__POOL_SIZE=2, DB__MAX_OVERFLOW=0, DB__QUEUE_TIMEOUT_S=0.3
-    )
+    env = _new_env(pg_admin, redis_url, DB__REQUEST_SLOTS=2, DB__QUEUE_TIMEOUT_S=0.3)
     operator = migrate_and_seed(env)
     with running(Server(env)) as server:
         maker = _maker_key(server, operator)
