@@ -31,7 +31,7 @@ class DatabaseSettings(BaseModel):
         "pool_size + max_overflow): beyond what keeps the CPU busy, more only adds latency.",
     )
     queue_timeout_s: float = Field(
-        default=0.1, gt=0, description="Wait for a request slot before answering 503."
+        default=0.5, gt=0, description="Wait for a request slot before answering 503."
     )
     connect_timeout_s: int = Field(default=2, ge=1, le=60)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
