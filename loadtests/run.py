@@ -295,6 +295,7 @@ def capacity_run(target: Target, levels: list[int], seconds: float, out: Path) -
                 "failures": sum(r.failures for r in health),
                 "rps": baseline,
                 "p99": max(r.p99 for r in health),
+                "max": max(r.max for r in health),
                 "ratio": 1.0,
                 "statuses": _merge(r.statuses for r in health),
             },
