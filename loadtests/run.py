@@ -349,7 +349,7 @@ def write_summary(result: dict[str, Any], out: Path) -> str:
             ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
             statuses = ", ".join(f"{k}: {v}" for k, v in r["statuses"].items())
             lines.append(
-                f"| {r['name']} | {r['rps']:.0f} | {ratio} | {r['p50']:.0f} | {r['p95']:.0f} | "
+                f"| {r['name']} | {r['rps']:.1f} | {ratio} | {r['p50']:.0f} | {r['p95']:.0f} | "
                 f"{r['p99']:.0f} | {r['max']:.0f} | {r['requests']} | {r['failures']} | "
                 f"{statuses} |"
             )
