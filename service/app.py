@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from anyio import to_thread
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
@@ -15,7 +16,7 @@ from service.docs import STATIC_URL, install_redoc
 from service.errors import install_error_handlers
 from service.idempotency import install_idempotency
 from service.metrics import MetricsMiddleware
-from service.middleware import BodyLimitMiddleware
+from service.middleware import AuthenticationMiddleware, BodyLimitMiddleware
 from service.observability import RequestContextMiddleware, configure_logging
 from service.openapi import build_openapi, operation_id
 from service.routes import health, listings, market, orgs, projects, proposals, sites
@@ -54,6 +55,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Every request holding a database slot needs at most one thread at a time, so
+        # threads never run out before slots do (the remainder serves non-database work).
+        limiter = to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, services.db.slots.size + 8)
+        services.auth.start()
         yield
         services.close()
 
@@ -77,9 +83,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for module in (projects, sites, listings, proposals, market, orgs, health):
         app.include_router(module.router)
     # Added last = outermost: the request id is bound first, metrics see everything, the body
-    # limit runs before any parsing, idempotency wraps the routes.
-    install_idempotency(app, services.store)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes)
+    # limit and authentication run before any parsing.
+    install_idempotency(app)
+    app.add_middleware(AuthenticationMiddleware, services=services)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.http.max_body_bytes,
+        timeout_s=settings.http.body_timeout_s,
+    )
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     app.add_middleware(RequestContextMiddleware)  # outermost: every line has the request id
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]

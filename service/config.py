@@ -20,6 +20,20 @@ class DatabaseSettings(BaseModel):
     echo: bool = False
     pool_size: int = Field(default=10, ge=1, le=200)
     max_overflow: int = Field(default=10, ge=0, le=200)
+    pool_timeout_s: float = Field(
+        default=2.0, gt=0, description="Wait for a pooled connection (a backstop: see slots)."
+    )
+    request_slots: int = Field(
+        default=8,
+        ge=1,
+        le=400,
+        description="Requests working on the database at once per process (at most "
+        "pool_size + max_overflow): beyond what keeps the CPU busy, more only adds latency.",
+    )
+    queue_timeout_s: float = Field(
+        default=0.5, gt=0, description="Wait for a request slot before answering 503."
+    )
+    connect_timeout_s: int = Field(default=2, ge=1, le=60)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
 
 
@@ -33,6 +47,12 @@ class AuthSettings(BaseModel):
         default=SecretStr(DEV_HMAC_SECRET),
         description="Key of the HMAC-SHA-256 under which API keys are stored. At least 32 chars.",
     )
+    cache_ttl_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long a process trusts a resolved API key; the longest a revoked key "
+        "can still be accepted when the revocation broadcast (Redis) is lost.",
+    )
 
 
 class RateLimitSettings(BaseModel):
@@ -43,13 +63,13 @@ class RateLimitSettings(BaseModel):
 
 class IdempotencySettings(BaseModel):
     ttl_s: int = Field(default=86_400, ge=1, description="How long a POST's response is kept.")
-    pending_ttl_s: int = Field(
-        default=60, ge=1, description="How long an in-flight request holds its key."
-    )
 
 
 class HttpSettings(BaseModel):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger bodies get 413.")
+    body_timeout_s: float = Field(
+        default=10.0, gt=0, description="The whole body must arrive within this time, or 408."
+    )
     expose_metrics: bool = Field(default=True, description="Serve Prometheus text at /metrics.")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, DateTime, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, CheckConstraint, DateTime, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -159,3 +159,18 @@ class MarketState(SQLModel, table=True):
 
     id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     version: int = Field(default=0, sa_type=BigInteger)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The first successful response to a POST that carried an ``Idempotency-Key``, written in
+    the same transaction as what the POST created: either both are committed or neither."""
+
+    __tablename__ = "idempotency_records"
+
+    key: str = Field(primary_key=True, max_length=64)  # sha256(org, method, path, client key)
+    fingerprint: str = Field(max_length=64)  # sha256 of the request body
+    status: int
+    headers: dict[str, str] = Field(default_factory=dict, sa_type=JSONType)
+    body: str = Field(sa_type=Text)  # the response body as sent (JSON text)
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
+    expires_at: dt.datetime = Field(sa_type=Timestamp, index=True)

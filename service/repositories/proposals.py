@@ -191,7 +191,6 @@ def create_proposal(
     session.add(proposal)
     _sync_project_status(session, project)
     bump_market_version(session)
-    session.commit()
     return proposal, True
 
 
@@ -213,5 +212,4 @@ def decide_proposal(
     assert project is not None  # foreign key
     _sync_project_status(session, project)
     bump_market_version(session)
-    session.commit()
     return proposal

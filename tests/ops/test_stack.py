@@ -173,7 +173,7 @@ def test_the_load_test_runs_against_the_stack(
         [
             str(BIN / "locust"),
             "-f",
-            str(ROOT / "loadtests" / "locustfile.py"),
+            str(ROOT / "loadtests" / "users.py"),
             "--host",
             server.url,
             "--headless",

@@ -17,14 +17,22 @@ from sqlalchemy.exc import OperationalError
 
 from schemas.api import OrganisationCreate, OrgKind
 from service import repositories as repo
-from service.config import RateLimitSettings, RedisSettings, Settings
+from service.config import DatabaseSettings, RateLimitSettings, RedisSettings, Settings
 from service.db import upgrade
 from service.runtime import Services, build_services
 from service.store import MemoryStore, RedisStore
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 BACKENDS = ["embedded", "services"]
-TABLES = ["proposals", "listings", "sites", "projects", "api_keys", "organisations"]
+TABLES = [
+    "idempotency_records",
+    "proposals",
+    "listings",
+    "sites",
+    "projects",
+    "api_keys",
+    "organisations",
+]
 
 
 def unavailable(reason: str) -> None:
@@ -72,6 +80,8 @@ def make_settings(
         "data_dir": data_dir,
         "redis": RedisSettings(key_prefix=prefix),
         "rate_limit": RateLimitSettings(requests=100_000, window_s=3600),
+        # a loaded CI machine must not shed the tests' own concurrent requests
+        "db": DatabaseSettings(queue_timeout_s=10),
     }
     values.update(overrides)
     return Settings(**values)
@@ -103,6 +113,7 @@ class Backend:
             store.prefix = f"{self.base_prefix}{uuid.uuid4().hex[:8]}:"
         elif isinstance(store, MemoryStore):
             store.close()
+        self.services.auth.clear()
 
 
 def open_backend(
@@ -229,6 +240,7 @@ class Api:
                 _, key = repo.orgs.create_api_key(
                     session=session, org=org, label="t", secret=secret
                 )
+                session.commit()
             self._operator = Tenant(org.id, "operator", org.name, key, self.client)
         return self._operator
 

@@ -19,8 +19,11 @@ pytest.importorskip(
     reason="matcher/cli_market.py (matcher team) not written yet; service.cli mounts its commands",
 )
 
+from alembic.script import ScriptDirectory  # noqa: E402
+
 from service.cli import app  # noqa: E402
 from service.config import get_settings  # noqa: E402
+from service.db import alembic_config  # noqa: E402
 from service.demo import OPERATOR  # noqa: E402
 from service.security import derived_key  # noqa: E402
 
@@ -48,7 +51,8 @@ def test_db_upgrade_then_seed(env: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert "at revision 0001" in result.output
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert f"at revision {head}" in result.output
     assert (env / "var" / "cdmo.db").exists()
     result = runner.invoke(app, ["seed"])
     assert result.exit_code == 0, result.output
@@ -120,3 +124,22 @@ def test_unsafe_production_settings_stop_the_cli_without_echoing_secrets(
     assert result.exit_code == 2
     assert "CDMO_AUTH__HMAC_SECRET must be set" in result.output
     assert "tooshort-secret" not in result.output
+
+
+def test_check_reports_each_invariant_and_exits_1_on_a_violation(env: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 0, result.output
+    for name in ("capacity", "idempotency", "proposals"):
+        assert f"ok   {name}:" in result.output
+    import sqlite3
+
+    with sqlite3.connect(env / "var" / "cdmo.db") as conn:
+        conn.execute(
+            "INSERT INTO idempotency_records (key, fingerprint, status, headers, body,"
+            " created_at, expires_at) VALUES ('k', 'f', 0, '{}', '', '2026-01-01', '2026-01-02')"
+        )
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 1
+    assert "FAIL idempotency:" in result.output and "committed with status 0" in result.output
