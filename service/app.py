@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from starlette.concurrency import run_in_threadpool
 
 from service.config import Settings, get_settings
 from service.deps import reject_nul_characters
@@ -15,7 +16,7 @@ from service.idempotency import install_idempotency
 from service.metrics import MetricsMiddleware
 from service.middleware import BodyLimitMiddleware
 from service.openapi import build_openapi
-from service.routes import health, listings, market, orgs, projects, proposals, sites
+from service.routes import health, listings, market, orgs, projects, proposals, runs, sites
 from service.runtime import Services, build_services
 
 DESCRIPTION = """
@@ -40,17 +41,32 @@ TAGS: list[dict[str, Any]] = [
     {"name": "proposals", "description": "Projects proposed to CDMO sites."},
     {"name": "market", "description": "The snapshot the optimiser consumes."},
     {"name": "organisations", "description": "Tenants and their API keys."},
+    {"name": "match runs", "description": "The optimiser run as a job (operators)."},
     {"name": "operations", "description": "Health, readiness, metrics, problem types."},
 ]
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    from service import worker
+
     settings = settings or get_settings()
     services = services or build_services(settings)
+    if services.jobs is None:
+        services.jobs = worker.make_job_engine(settings)
+    jobs = services.jobs
+    services.metrics.watch_runs(lambda: worker.runs_state(services.db))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Warm the matcher here too (the API never solves, but nothing pays JIT time later),
+        # start the local pool (embedded mode) and a reaper.
+        await run_in_threadpool(worker.warm_up)
+        start = getattr(jobs, "start", None)
+        if start is not None:
+            start()
+        reaper = worker.Reaper(services.db, jobs, services.events, settings).start()
         yield
+        reaper.stop()
         services.close()
 
     app = FastAPI(
@@ -64,7 +80,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.services = services
     install_error_handlers(app)
-    for module in (projects, sites, listings, proposals, market, orgs, health):
+    for module in (projects, sites, listings, proposals, market, runs, orgs, health):
         app.include_router(module.router)
     # Added last = outermost: metrics see everything, the body limit runs before any parsing,
     # idempotency wraps the routes.

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from service.config import Settings
 from service.db import Database
+from service.jobs.engine import JobEngine
+from service.jobs.events import EventChannel, make_event_channel
 from service.metrics import Metrics
 from service.store import KeyValueStore, make_store
 
@@ -16,20 +18,32 @@ class Services:
     db: Database
     store: KeyValueStore
     metrics: Metrics
+    events: EventChannel
+    jobs: JobEngine | None = None  # set by create_app (needs the worker's job function)
 
     def close(self) -> None:
+        if self.jobs is not None:
+            self.jobs.close()
+        self.events.close()
         self.store.close()
         self.db.dispose()
 
 
 def build_services(settings: Settings) -> Services:
+    db = Database(settings.effective_database_url, settings.db)
     return Services(
         settings=settings,
-        db=Database(settings.effective_database_url, settings.db),
+        db=db,
         store=make_store(
             settings.redis_url,
             prefix=settings.redis.key_prefix,
             socket_timeout_s=settings.redis.socket_timeout_s,
         ),
         metrics=Metrics(),
+        events=make_event_channel(
+            settings.redis_url,
+            db=db,
+            prefix=settings.redis.key_prefix,
+            socket_timeout_s=max(5.0, settings.redis.socket_timeout_s),
+        ),
     )

@@ -5,6 +5,6 @@ Keyword-only, one transaction each (they commit or raise, never half-write), rai
 batches) call the same functions.
 """
 
-from service.repositories import listings, market, orgs, projects, proposals, sites
+from service.repositories import bulk, listings, market, orgs, projects, proposals, runs, sites
 
-__all__ = ["listings", "market", "orgs", "projects", "proposals", "sites"]
+__all__ = ["bulk", "listings", "market", "orgs", "projects", "proposals", "runs", "sites"]
