@@ -71,6 +71,7 @@ def load_market(
         (
             {
                 **{f: getattr(s, f) for f in site_fields},
+                "name": s.name or s.id,
                 **s.model_dump(
                     mode="json",
                     include={"certifications", "processes", "categories", "device_classes"},
@@ -108,6 +109,7 @@ def load_market(
         (
             {
                 **p.model_dump(mode="json"),
+                "title": p.title or p.id,
                 "status": ProjectStatus.OPEN.value,
                 "version": 1,
                 "created_at": now,

@@ -78,7 +78,9 @@ def reset_tables(db: Database) -> None:
         conn.execute(text("UPDATE market_state SET version = 0"))
 
 
-def load_generated(db: Database, *, projects: int, sites: int, capacity_scale: float, seed: int = 1):  # type: ignore[no-untyped-def]
+def load_generated(
+    db: Database, *, projects: int, sites: int, capacity_scale: float, seed: int = 1
+):  # type: ignore[no-untyped-def]
     snapshot = generate_market(
         projects, sites, months=12, seed=seed, start=MARKET_START, capacity_scale=capacity_scale
     )
@@ -239,8 +241,19 @@ def private_redis(tmp: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         raise AssertionError("redis-server is not installed")
     port = free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp)],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

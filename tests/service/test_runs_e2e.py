@@ -179,17 +179,13 @@ def test_cancel_a_long_run_keeps_a_partial_answer_and_commits_nothing_reads_answ
 ) -> None:
     env = services_env
     operator = env.fresh(BUSY)
-    run = _submit(env, operator, params={"time_limit_s": 60})
+    run = _submit(env, operator, params={"time_limit_s": 30})
     wait_until(
-        lambda: (
-            http_ok(env.client.get(f"/v1/match-runs/{run['id']}", headers=operator.headers))[
-                "progress"
-            ]
-            or {}
-        ).get("phase")
-        == "solve",
+        lambda: http_ok(env.client.get(f"/v1/match-runs/{run['id']}", headers=operator.headers))[
+            "progress"
+        ],
         60,
-        "a first solve round",
+        "the solve to start",
     )
     # The API answers while the run solves (in a worker, not here).
     for _ in range(5):
@@ -203,7 +199,10 @@ def test_cancel_a_long_run_keeps_a_partial_answer_and_commits_nothing_reads_answ
     assert final["status"] == "cancelled", final
     assert final["summary"]["partial"] is True and final["summary"]["placed"] > 0
     assert final["summary"]["commit"] is None
-    assert stopped_after < 60  # long before its time limit would have ended it
+    # Long before its time limit would have ended it (the matcher on this branch checks the
+    # cancel between solve rounds; with the run control threaded through every phase it is
+    # about a second).
+    assert stopped_after < 30
     proposals = http_ok(env.client.get("/v1/proposals", headers=operator.headers))["items"]
     assert proposals == []
     # Cancelling it again: a finished run cannot be cancelled.
@@ -283,8 +282,14 @@ def test_deterministic_replay_is_identical(services_env: Env) -> None:
     assert second["summary"]["replay_identical"] is True
     assert second["summary"]["result_hash"] == first["summary"]["result_hash"]
     assert second["audit"]["snapshot_hash"] == first["audit"]["snapshot_hash"]
-    strip = [{k: v for k, v in a.items() if k != "outcome"} for a in _all(env, operator, run["id"], "assignments")]
-    again = [{k: v for k, v in a.items() if k != "outcome"} for a in _all(env, operator, replay["id"], "assignments")]
+    strip = [
+        {k: v for k, v in a.items() if k != "outcome"}
+        for a in _all(env, operator, run["id"], "assignments")
+    ]
+    again = [
+        {k: v for k, v in a.items() if k != "outcome"}
+        for a in _all(env, operator, replay["id"], "assignments")
+    ]
     assert strip == again
 
 
@@ -309,7 +314,12 @@ def test_redis_flushed_mid_run_loses_no_run(
                 first = _submit(env, operator, params={"time_limit_s": 6})
                 second = _submit(env, operator, params={"time_limit_s": 2}, dry_run=True)
                 wait_run(client, operator, first["id"], {"running"}, timeout_s=60)
-                assert http_ok(client.get(f"/v1/match-runs/{second['id']}", headers=operator.headers))["status"] == "queued"
+                assert (
+                    http_ok(client.get(f"/v1/match-runs/{second['id']}", headers=operator.headers))[
+                        "status"
+                    ]
+                    == "queued"
+                )
                 redis.Redis.from_url(url).flushall()
                 one = wait_run(client, operator, first["id"], FINAL, timeout_s=90)
                 two = wait_run(client, operator, second["id"], FINAL, timeout_s=90)
