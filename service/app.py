@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from anyio import to_thread
 from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
@@ -14,7 +15,7 @@ from service.deps import reject_nul_characters
 from service.errors import install_error_handlers
 from service.idempotency import install_idempotency
 from service.metrics import MetricsMiddleware
-from service.middleware import BodyLimitMiddleware
+from service.middleware import AuthenticationMiddleware, BodyLimitMiddleware
 from service.openapi import build_openapi
 from service.routes import health, listings, market, orgs, projects, proposals, runs, sites
 from service.runtime import Services, build_services
@@ -58,6 +59,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Every request holding a database slot needs at most one thread at a time, so
+        # threads never run out before slots do (the remainder serves non-database work).
+        limiter = to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, services.db.slots.size + 8)
+        services.auth.start()
         # Warm the matcher here too (the API never solves, but nothing pays JIT time later),
         # start the local pool (embedded mode) and a reaper.
         await run_in_threadpool(worker.warm_up)
@@ -82,9 +88,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     install_error_handlers(app)
     for module in (projects, sites, listings, proposals, market, runs, orgs, health):
         app.include_router(module.router)
-    # Added last = outermost: metrics see everything, the body limit runs before any parsing,
-    # idempotency wraps the routes.
-    install_idempotency(app, services.store)
+    # Added last = outermost: metrics see everything, the body limit and authentication run
+    # before any parsing.
+    install_idempotency(app)
+    app.add_middleware(AuthenticationMiddleware, services=services)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]

@@ -20,6 +20,13 @@ class DatabaseSettings(BaseModel):
     echo: bool = False
     pool_size: int = Field(default=10, ge=1, le=200)
     max_overflow: int = Field(default=10, ge=0, le=200)
+    pool_timeout_s: float = Field(
+        default=2.0, gt=0, description="Wait for a pooled connection (a backstop: see slots)."
+    )
+    queue_timeout_s: float = Field(
+        default=1.0, gt=0, description="Wait for a request slot before answering 503."
+    )
+    connect_timeout_s: int = Field(default=2, ge=1, le=60)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
 
 
@@ -33,6 +40,12 @@ class AuthSettings(BaseModel):
         default=SecretStr(DEV_HMAC_SECRET),
         description="Key of the HMAC-SHA-256 under which API keys are stored. At least 32 chars.",
     )
+    cache_ttl_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long a process trusts a resolved API key; the longest a revoked key "
+        "can still be accepted when the revocation broadcast (Redis) is lost.",
+    )
 
 
 class RateLimitSettings(BaseModel):
@@ -43,9 +56,6 @@ class RateLimitSettings(BaseModel):
 
 class IdempotencySettings(BaseModel):
     ttl_s: int = Field(default=86_400, ge=1, description="How long a POST's response is kept.")
-    pending_ttl_s: int = Field(
-        default=60, ge=1, description="How long an in-flight request holds its key."
-    )
 
 
 class HttpSettings(BaseModel):

@@ -1,26 +1,38 @@
-"""Engines, sessions, the market version, and migrations.
+"""Engines, sessions, request slots, the market version, and migrations.
 
 SQLite (the embedded default) gets explicit transactions: pysqlite's implicit ones would let a
 read-only snapshot see two different states, and a deferred transaction that later writes can
 fail with SQLITE_BUSY under concurrent writers. So reads begin DEFERRED, writes IMMEDIATE
 (one writer at a time, waiting up to the busy timeout). PostgreSQL runs READ COMMITTED for
-requests and REPEATABLE READ for market snapshots.
+requests that write, REPEATABLE READ for market snapshots, and autocommit for requests that
+only read (each statement its own snapshot, as READ COMMITTED gives anyway, without the
+BEGIN and ROLLBACK round trips).
+
+Overload: a request must hold one of :class:`RequestSlots` (as many as the pool has
+connections) before it opens a session. Waiting for a slot costs no thread and no connection,
+so the thread pool and the connection pool can never starve each other; a request that waits
+longer than ``queue_timeout_s`` is answered 503 with ``Retry-After``. Readiness probes use
+their own connection (:meth:`Database.ping`), never the request pool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, select, text, update
+from sqlalchemy import Connection, Engine, create_engine, event, select, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session, col
 
 from service.config import DatabaseSettings
+from service.errors import ServiceUnavailableError
 from service.models import MARKET_STATE_ID, MarketState
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -52,6 +64,9 @@ def make_engine(url: str, settings: DatabaseSettings | None = None) -> Engine:
         engine = create_engine(
             url,
             echo=settings.echo,
+            pool_size=settings.pool_size,
+            max_overflow=settings.max_overflow,
+            pool_timeout=settings.pool_timeout_s,
             connect_args={
                 "check_same_thread": False,
                 "timeout": settings.sqlite_busy_timeout_ms / 1000,
@@ -59,31 +74,82 @@ def make_engine(url: str, settings: DatabaseSettings | None = None) -> Engine:
         )
         _install_sqlite_pragmas(engine, settings.sqlite_busy_timeout_ms)
         return engine
+    # No pre-ping (a round trip on every checkout): a connection found dead fails its request
+    # with 503, and SQLAlchemy then drops every pooled connection of that generation.
     return create_engine(
         url,
         echo=settings.echo,
-        pool_pre_ping=True,
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
+        pool_timeout=settings.pool_timeout_s,
+        connect_args={"connect_timeout": settings.connect_timeout_s},
     )
 
 
+class RequestSlots:
+    """At most ``size`` requests hold a database session at once (see the module doc)."""
+
+    def __init__(self, size: int, timeout_s: float) -> None:
+        self.size = size
+        self.timeout_s = timeout_s
+        # one semaphore per event loop (tests run several loops in one process)
+        self._semaphores: weakref.WeakKeyDictionary[Any, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        sem = self._semaphores.get(loop)
+        if sem is None:
+            sem = self._semaphores[loop] = asyncio.Semaphore(self.size)
+        return sem
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        sem = self._semaphore()
+        try:
+            await asyncio.wait_for(sem.acquire(), self.timeout_s)
+        except TimeoutError:
+            raise ServiceUnavailableError(
+                f"the service is at capacity (no database slot within {self.timeout_s} s); "
+                "retry shortly",
+                headers={"Retry-After": "1"},
+            ) from None
+        try:
+            yield
+        finally:
+            sem.release()
+
+
 class Database:
-    """One engine and the three kinds of session the service opens on it."""
+    """One engine, the kinds of session the service opens on it, and the request slots."""
 
     def __init__(self, url: str, settings: DatabaseSettings | None = None) -> None:
+        settings = settings or DatabaseSettings()
         self.url = url
         self.engine = make_engine(url, settings)
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
             self._write_bind: Engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+            self._read_bind: Engine = self.engine
             self._snapshot_bind: Engine = self.engine
         else:
             self._write_bind = self.engine
+            self._read_bind = self.engine.execution_options(isolation_level="AUTOCOMMIT")
             self._snapshot_bind = self.engine.execution_options(isolation_level="REPEATABLE READ")
+        self.slots = RequestSlots(
+            settings.pool_size + settings.max_overflow, settings.queue_timeout_s
+        )
+        self._probe: Engine | None = None
+        self._connect_timeout_s = settings.connect_timeout_s
 
     def session(self, *, write: bool = True) -> Session:
-        return Session(self._write_bind if write else self.engine, expire_on_commit=False)
+        return Session(self._write_bind if write else self._read_bind, expire_on_commit=False)
+
+    def closes_without_io(self, *, write: bool) -> bool:
+        """Closing a PostgreSQL autocommit (read) session sends nothing to the server: its
+        connection is never inside a transaction, so the event loop may close it."""
+        return not write and self.dialect == "postgresql"
 
     @contextmanager
     def snapshot_session(self) -> Iterator[Session]:
@@ -92,24 +158,41 @@ class Database:
             yield session
             session.rollback()
 
-    def ping(self) -> bool:
-        with self.engine.connect() as conn:
-            return conn.execute(text("SELECT 1")).scalar_one() == 1
+    def ping(self) -> str | None:
+        """The migration revision, read on a connection of its own (never queued behind
+        requests); raises when the database cannot be reached."""
+        if self.dialect == "sqlite":
+            probe = self.engine
+        else:
+            if self._probe is None:
+                self._probe = create_engine(
+                    self.url,
+                    poolclass=NullPool,
+                    connect_args={"connect_timeout": self._connect_timeout_s},
+                )
+            probe = self._probe
+        from alembic.runtime.migration import MigrationContext
+
+        with probe.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._probe is not None:
+            self._probe.dispose()
 
 
 def bump_market_version(session: Session) -> int:
     """Call last in every transaction that changes the market (it takes the row lock last,
     so two writers never wait on each other in opposite orders)."""
     session.flush()
-    session.execute(
+    bumped = session.execute(
         update(MarketState)
         .where(col(MarketState.id) == MARKET_STATE_ID)
         .values(version=MarketState.version + 1)
+        .returning(col(MarketState.version))
     )
-    return read_market_version(session)
+    return int(bumped.scalar_one())
 
 
 def read_market_version(session: Session) -> int:

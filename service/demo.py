@@ -668,4 +668,5 @@ def load_demo(db: Database, *, secret: str, today: dt.date | None = None) -> dic
                     project_id=project_id,
                     project_in=ProjectCreate(maker_id=maker_id, **body),
                 )
+        session.commit()
     return keys

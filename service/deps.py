@@ -4,15 +4,16 @@ page parameters, ``If-Match``, and load-or-404 for every resource."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Path, Query, Request, Response
+from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from service import repositories as repo
-from service.auth import Principal, authenticate
+from service.auth import Principal
 from service.errors import (
     BodyValidationError,
     InvalidFieldError,
@@ -20,13 +21,13 @@ from service.errors import (
     PreconditionRequiredError,
     UnauthenticatedError,
 )
+from service.middleware import PRINCIPAL_STATE
 from service.models import Listing, Organisation, Project, Proposal, Site
 from service.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageParams, decode_cursor
-from service.ratelimit import check_rate_limit
 from service.runtime import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -34,11 +35,21 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_session(request: Request, services: ServicesDep) -> Iterator[Session]:
-    """One session (one transaction) per request; writes on SQLite take the lock up front."""
+async def get_session(request: Request, services: ServicesDep) -> AsyncIterator[Session]:
+    """One session per request, opened once the request holds a slot (503 after waiting
+    ``queue_timeout_s``): reads in autocommit, writes in one transaction that the route
+    commits (service.transactions). Writes on SQLite take the lock up front."""
     write = request.method not in ("GET", "HEAD", "OPTIONS")
-    with services.db.session(write=write) as session:
-        yield session
+    db = services.db
+    async with db.slots.hold():
+        session = db.session(write=write)
+        try:
+            yield session
+        finally:
+            if db.closes_without_io(write=write):
+                session.close()
+            else:
+                await run_in_threadpool(session.close)  # rolls back what was not committed
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -50,21 +61,15 @@ _bearer = HTTPBearer(
 )
 
 
-def get_principal(
-    services: ServicesDep,
-    session: SessionDep,
-    response: Response,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+async def get_principal(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    if credentials is None:
+    """The caller, as resolved (and rate-limited) by
+    :class:`service.middleware.AuthenticationMiddleware` before the body was read."""
+    principal = getattr(request.state, PRINCIPAL_STATE, None)
+    if not isinstance(principal, Principal):
         raise UnauthenticatedError("missing API key: send Authorization: Bearer <key>")
-    secret = services.settings.auth.hmac_secret.get_secret_value()
-    principal = authenticate(session, credentials.credentials, secret)
-    if principal is None:
-        raise UnauthenticatedError("unknown or revoked API key")
-    state = check_rate_limit(services.store, services.settings.rate_limit, principal.key_id)
-    if state is not None:
-        response.headers.update(state.headers())
     return principal
 
 
@@ -72,7 +77,7 @@ CurrentOrg = Annotated[Principal, Depends(get_principal)]
 
 
 def _require(*kinds: str, action: str):  # type: ignore[no-untyped-def]
-    def guard(principal: CurrentOrg) -> Principal:
+    async def guard(principal: CurrentOrg) -> Principal:
         if principal.kind not in kinds:
             raise PermissionDeniedError(f"{principal.kind} organisations may not {action}")
         return principal
@@ -89,7 +94,7 @@ MakerOrOperator = Annotated[Principal, Depends(maker_or_operator)]
 CdmoOrOperator = Annotated[Principal, Depends(cdmo_or_operator)]
 
 
-def page_params(
+async def page_params(
     cursor: Annotated[
         str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
     ] = None,
@@ -133,7 +138,7 @@ def parse_if_match(value: str | None, *, required: bool) -> frozenset[int] | Non
 _IF_MATCH_DOC = 'The ETag of your last read, e.g. `"3"`. Stale -> 412, missing -> 428.'
 
 
-def if_match_required(
+async def if_match_required(
     if_match: Annotated[
         str | None, Header(alias="If-Match", description=_IF_MATCH_DOC, examples=['"3"'])
     ] = None,
@@ -143,7 +148,7 @@ def if_match_required(
     return versions
 
 
-def if_match_optional(
+async def if_match_optional(
     if_match: Annotated[
         str | None, Header(alias="If-Match", description=_IF_MATCH_DOC, examples=['"3"'])
     ] = None,

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import redis
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -84,12 +86,6 @@ _TYPES = [
         409,
         "Invalid state",
         "The resource's current state does not allow this change.",
-    ),
-    ProblemType(
-        "idempotency-in-flight",
-        409,
-        "Request in progress",
-        "A request with this Idempotency-Key is still being processed; retry later.",
     ),
     ProblemType(
         "idempotency-key-reused",
@@ -337,16 +333,20 @@ def _is_json(content_type: str | None) -> bool:
     )
 
 
-async def _api_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
+def api_error_response(exc: ApiError, instance: str) -> JSONResponse:
     return problem_response(
         exc.problem,
         exc.detail,
-        instance=request.url.path,
+        instance=instance,
         headers=exc.headers,
         errors=exc.errors,
         **exc.extensions,
     )
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return api_error_response(exc, request.url.path)
 
 
 async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
@@ -389,6 +389,29 @@ async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+RETRY_AFTER_S = 1
+
+
+async def _backend_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database or Redis did not answer (down, refusing, pool exhausted): 503, retry."""
+    log.warning("backing service unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return problem_response(
+        "service-unavailable",
+        "a backing service is unavailable; retry shortly",
+        instance=request.url.path,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+BACKEND_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,  # connection refused or lost, server shutting down
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,  # no pooled connection within pool_timeout
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response("internal-error", "internal error", instance=request.url.path)
@@ -398,4 +421,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
+    for exc_type in BACKEND_UNAVAILABLE:
+        app.add_exception_handler(exc_type, _backend_unavailable)
     app.add_exception_handler(Exception, _unhandled)

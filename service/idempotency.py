@@ -1,81 +1,111 @@
 """Idempotent POSTs: a retried request with the same ``Idempotency-Key`` gets the first answer.
 
-The key is scoped by organisation, method and path. The first request reserves it with
-``SET NX`` (a *pending* record with a short TTL); the response is then stored in its place for
-``ttl_s``. A duplicate arriving while the first is in flight gets 409; one with a different body
-gets 422. 5xx answers are not stored, so the client may retry them.
+The key is scoped by organisation, method and path, and lives in the database table
+``idempotency_records``, in the request's own transaction:
 
-The dependency (:func:`idempotency`) runs after authentication; the middleware
-(:class:`IdempotencyMiddleware`) stores whatever response the route produced.
+1. :func:`idempotency` (a dependency, after authentication) *claims* the key with one
+   ``INSERT ... ON CONFLICT DO UPDATE ... WHERE expired``. The row it inserts is invisible to
+   others until commit, and a concurrent twin's INSERT waits on it: when the first request
+   commits, the twin finds the finished record and replays it; when it rolls back, the twin
+   claims the key and runs.
+2. The route ends with :meth:`Transaction.respond`, which fills the claimed row with the
+   response and commits it *together with the resource*. A crash at any point leaves either
+   both or neither, so a retry yields exactly one resource and the first response.
+
+Only successful answers are recorded: a request that failed created nothing, so its retry is
+simply evaluated again. The same key with another body gets 422.
 """
 
 from __future__ import annotations
 
-import base64
+import datetime as dt
 import hashlib
-import json
-import logging
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import redis
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import Response
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.deps import CurrentOrg, ServicesDep
-from service.errors import (
-    IdempotencyInFlightError,
-    IdempotencyKeyReusedError,
-    InvalidFieldError,
-    ServiceUnavailableError,
-)
-from service.store import KeyValueStore
-
-log = logging.getLogger(__name__)
+from service.errors import IdempotencyKeyReusedError, InvalidFieldError
+from service.models import IdempotencyRecord, utcnow
+from service.transactions import Tx
 
 HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"
-STATE_KEY = "cdmo_idempotency"
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
-_REPLAYED_HEADERS = ("content-type", "location", "etag")
-
-
-@dataclass(frozen=True)
-class Reservation:
-    store_key: str
-    fingerprint: str
-    ttl_s: int
+_REPLAYED_HEADERS = ("location", "etag")
 
 
 class IdempotentReplay(Exception):  # noqa: N818 - a control-flow signal, not an error
-    def __init__(self, record: dict[str, Any]) -> None:
+    def __init__(self, record: IdempotencyRecord) -> None:
         super().__init__("replay")
         self.record = record
 
 
-def _store_key(org_id: str, method: str, path: str, key: str) -> str:
-    digest = hashlib.sha256(f"{org_id}\n{method}\n{path}\n{key}".encode()).hexdigest()
-    return f"idem:{digest}"
+def record_key(org_id: str, method: str, path: str, key: str) -> str:
+    return hashlib.sha256(f"{org_id}\n{method}\n{path}\n{key}".encode()).hexdigest()
 
 
-def _check_record(raw: bytes, fingerprint: str) -> None:
-    record = json.loads(raw)
-    if record.get("fp") != fingerprint:
+@dataclass(frozen=True)
+class Claim:
+    """A key this request holds (uncommitted) in ``idempotency_records``."""
+
+    key: str
+    fingerprint: str
+
+    def record(self, session: Session, status: int, headers: dict[str, str], body: str) -> None:
+        kept = {k: v for k, v in headers.items() if k.lower() in _REPLAYED_HEADERS}
+        session.execute(
+            update(IdempotencyRecord)
+            .where(col(IdempotencyRecord.key) == self.key)
+            .values(status=status, headers=kept, body=body)
+        )
+
+
+def claim(session: Session, key: str, fingerprint: str, ttl_s: int) -> Claim:
+    """Claim ``key`` in this transaction, or raise :class:`IdempotentReplay` (the first
+    request's answer) or 422 (the key was used with another body)."""
+    now = utcnow()
+    values: dict[str, Any] = {
+        "key": key,
+        "fingerprint": fingerprint,
+        "status": 0,  # filled in by Claim.record before commit; 0 is never committed
+        "headers": {},
+        "body": "",
+        "created_at": now,
+        "expires_at": now + dt.timedelta(seconds=ttl_s),
+    }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
+    stmt = dialect.insert(table).values(values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.key],
+        set_={k: stmt.excluded[k] for k in values if k != "key"},
+        where=table.c.expires_at <= now,  # an expired record is reused
+    ).returning(table.c.key)
+    if session.execute(stmt).first() is not None:
+        return Claim(key, fingerprint)
+    record = session.execute(
+        select(IdempotencyRecord).where(col(IdempotencyRecord.key) == key)
+    ).scalar_one()
+    if record.fingerprint != fingerprint:
         raise IdempotencyKeyReusedError(
             "this Idempotency-Key was first used with a different request body"
         )
-    if record.get("state") == "done":
-        raise IdempotentReplay(record)
-    raise IdempotencyInFlightError("a request with this Idempotency-Key is still in progress")
+    raise IdempotentReplay(record)
 
 
 async def idempotency(
     request: Request,
     principal: CurrentOrg,
     services: ServicesDep,
+    tx: Tx,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -92,107 +122,26 @@ async def idempotency(
         raise InvalidFieldError(
             HEADER, "must be 1-255 printable ASCII characters", location="header"
         )
-    body = await request.body()
-    fingerprint = hashlib.sha256(body).hexdigest()
-    store: KeyValueStore = services.store
-    cfg = services.settings.idempotency
-    key = _store_key(principal.org_id, request.method, request.url.path, idempotency_key)
-    pending = json.dumps({"state": "pending", "fp": fingerprint}).encode()
-    try:
-        reserved = await run_in_threadpool(store.set_nx, key, pending, cfg.pending_ttl_s)
-        if not reserved:
-            raw = await run_in_threadpool(store.get, key)
-            if raw is None:  # expired between the two calls: try once more
-                reserved = await run_in_threadpool(store.set_nx, key, pending, cfg.pending_ttl_s)
-                if not reserved:
-                    raise IdempotencyInFlightError("a request with this key is in progress")
-            else:
-                _check_record(raw, fingerprint)
-    except redis.RedisError as exc:
-        raise ServiceUnavailableError("the idempotency store is unavailable; retry later") from exc
-    setattr(request.state, STATE_KEY, Reservation(key, fingerprint, cfg.ttl_s))
+    fingerprint = hashlib.sha256(await request.body()).hexdigest()
+    key = record_key(principal.org_id, request.method, request.url.path, idempotency_key)
+    ttl_s = services.settings.idempotency.ttl_s
+    tx.claim = await run_in_threadpool(claim, tx.session, key, fingerprint, ttl_s)
 
 
 IdempotencyDep = Depends(idempotency)
 
 
-async def _replay(request: Request, exc: Exception) -> Response:
+async def _replay(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, IdempotentReplay)
     record = exc.record
-    headers = dict(record.get("headers", {}))
-    headers[REPLAY_HEADER] = "true"
+    headers = {**record.headers, REPLAY_HEADER: "true"}
     return Response(
-        content=base64.b64decode(record["body"]),
-        status_code=int(record["status"]),
+        content=record.body,
+        status_code=record.status,
         headers=headers,
+        media_type="application/json" if record.body else None,
     )
 
 
-def install_idempotency(app: FastAPI, store: KeyValueStore) -> None:
+def install_idempotency(app: FastAPI) -> None:
     app.add_exception_handler(IdempotentReplay, _replay)
-    app.add_middleware(IdempotencyMiddleware, store=store)
-
-
-class IdempotencyMiddleware:
-    """Stores the response of a request that reserved an idempotency key (see module doc)."""
-
-    def __init__(self, app: ASGIApp, store: KeyValueStore) -> None:
-        self.app = app
-        self.store = store
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        state = scope.setdefault("state", {})
-        status = 0
-        headers: dict[str, str] = {}
-        chunks: list[bytes] = []
-
-        async def _send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                for name, value in message.get("headers", []):
-                    lname = name.decode("latin-1").lower()
-                    if lname in _REPLAYED_HEADERS:
-                        headers[lname] = value.decode("latin-1")
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, _send)
-        except BaseException:
-            reservation = state.get(STATE_KEY)
-            if isinstance(reservation, Reservation):
-                await self._release(reservation)
-            raise
-        reservation = state.get(STATE_KEY)
-        if not isinstance(reservation, Reservation):
-            return
-        if status >= 500 or status == 0:
-            await self._release(reservation)
-            return
-        record = {
-            "state": "done",
-            "fp": reservation.fingerprint,
-            "status": status,
-            "headers": headers,
-            "body": base64.b64encode(b"".join(chunks)).decode(),
-        }
-        try:
-            await run_in_threadpool(
-                self.store.set,
-                reservation.store_key,
-                json.dumps(record).encode(),
-                reservation.ttl_s,
-            )
-        except redis.RedisError:
-            log.warning("could not store idempotent response", exc_info=True)
-
-    async def _release(self, reservation: Reservation) -> None:
-        try:
-            await run_in_threadpool(self.store.delete, reservation.store_key)
-        except redis.RedisError:
-            log.warning("could not release idempotency key", exc_info=True)

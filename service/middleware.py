@@ -1,12 +1,26 @@
-"""ASGI middleware of our own: the request body limit (answered as problem+json)."""
+"""ASGI middleware of our own: the request body limit and authentication, both before any
+body is read (answered as problem+json)."""
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import problem_response
+from service.auth import Principal
+from service.errors import (
+    BACKEND_UNAVAILABLE,
+    RETRY_AFTER_S,
+    ApiError,
+    UnauthenticatedError,
+    api_error_response,
+    problem_response,
+)
+from service.runtime import Services
+
+API_PREFIX = "/v1/"
+PRINCIPAL_STATE = "principal"
 
 
 class BodyTooLarge(HTTPException):
@@ -55,3 +69,72 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, _receive, send)
+
+
+def _bearer_token(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            token = token.strip()
+            return token if scheme.lower() == "bearer" and token else None
+    return None
+
+
+class AuthenticationMiddleware:
+    """Every ``/v1/`` request must carry a valid API key, checked before anything reads or
+    parses its body (an unauthenticated POST with a malformed body gets 401, not 400), and is
+    counted against the key's rate limit (429 before the body is read, too). The
+    caller is left in ``request.state.principal``; the key is resolved through the
+    :class:`service.auth.Authenticator` cache, and on a miss in a request slot of its own."""
+
+    def __init__(self, app: ASGIApp, services: Services) -> None:
+        self.app = app
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(API_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = await self._principal(scope)
+            limits = await self.services.limiter.check_async(principal.key_id)
+        except ApiError as exc:
+            await api_error_response(exc, scope["path"])(scope, receive, send)
+            return
+        except BACKEND_UNAVAILABLE:
+            response = problem_response(
+                "service-unavailable",
+                "the database is unavailable; retry shortly",
+                instance=scope["path"],
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})[PRINCIPAL_STATE] = principal
+        if limits is None:
+            await self.app(scope, receive, send)
+            return
+        extra = [(k.lower().encode(), v.encode()) for k, v in limits.headers().items()]
+
+        async def _send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, _send)
+
+    async def _principal(self, scope: Scope) -> Principal:
+        token = _bearer_token(scope)
+        if token is None:
+            raise UnauthenticatedError("missing API key: send Authorization: Bearer <key>")
+        auth, db = self.services.auth, self.services.db
+        key_hash = auth.key_hash(token)
+        principal = None if key_hash is None else auth.cached(key_hash)
+        if principal is None and key_hash is not None:
+            async with db.slots.hold():
+                principal = await run_in_threadpool(
+                    auth.resolve, key_hash, lambda: db.session(write=False)
+                )
+        if principal is None:
+            raise UnauthenticatedError("unknown or revoked API key")
+        return principal

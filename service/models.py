@@ -10,7 +10,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, DateTime, LargeBinary, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    LargeBinary,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -238,3 +246,18 @@ class MatchRunEvent(SQLModel, table=True):
     run_id: str = Field(foreign_key="match_runs.id", ondelete="CASCADE", max_length=64, index=True)
     kind: str = Field(max_length=16)
     data: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The first successful response to a POST that carried an ``Idempotency-Key``, written in
+    the same transaction as what the POST created: either both are committed or neither."""
+
+    __tablename__ = "idempotency_records"
+
+    key: str = Field(primary_key=True, max_length=64)  # sha256(org, method, path, client key)
+    fingerprint: str = Field(max_length=64)  # sha256 of the request body
+    status: int
+    headers: dict[str, str] = Field(default_factory=dict, sa_type=JSONType)
+    body: str = Field(sa_type=Text)  # the response body as sent (JSON text)
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
+    expires_at: dt.datetime = Field(sa_type=Timestamp, index=True)

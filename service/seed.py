@@ -30,8 +30,10 @@ def seed_operator(db: Database, *, secret: str, new_key: bool = False) -> SeedRe
                 org_in=OrganisationCreate(name=OPERATOR_NAME, kind=OrgKind.OPERATOR),
             )
         if repo.orgs.has_active_key(session, operator) and not new_key:
+            session.commit()
             return SeedResult(operator.id, created, None, None)
         row, key = repo.orgs.create_api_key(
             session=session, org=operator, label="seed", secret=secret
         )
+        session.commit()
         return SeedResult(operator.id, created, row.id, key)

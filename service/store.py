@@ -26,8 +26,8 @@ class KeyValueStore(Protocol):
 
     def delete(self, key: str) -> None: ...
 
-    def incr(self, key: str, ttl_s: int) -> int:
-        """Increment a counter, creating it with ``ttl_s`` to live; returns the new value."""
+    def incr(self, key: str, ttl_s: int, amount: int = 1) -> int:
+        """Add ``amount`` to a counter, creating it with ``ttl_s`` to live; the new value."""
         ...
 
     def ping(self) -> bool: ...
@@ -60,9 +60,9 @@ class RedisStore:
     def delete(self, key: str) -> None:
         self.client.delete(self._k(key))
 
-    def incr(self, key: str, ttl_s: int) -> int:
+    def incr(self, key: str, ttl_s: int, amount: int = 1) -> int:
         pipe = self.client.pipeline(transaction=True)
-        pipe.incr(self._k(key))
+        pipe.incrby(self._k(key), amount)
         pipe.expire(self._k(key), ttl_s, nx=True)
         count, _ = pipe.execute()
         return int(count)
@@ -122,16 +122,16 @@ class MemoryStore:
         with self._lock:
             self._data.pop(key, None)
 
-    def incr(self, key: str, ttl_s: int) -> int:
+    def incr(self, key: str, ttl_s: int, amount: int = 1) -> int:
         with self._lock:
             current = self._live(key)
             if isinstance(current, int):
                 expires = self._data[key][0]
-                self._data[key] = (expires, current + 1)
-                return current + 1
+                self._data[key] = (expires, current + amount)
+                return current + amount
             self._sweep()
-            self._data[key] = (self._now() + ttl_s, 1)
-            return 1
+            self._data[key] = (self._now() + ttl_s, amount)
+            return amount
 
     def ping(self) -> bool:
         return True

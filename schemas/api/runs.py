@@ -18,6 +18,11 @@ from schemas.market import (
     RunParams,
 )
 
+_SKIP_REASON = (
+    "capacity changed at site site_demo_twincities_mn, process pcb_assembly, month 2027-02: "
+    "needs 60 h, 20 h free now"
+)
+
 
 class RunStatus(StrEnum):
     QUEUED = "queued"
@@ -36,6 +41,12 @@ class RunScope(ApiModel):
     """Which open projects the run places: all of them when every filter is empty; otherwise
     those matching every filter given (a category in ``categories``, a target market in
     ``markets``, an id in ``project_ids``)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"categories": ["ivd"], "markets": ["EU"], "project_ids": []}]
+        }
+    )
 
     categories: UniqueList[DeviceCategory] = Field(default_factory=list, max_length=20)
     markets: UniqueList[Region] = Field(default_factory=list, max_length=10)
@@ -63,6 +74,21 @@ class RunCreate(ApiModel):
 
 
 class RunProgress(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "phase": "solve",
+                    "elapsed_s": 4.2,
+                    "objective": 118000.0,
+                    "bound": 121000.0,
+                    "gap": 0.0248,
+                    "placed": 11,
+                }
+            ]
+        }
+    )
+
     phase: str
     elapsed_s: float
     objective: float | None = None
@@ -72,6 +98,19 @@ class RunProgress(ApiModel):
 
 
 class SkippedPlacement(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "project_id": "prj_demo_ai_ecg",
+                    "site_id": "site_demo_twincities_mn",
+                    "role": "primary",
+                    "reason": _SKIP_REASON,
+                }
+            ]
+        }
+    )
+
     project_id: str
     site_id: str
     role: Role
@@ -80,6 +119,27 @@ class SkippedPlacement(ApiModel):
 
 class CommitSummary(ApiModel):
     """What the commit of a succeeded, non-dry run did to the market."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "proposed": 9,
+                    "unchanged": 1,
+                    "superseded": 0,
+                    "skipped": [
+                        {
+                            "project_id": "prj_demo_ai_ecg",
+                            "site_id": "site_demo_twincities_mn",
+                            "role": "primary",
+                            "reason": _SKIP_REASON,
+                        }
+                    ],
+                    "market_version": 57,
+                }
+            ]
+        }
+    )
 
     proposed: int = Field(description="New proposals made (superseding moved ones).")
     unchanged: int = Field(description="Placements already proposed at the same site.")
@@ -91,6 +151,42 @@ class CommitSummary(ApiModel):
 
 
 class RunSummary(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "feasible",
+                    "objective": 118500.0,
+                    "bound": 119200.0,
+                    "gap": 0.0059,
+                    "partial": False,
+                    "projects": 11,
+                    "placed": 10,
+                    "unplaced": 1,
+                    "unplaced_by_reason": {"no_site_in_market": 1},
+                    "timings": {"snapshot": 0.05, "solve": 10.1, "persist": 0.02, "commit": 0.04},
+                    "result_hash": "9f2c0d6e",
+                    "replay_identical": None,
+                    "notes": [],
+                    "commit": {
+                        "proposed": 9,
+                        "unchanged": 1,
+                        "superseded": 0,
+                        "skipped": [
+                            {
+                                "project_id": "prj_demo_ai_ecg",
+                                "site_id": "site_demo_twincities_mn",
+                                "role": "primary",
+                                "reason": _SKIP_REASON,
+                            }
+                        ],
+                        "market_version": 57,
+                    },
+                }
+            ]
+        }
+    )
+
     status: str = Field(description="The solver's status: optimal, feasible, ...")
     objective: float
     bound: float
@@ -112,6 +208,25 @@ class RunSummary(ApiModel):
 
 
 class RunAudit(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "snapshot_hash": "4b1f0c2a",
+                    "snapshot_bytes": 5120,
+                    "snapshot_pruned": False,
+                    "versions": {
+                        "matcher": "0.1.0",
+                        "ortools": "9.12",
+                        "numba": "0.61.0",
+                        "numpy": "2.2.0",
+                        "python": "3.11.7",
+                    },
+                }
+            ]
+        }
+    )
+
     snapshot_hash: str | None = Field(description="SHA-256 of the snapshot's canonical JSON.")
     snapshot_bytes: int | None = Field(description="Compressed size of the stored snapshot.")
     snapshot_pruned: bool
@@ -177,6 +292,24 @@ class RunPublic(ApiModel):
 
 
 class RunAssignment(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "project_id": "prj_demo_dcb_catheter",
+                    "site_id": "site_demo_suzhou_budapest",
+                    "cdmo_id": "org_demo_cdmo_suzhou",
+                    "role": "primary",
+                    "share": 1.0,
+                    "value": 15250.0,
+                    "cost": 98000.0,
+                    "outcome": "proposed",
+                    "detail": None,
+                }
+            ]
+        }
+    )
+
     project_id: str
     site_id: str
     cdmo_id: str
@@ -191,6 +324,26 @@ class RunAssignment(ApiModel):
 
 
 class RunUnassigned(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "project_id": "prj_demo_ct_gantry",
+                    "reason": "capacity",
+                    "detail": "short of pcb_assembly capacity at its best sites",
+                    "shortfalls": [
+                        {
+                            "site_id": "site_demo_meditron_sz",
+                            "process": "pcb_assembly",
+                            "month": "2027-03",
+                            "short_hours": 40.0,
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
     project_id: str
     reason: BlockReason
     detail: str
@@ -200,6 +353,17 @@ class RunUnassigned(ApiModel):
 class RunEvent(ApiModel):
     """One server-sent event's data: ``progress`` while solving, ``status`` on a change,
     ``final`` (the whole run) last."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "progress",
+                    "data": {"phase": "solve", "elapsed_s": 4.2, "objective": 118000.0},
+                }
+            ]
+        }
+    )
 
     kind: str
     data: dict[str, Any]

@@ -71,7 +71,6 @@ def versioned_update(
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
         raise PreconditionFailedError(
             f"{what} was changed by another request; re-read it and retry"
         )
@@ -94,6 +93,5 @@ def versioned_delete(session: Session, model: Any, obj: Any, what: str) -> None:
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
         raise PreconditionFailedError(f"{what} was changed by another request; re-read it")
     session.expunge(obj)

@@ -108,9 +108,7 @@ def create_listing(
     session.add(listing)
     try:
         bump_market_version(session)  # flushes the insert first
-        session.commit()
     except IntegrityError as exc:  # the same listing created concurrently
-        session.rollback()
         raise ConflictError(
             f"site {site.id} already lists {listing_in.process.value} for {listing_in.month}"
         ) from exc
@@ -120,7 +118,6 @@ def create_listing(
 def _write(session: Session, listing: Listing, values: dict[str, Any]) -> Listing:
     versioned_update(session, Listing, listing, values, f"listing {listing.id}")
     bump_market_version(session)
-    session.commit()
     return listing
 
 
@@ -143,4 +140,3 @@ def delete_listing(*, session: Session, listing: Listing, expected: frozenset[in
     check_version(listing.version, expected, f"listing {listing.id}")
     versioned_delete(session, Listing, listing, f"listing {listing.id}")
     bump_market_version(session)
-    session.commit()

@@ -33,9 +33,8 @@ def create_org(
     org = Organisation(id=org_id or new_id("org"), **org_in.model_dump(mode="json"))
     session.add(org)
     try:
-        session.commit()
+        session.flush()
     except IntegrityError as exc:  # a concurrent create with the same name
-        session.rollback()
         raise ConflictError(f"an organisation named {org_in.name!r} already exists") from exc
     return org
 
@@ -111,7 +110,6 @@ def create_api_key(
     secret: str,
     key: str | None = None,
     key_id: str | None = None,
-    commit: bool = True,
 ) -> tuple[ApiKey, str]:
     """A new key for ``org``: the row (hash only) and the plaintext, to show once."""
     plaintext = key or generate_api_key()
@@ -123,8 +121,7 @@ def create_api_key(
         key_hash=hash_api_key(plaintext, secret),
     )
     session.add(row)
-    if commit:
-        session.commit()
+    session.flush()
     return row, plaintext
 
 
@@ -142,7 +139,7 @@ def revoke_api_key(*, session: Session, org: Organisation, key_id: str) -> ApiKe
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         session.add(key)
-        session.commit()
+        session.flush()
     return key
 
 

@@ -172,7 +172,6 @@ def create_project(
     project = Project(id=project_id or new_id("prj"), maker_id=maker_id, **values)
     session.add(project)
     bump_market_version(session)
-    session.commit()
     return project
 
 
@@ -228,7 +227,6 @@ def update_project(
     values = {**merged.model_dump(mode="json"), "status": target.value}
     versioned_update(session, Project, project, values, f"project {project.id}")
     bump_market_version(session)
-    session.commit()
     return project
 
 
@@ -238,4 +236,3 @@ def delete_project(*, session: Session, project: Project, expected: frozenset[in
         raise InvalidStateError(f"a {project.status} project cannot be deleted; close it instead")
     versioned_delete(session, Project, project, f"project {project.id}")
     bump_market_version(session)
-    session.commit()

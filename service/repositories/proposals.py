@@ -192,7 +192,6 @@ def create_proposal(
     session.add(proposal)
     _sync_project_status(session, project)
     bump_market_version(session)
-    session.commit()
     return proposal, True
 
 
@@ -214,7 +213,6 @@ def decide_proposal(
     assert project is not None  # foreign key
     _sync_project_status(session, project)
     bump_market_version(session)
-    session.commit()
     return proposal
 
 

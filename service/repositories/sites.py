@@ -101,7 +101,6 @@ def create_site(
     site = Site(id=site_id or new_id("site"), cdmo_id=cdmo_id, **values)
     session.add(site)
     bump_market_version(session)
-    session.commit()
     return site
 
 
@@ -113,7 +112,6 @@ def update_site(
     values = merged.model_dump(mode="json")
     versioned_update(session, Site, site, values, f"site {site.id}")
     bump_market_version(session)
-    session.commit()
     return site
 
 
@@ -137,4 +135,3 @@ def delete_site(*, session: Session, site: Site, expected: frozenset[int] | None
         )
     versioned_delete(session, Site, site, f"site {site.id}")
     bump_market_version(session)
-    session.commit()

@@ -23,6 +23,7 @@ from service.models import Listing
 from service.openapi import problems
 from service.repositories.common import etag
 from service.repositories.listings import ListingFilters
+from service.transactions import Transaction, Tx
 
 router = APIRouter(
     prefix="/v1/listings", tags=["listings"], dependencies=[Depends(cdmo_or_operator)]
@@ -33,6 +34,12 @@ def _with_etag(listing: Listing, cdmo_id: str, response: Response) -> ListingPub
     """The listing as answered by the routes below, its version in the ETag header."""
     response.headers["ETag"] = etag(listing.version)
     return repo.listings.to_public(listing, cdmo_id)
+
+
+def _written(tx: Transaction, listing: Listing, cdmo_id: str) -> Response:
+    return tx.respond(
+        repo.listings.to_public(listing, cdmo_id), headers={"ETag": etag(listing.version)}
+    )
 
 
 @router.get(
@@ -61,7 +68,7 @@ def list_listings(
 
 
 @router.get("/{listing_id}", summary="One listing", responses=problems(403, 404, 422))
-def get_listing(loaded: ListingDep, response: Response) -> ListingPublic:
+async def get_listing(loaded: ListingDep, response: Response) -> ListingPublic:
     listing, cdmo_id = loaded
     return _with_etag(listing, cdmo_id, response)
 
@@ -69,39 +76,31 @@ def get_listing(loaded: ListingDep, response: Response) -> ListingPublic:
 @router.put(
     "/{listing_id}",
     summary="Replace a listing's hours and price (If-Match required)",
+    response_model=ListingPublic,
     responses=problems(403, 404, 412, 413, 415, 422, 428),
 )
 def replace_listing(
-    values: ListingValues,
-    loaded: ListingDep,
-    expected: IfMatch,
-    session: SessionDep,
-    response: Response,
-) -> ListingPublic:
+    values: ListingValues, loaded: ListingDep, expected: IfMatch, tx: Tx
+) -> Response:
     listing, cdmo_id = loaded
     listing = repo.listings.replace_listing(
-        session=session, listing=listing, values=values, expected=expected
+        session=tx.session, listing=listing, values=values, expected=expected
     )
-    return _with_etag(listing, cdmo_id, response)
+    return _written(tx, listing, cdmo_id)
 
 
 @router.patch(
     "/{listing_id}",
     summary="Change some of a listing's values (If-Match required)",
+    response_model=ListingPublic,
     responses=problems(403, 404, 412, 413, 415, 422, 428),
 )
-def patch_listing(
-    patch: ListingUpdate,
-    loaded: ListingDep,
-    expected: IfMatch,
-    session: SessionDep,
-    response: Response,
-) -> ListingPublic:
+def patch_listing(patch: ListingUpdate, loaded: ListingDep, expected: IfMatch, tx: Tx) -> Response:
     listing, cdmo_id = loaded
     listing = repo.listings.patch_listing(
-        session=session, listing=listing, patch=patch, expected=expected
+        session=tx.session, listing=listing, patch=patch, expected=expected
     )
-    return _with_etag(listing, cdmo_id, response)
+    return _written(tx, listing, cdmo_id)
 
 
 @router.delete(
@@ -110,6 +109,6 @@ def patch_listing(
     summary="Delete a listing",
     responses=problems(403, 404, 412, 422),
 )
-def delete_listing(loaded: ListingDep, expected: IfMatchOptional, session: SessionDep) -> Response:
-    repo.listings.delete_listing(session=session, listing=loaded[0], expected=expected)
-    return Response(status_code=204)
+def delete_listing(loaded: ListingDep, expected: IfMatchOptional, tx: Tx) -> Response:
+    repo.listings.delete_listing(session=tx.session, listing=loaded[0], expected=expected)
+    return tx.respond(None, status_code=204)

@@ -98,6 +98,7 @@ SNAPSHOT_EXAMPLE: dict[str, Any] = {
 def snapshot(
     _op: OperatorOrg,
     services: ServicesDep,
+    _slot: SessionDep,  # holds a request slot; the snapshot reads in its own session
     response: Response,
     as_of: Annotated[
         dt.date | None,

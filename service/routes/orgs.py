@@ -20,6 +20,7 @@ from service import repositories as repo
 from service.deps import CurrentOrg, OperatorOrg, OrgDep, PageDep, ServicesDep, SessionDep
 from service.idempotency import IdempotencyDep
 from service.openapi import problems
+from service.transactions import Tx
 
 router = APIRouter(prefix="/v1", tags=["organisations"])
 
@@ -28,15 +29,15 @@ router = APIRouter(prefix="/v1", tags=["organisations"])
     "/orgs",
     status_code=201,
     summary="Create an organisation (operators)",
+    response_model=OrganisationPublic,
     responses=problems(403, 409, 413, 415, 422),
     dependencies=[IdempotencyDep],
 )
-def create_org(
-    org_in: OrganisationCreate, session: SessionDep, _op: OperatorOrg, response: Response
-) -> OrganisationPublic:
-    org = repo.orgs.create_org(session=session, org_in=org_in)
-    response.headers["Location"] = f"/v1/orgs/{org.id}"
-    return repo.orgs.to_public(org)
+def create_org(org_in: OrganisationCreate, tx: Tx, _op: OperatorOrg) -> Response:
+    org = repo.orgs.create_org(session=tx.session, org_in=org_in)
+    return tx.respond(
+        repo.orgs.to_public(org), status_code=201, headers={"Location": f"/v1/orgs/{org.id}"}
+    )
 
 
 @router.get(
@@ -65,7 +66,7 @@ def my_org(session: SessionDep, principal: CurrentOrg) -> OrganisationPublic:
     summary="One organisation (operators, or the organisation itself)",
     responses=problems(404, 422),
 )
-def get_org(org: OrgDep) -> OrganisationPublic:
+async def get_org(org: OrgDep) -> OrganisationPublic:
     return repo.orgs.to_public(org)
 
 
@@ -75,21 +76,18 @@ def get_org(org: OrgDep) -> OrganisationPublic:
     summary="Create an API key; the key is shown once (operators, or the organisation itself)",
     description="Not idempotent on purpose: replaying the response would mean keeping the "
     "plaintext key in the idempotency store. A retried call makes a second key; revoke it.",
+    response_model=ApiKeyCreated,
     responses=problems(404, 413, 415, 422),
 )
-def create_key(
-    key_in: ApiKeyCreate,
-    org: OrgDep,
-    session: SessionDep,
-    services: ServicesDep,
-) -> ApiKeyCreated:
+def create_key(key_in: ApiKeyCreate, org: OrgDep, tx: Tx, services: ServicesDep) -> Response:
     row, plaintext = repo.orgs.create_api_key(
-        session=session,
+        session=tx.session,
         org=org,
         label=key_in.label,
         secret=services.settings.auth.hmac_secret.get_secret_value(),
     )
-    return ApiKeyCreated(**repo.orgs.key_to_public(row).model_dump(), key=plaintext)
+    created = ApiKeyCreated(**repo.orgs.key_to_public(row).model_dump(), key=plaintext)
+    return tx.respond(created, status_code=201)
 
 
 @router.get(
@@ -105,16 +103,19 @@ def list_keys(org: OrgDep, session: SessionDep, page: PageDep) -> Page[ApiKeyPub
 @router.delete(
     "/orgs/{org_id}/keys/{key_id}",
     summary="Revoke an API key (idempotent)",
+    response_model=ApiKeyPublic,
     responses=problems(404, 422),
 )
 def revoke_key(
     org: OrgDep,
-    session: SessionDep,
+    tx: Tx,
+    services: ServicesDep,
     key_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")],
-) -> ApiKeyPublic:
-    return repo.orgs.key_to_public(
-        repo.orgs.revoke_api_key(session=session, org=org, key_id=key_id)
-    )
+) -> Response:
+    key = repo.orgs.revoke_api_key(session=tx.session, org=org, key_id=key_id)
+    response = tx.respond(repo.orgs.key_to_public(key))
+    services.auth.revoked(key.key_hash)  # after the commit: no process may re-cache it
+    return response
 
 
 @router.get(

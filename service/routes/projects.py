@@ -34,6 +34,7 @@ from service.openapi import problems
 from service.repositories.common import etag
 from service.repositories.projects import ProjectFilters
 from service.repositories.proposals import ProposalFilters
+from service.transactions import Tx
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
 
@@ -42,21 +43,19 @@ router = APIRouter(prefix="/v1/projects", tags=["projects"])
     "",
     status_code=201,
     summary="Post a project (makers for themselves; operators name maker_id)",
+    response_model=ProjectPublic,
     responses=problems(403, 409, 413, 415, 422),
     dependencies=[IdempotencyDep],
 )
-def create_project(
-    project_in: ProjectCreate,
-    session: SessionDep,
-    principal: MakerOrOperator,
-    response: Response,
-) -> ProjectPublic:
+def create_project(project_in: ProjectCreate, tx: Tx, principal: MakerOrOperator) -> Response:
     project = repo.projects.create_project(
-        session=session, principal=principal, project_in=project_in
+        session=tx.session, principal=principal, project_in=project_in
     )
-    response.headers["Location"] = f"/v1/projects/{project.id}"
-    response.headers["ETag"] = etag(project.version)
-    return ProjectPublic.model_validate(project, from_attributes=True)
+    return tx.respond(
+        ProjectPublic.model_validate(project, from_attributes=True),
+        status_code=201,
+        headers={"Location": f"/v1/projects/{project.id}", "ETag": etag(project.version)},
+    )
 
 
 @router.get(
@@ -96,7 +95,9 @@ def list_projects(
     response_model=ProjectView,
     responses=problems(404, 422),
 )
-def get_project(project: ProjectDep, principal: CurrentOrg, response: Response) -> ProjectView:
+async def get_project(
+    project: ProjectDep, principal: CurrentOrg, response: Response
+) -> ProjectView:
     response.headers["ETag"] = etag(project.version)
     return repo.projects.view(project, principal)
 
@@ -104,22 +105,20 @@ def get_project(project: ProjectDep, principal: CurrentOrg, response: Response) 
 @router.patch(
     "/{project_id}",
     summary="Change a project (If-Match required)",
+    response_model=ProjectPublic,
     responses=problems(403, 404, 409, 412, 413, 415, 422, 428),
     dependencies=[Depends(maker_or_operator)],
 )
 def update_project(
-    patch: ProjectUpdate,
-    project: ProjectDep,
-    principal: CurrentOrg,
-    expected: IfMatch,
-    session: SessionDep,
-    response: Response,
-) -> ProjectPublic:
+    patch: ProjectUpdate, project: ProjectDep, principal: CurrentOrg, expected: IfMatch, tx: Tx
+) -> Response:
     project = repo.projects.update_project(
-        session=session, principal=principal, project=project, patch=patch, expected=expected
+        session=tx.session, principal=principal, project=project, patch=patch, expected=expected
     )
-    response.headers["ETag"] = etag(project.version)
-    return ProjectPublic.model_validate(project, from_attributes=True)
+    return tx.respond(
+        ProjectPublic.model_validate(project, from_attributes=True),
+        headers={"ETag": etag(project.version)},
+    )
 
 
 @router.delete(
@@ -129,9 +128,9 @@ def update_project(
     responses=problems(403, 404, 409, 412, 422),
     dependencies=[Depends(maker_or_operator)],
 )
-def delete_project(project: ProjectDep, expected: IfMatchOptional, session: SessionDep) -> Response:
-    repo.projects.delete_project(session=session, project=project, expected=expected)
-    return Response(status_code=204)
+def delete_project(project: ProjectDep, expected: IfMatchOptional, tx: Tx) -> Response:
+    repo.projects.delete_project(session=tx.session, project=project, expected=expected)
+    return tx.respond(None, status_code=204)
 
 
 @router.get(

@@ -14,6 +14,7 @@ from service.errors import InvalidFieldError, NotFoundError, PermissionDeniedErr
 from service.idempotency import IdempotencyDep
 from service.openapi import problems
 from service.repositories.proposals import ProposalFilters
+from service.transactions import Tx
 
 router = APIRouter(prefix="/v1/proposals", tags=["proposals"])
 
@@ -26,11 +27,11 @@ router = APIRouter(prefix="/v1/proposals", tags=["proposals"])
         200: {"model": ProposalPublic, "description": "Already proposed: unchanged."},
         **problems(403, 409, 413, 415, 422),
     },
+    response_model=ProposalPublic,
     dependencies=[IdempotencyDep],
 )
-def create_proposal(
-    proposal_in: ProposalCreate, session: SessionDep, principal: OperatorOrg, response: Response
-) -> ProposalPublic:
+def create_proposal(proposal_in: ProposalCreate, tx: Tx, principal: OperatorOrg) -> Response:
+    session = tx.session
     try:
         project = repo.projects.get_project(
             session=session, principal=principal, project_id=proposal_in.project_id
@@ -51,10 +52,11 @@ def create_proposal(
         created_by=principal.org_id,
         batch_id=proposal_in.batch_id,
     )
-    if not created:
-        response.status_code = 200
-    response.headers["Location"] = f"/v1/proposals/{proposal.id}"
-    return repo.proposals.to_public(session, proposal)
+    return tx.respond(
+        repo.proposals.to_public(session, proposal),
+        status_code=201 if created else 200,
+        headers={"Location": f"/v1/proposals/{proposal.id}"},
+    )
 
 
 @router.get(
@@ -92,15 +94,16 @@ def _deciding(principal: Principal) -> Principal:
 @router.patch(
     "/{proposal_id}",
     summary="Accept or decline (the CDMO proposed to), or withdraw (operators)",
+    response_model=ProposalPublic,
     responses=problems(403, 404, 409, 413, 415, 422),
 )
 def decide_proposal(
-    decision: ProposalDecision, proposal: ProposalDep, principal: CurrentOrg, session: SessionDep
-) -> ProposalPublic:
+    decision: ProposalDecision, proposal: ProposalDep, principal: CurrentOrg, tx: Tx
+) -> Response:
     proposal = repo.proposals.decide_proposal(
-        session=session,
+        session=tx.session,
         principal=_deciding(principal),
         proposal=proposal,
         target=ProposalStatus(decision.status),
     )
-    return repo.proposals.to_public(session, proposal)
+    return tx.respond(repo.proposals.to_public(tx.session, proposal))

@@ -33,6 +33,7 @@ from service.idempotency import IdempotencyDep
 from service.models import MatchRun
 from service.openapi import problems
 from service.runtime import Services
+from service.transactions import Transaction, Tx
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/match-runs", tags=["match runs"])
@@ -86,9 +87,16 @@ def _submit(services: Services, run: MatchRun) -> None:
         log.warning("could not send the run to the queue yet", extra={"run_id": run.id})
 
 
-def _accepted(response: Response, session: SessionDep, run: MatchRun) -> RunPublic:
-    response.headers["Location"] = f"/v1/match-runs/{run.id}"
-    return repo.runs.to_public(session, run)
+def _accepted(tx: Transaction, services: Services, run: MatchRun) -> Response:
+    """Commit the queued run (with the idempotency record), then send it to the queue."""
+    response = tx.respond(
+        repo.runs.to_public(tx.session, run),
+        status_code=202,
+        headers={"Location": f"/v1/match-runs/{run.id}"},
+    )
+    log.info("run queued", extra={"run_id": run.id})
+    _submit(services, run)
+    return response
 
 
 @router.post(
@@ -96,23 +104,18 @@ def _accepted(response: Response, session: SessionDep, run: MatchRun) -> RunPubl
     status_code=202,
     summary="Start a match run (operators): 202 with the queued run and its Location",
     responses=problems(403, 413, 415, 422, 429),
+    response_model=RunPublic,
     dependencies=[IdempotencyDep],
 )
 def create_run(
-    run_in: RunCreate,
-    session: SessionDep,
-    principal: OperatorOrg,
-    services: ServicesDep,
-    response: Response,
-) -> RunPublic:
+    run_in: RunCreate, tx: Tx, principal: OperatorOrg, services: ServicesDep
+) -> Response:
+    session = tx.session
     _admit(services, session, run_in)
     if repo.runs.count_in_scope(session=session, scope=run_in.scope) == 0:
         raise InvalidFieldError("scope", "selects no open project", code="empty_scope")
     run = repo.runs.create_run(session=session, run_in=run_in, created_by=principal.org_id)
-    session.commit()
-    log.info("run queued", extra={"run_id": run.id})
-    _submit(services, run)
-    return _accepted(response, session, run)
+    return _accepted(tx, services, run)
 
 
 @router.get("", summary="Match runs, newest first (operators)", responses=problems(404, 422))
@@ -143,12 +146,13 @@ def get_run(run: RunDep, session: SessionDep) -> RunPublic:
     summary="Cancel: a queued run at once; a running one stops within about a second and "
     "keeps its best verified answer (partial), committing nothing",
     responses=problems(404, 409, 422),
+    response_model=RunPublic,
 )
-def cancel_run(run: RunDep, session: SessionDep, services: ServicesDep) -> RunPublic:
-    run = repo.runs.request_cancel(session=session, run=run)
-    session.commit()
+def cancel_run(run: RunDep, tx: Tx, services: ServicesDep) -> Response:
+    run = repo.runs.request_cancel(session=tx.session, run=run)
+    response = tx.respond(repo.runs.to_public(tx.session, run), status_code=202)
     services.events.publish(run.id, "status", {"cancel_requested": True, "status": run.status})
-    return repo.runs.to_public(session, run)
+    return response
 
 
 @router.post(
@@ -157,15 +161,11 @@ def cancel_run(run: RunDep, session: SessionDep, services: ServicesDep) -> RunPu
     summary="Solve the run's stored snapshot again with its parameters (a new dry run); "
     "a deterministic run replays to the identical answer",
     responses=problems(404, 409, 422, 429),
+    response_model=RunPublic,
     dependencies=[IdempotencyDep],
 )
-def replay_run(
-    run: RunDep,
-    session: SessionDep,
-    principal: OperatorOrg,
-    services: ServicesDep,
-    response: Response,
-) -> RunPublic:
+def replay_run(run: RunDep, tx: Tx, principal: OperatorOrg, services: ServicesDep) -> Response:
+    session = tx.session
     if run.snapshot_pruned:
         raise InvalidStateError(f"the snapshot of run {run.id} was pruned; it cannot be replayed")
     if run.snapshot_gz is None:
@@ -182,9 +182,7 @@ def replay_run(
     new = repo.runs.create_run(
         session=session, run_in=replay_in, created_by=principal.org_id, replay_of=run.id
     )
-    session.commit()
-    _submit(services, new)
-    return _accepted(response, session, new)
+    return _accepted(tx, services, new)
 
 
 @router.get(
@@ -222,19 +220,21 @@ def _sse(event_id: str, kind: str, data: object) -> str:
     },
 )
 def run_events(
-    run: RunDep,
+    run_id: Annotated[str, Path(pattern=ID_PATTERN)],
+    principal: RunsReader,
     services: ServicesDep,
     last_event_id: Annotated[
         str | None, Header(alias="Last-Event-ID", max_length=64, description="Resume after it.")
     ] = None,
 ) -> StreamingResponse:
+    with services.db.session(write=False) as session:  # not the request's: the stream is long
+        repo.runs.get_run(session=session, principal=principal, run_id=run_id)
     channel = services.events
     after = last_event_id
     if after is not None and after != "final" and not channel.valid_id(after):
         raise InvalidFieldError(
             "Last-Event-ID", "not an event id of this stream", location="header"
         )
-    run_id = run.id
 
     def current() -> RunPublic | None:
         with services.db.session(write=False) as session:

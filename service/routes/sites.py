@@ -24,6 +24,7 @@ from service.openapi import problems
 from service.repositories.common import etag
 from service.repositories.listings import ListingFilters
 from service.repositories.sites import SiteFilters
+from service.transactions import Tx
 
 router = APIRouter(prefix="/v1/sites", tags=["sites"], dependencies=[Depends(cdmo_or_operator)])
 
@@ -32,16 +33,17 @@ router = APIRouter(prefix="/v1/sites", tags=["sites"], dependencies=[Depends(cdm
     "",
     status_code=201,
     summary="Create a site (CDMOs for themselves; operators name cdmo_id)",
+    response_model=SitePublic,
     responses=problems(403, 409, 413, 415, 422),
     dependencies=[IdempotencyDep],
 )
-def create_site(
-    site_in: SiteCreate, session: SessionDep, principal: CdmoOrOperator, response: Response
-) -> SitePublic:
-    site = repo.sites.create_site(session=session, principal=principal, site_in=site_in)
-    response.headers["Location"] = f"/v1/sites/{site.id}"
-    response.headers["ETag"] = etag(site.version)
-    return repo.sites.to_public(site)
+def create_site(site_in: SiteCreate, tx: Tx, principal: CdmoOrOperator) -> Response:
+    site = repo.sites.create_site(session=tx.session, principal=principal, site_in=site_in)
+    return tx.respond(
+        repo.sites.to_public(site),
+        status_code=201,
+        headers={"Location": f"/v1/sites/{site.id}", "ETag": etag(site.version)},
+    )
 
 
 @router.get(
@@ -75,7 +77,7 @@ def list_sites(
 
 
 @router.get("/{site_id}", summary="One site", responses=problems(403, 404, 422))
-def get_site(site: SiteDep, response: Response) -> SitePublic:
+async def get_site(site: SiteDep, response: Response) -> SitePublic:
     response.headers["ETag"] = etag(site.version)
     return repo.sites.to_public(site)
 
@@ -83,18 +85,12 @@ def get_site(site: SiteDep, response: Response) -> SitePublic:
 @router.patch(
     "/{site_id}",
     summary="Change a site (If-Match required)",
+    response_model=SitePublic,
     responses=problems(403, 404, 409, 412, 413, 415, 422, 428),
 )
-def update_site(
-    patch: SiteUpdate,
-    site: SiteDep,
-    expected: IfMatch,
-    session: SessionDep,
-    response: Response,
-) -> SitePublic:
-    site = repo.sites.update_site(session=session, site=site, patch=patch, expected=expected)
-    response.headers["ETag"] = etag(site.version)
-    return repo.sites.to_public(site)
+def update_site(patch: SiteUpdate, site: SiteDep, expected: IfMatch, tx: Tx) -> Response:
+    site = repo.sites.update_site(session=tx.session, site=site, patch=patch, expected=expected)
+    return tx.respond(repo.sites.to_public(site), headers={"ETag": etag(site.version)})
 
 
 @router.delete(
@@ -103,9 +99,9 @@ def update_site(
     summary="Delete a site and its listings (not while it has active proposals)",
     responses=problems(403, 404, 409, 412, 422),
 )
-def delete_site(site: SiteDep, expected: IfMatchOptional, session: SessionDep) -> Response:
-    repo.sites.delete_site(session=session, site=site, expected=expected)
-    return Response(status_code=204)
+def delete_site(site: SiteDep, expected: IfMatchOptional, tx: Tx) -> Response:
+    repo.sites.delete_site(session=tx.session, site=site, expected=expected)
+    return tx.respond(None, status_code=204)
 
 
 @router.get(
@@ -139,16 +135,14 @@ def list_site_listings(
     status_code=201,
     summary="List capacity for one process and month at the site",
     responses=problems(403, 404, 409, 413, 415, 422),
+    response_model=ListingPublic,
     dependencies=[IdempotencyDep],
     tags=["listings"],
 )
-def create_listing(
-    listing_in: ListingCreate,
-    site: SiteDep,
-    session: SessionDep,
-    response: Response,
-) -> ListingPublic:
-    listing = repo.listings.create_listing(session=session, site=site, listing_in=listing_in)
-    response.headers["Location"] = f"/v1/listings/{listing.id}"
-    response.headers["ETag"] = etag(listing.version)
-    return repo.listings.to_public(listing, site.cdmo_id)
+def create_listing(listing_in: ListingCreate, site: SiteDep, tx: Tx) -> Response:
+    listing = repo.listings.create_listing(session=tx.session, site=site, listing_in=listing_in)
+    return tx.respond(
+        repo.listings.to_public(listing, site.cdmo_id),
+        status_code=201,
+        headers={"Location": f"/v1/listings/{listing.id}", "ETag": etag(listing.version)},
+    )

@@ -24,7 +24,15 @@ from service.store import MemoryStore, RedisStore
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 BACKENDS = ["embedded", "services"]
-TABLES = ["proposals", "listings", "sites", "projects", "api_keys", "organisations"]
+TABLES = [
+    "idempotency_records",
+    "proposals",
+    "listings",
+    "sites",
+    "projects",
+    "api_keys",
+    "organisations",
+]
 
 
 def unavailable(reason: str) -> None:
@@ -103,6 +111,7 @@ class Backend:
             store.prefix = f"{self.base_prefix}{uuid.uuid4().hex[:8]}:"
         elif isinstance(store, MemoryStore):
             store.close()
+        self.services.auth.clear()
 
 
 def open_backend(
@@ -229,6 +238,7 @@ class Api:
                 _, key = repo.orgs.create_api_key(
                     session=session, org=org, label="t", secret=secret
                 )
+                session.commit()
             self._operator = Tenant(org.id, "operator", org.name, key, self.client)
         return self._operator
 

@@ -15,7 +15,16 @@ from sqlmodel import SQLModel
 
 from service.db import Database, alembic_config, current_revision, downgrade, upgrade
 
-TABLES = {"organisations", "api_keys", "sites", "listings", "projects", "proposals", "market_state"}
+TABLES = {
+    "organisations",
+    "api_keys",
+    "sites",
+    "listings",
+    "projects",
+    "proposals",
+    "market_state",
+    "idempotency_records",
+}
 
 
 @pytest.fixture(params=BACKENDS)

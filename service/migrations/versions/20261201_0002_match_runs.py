@@ -1,7 +1,7 @@
 """Match runs: runs, their assignments and unassigned projects, progress events (embedded).
 
 Revision ID: 20261201_0002
-Revises: 0001
+Revises: 20261201_0003
 Create Date: 2026-12-01
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "20261201_0002"
-down_revision: str | None = "0001"
+down_revision: str | None = "20261201_0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,405 @@
+"""Headless load tests with a summary: ``python -m loadtests.run {capacity,scenario}``.
+
+Without ``--base-url`` it starts a production-like topology itself and removes it afterwards:
+a fresh PostgreSQL database on ``DATABASE_URL``'s server (migrated with ``cdmo db upgrade``,
+an operator key from ``cdmo seed``), a Redis key prefix of its own on ``REDIS_URL``,
+``--processes`` uvicorn API processes behind one port, and ``cdmo worker`` processes when
+that command exists. With ``--base-url URL --operator-key KEY`` it loads any deployment.
+
+* ``capacity``: closed-loop phases (loadtests/capacity.py), one endpoint at a time at each
+  ``--users`` level, ``GET /health`` first and last; each endpoint's req/s is divided by the
+  mean of the two ``/health`` phases of the same run.
+* ``scenario``: makers, CDMOs and operators behaving as in production (loadtests/users.py).
+
+Every phase measures only after all users finished their setup (creating their organisation
+and key, sites, listings, projects). Output under ``--out`` (default
+``loadtests/results/<time>``): per phase Locust's CSV files and HTML report, and
+``summary.md`` / ``summary.json`` with req/s, p50/p95/p99, error counts and ratios.
+"""
+
+from __future__ import annotations
+
+import gevent.monkey
+
+gevent.monkey.patch_all()
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import csv  # noqa: E402
+import datetime as dt  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import gevent  # noqa: E402
+import httpx  # noqa: E402
+from locust.env import Environment  # noqa: E402
+from locust.html import get_html_report  # noqa: E402
+from locust.stats import StatsCSVFileWriter  # noqa: E402
+
+from loadtests import capacity, users  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+PERCENTILES = [0.5, 0.95, 0.99]
+
+
+# --- topology --------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _bin(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+@dataclass
+class Target:
+    base_url: str
+    operator_key: str
+    description: str
+    api_pid: int | None = None
+
+
+@contextlib.contextmanager
+def topology(processes: int, database_url: str, redis_url: str) -> Iterator[Target]:
+    """A fresh database + Redis prefix + N API processes (+ workers when available)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    tag = uuid.uuid4().hex[:8]
+    admin_url = database_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    db_name = f"cdmo_load_{tag}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{db_name}"'))
+    url = make_url(admin_url).set(database=db_name).render_as_string(hide_password=False)
+    prefix = f"cdmo-load:{tag}:"
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "REDIS_URL": redis_url,
+        "CDMO_ENV": "production",
+        "CDMO_AUTH__HMAC_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
+        "CDMO_REDIS__KEY_PREFIX": prefix,
+        "CDMO_RATE_LIMIT__REQUESTS": "10000000",  # load tests measure capacity, not quotas
+        "CDMO_LOG_LEVEL": "WARNING",
+    }
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        subprocess.run([_bin("cdmo"), "db", "upgrade"], env=env, check=True, capture_output=True)
+        seeded = subprocess.run(
+            [_bin("cdmo"), "seed"], env=env, check=True, capture_output=True, text=True
+        )
+        match = re.search(r"^(ck_\S+)$", seeded.stdout, re.M)
+        assert match, seeded.stdout
+        api = subprocess.Popen(
+            [
+                sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory",
+                "--host", "127.0.0.1", "--port", str(port), "--workers", str(processes),
+                "--no-access-log", "--log-level", "warning",
+            ],
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,
+        )  # fmt: skip
+        started.append(api)
+        workers = _start_workers(env)
+        started.extend(workers)
+        base = f"http://127.0.0.1:{port}"
+        _wait_ready(base, api)
+        yield Target(
+            base,
+            match.group(1),
+            f"{processes} API process(es) (uvicorn, httptools/uvloop), "
+            f"{len(workers)} worker(s), PostgreSQL + Redis on this machine",
+            api.pid,
+        )
+    finally:
+        for proc in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in started:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+        admin.dispose()
+        _drop_redis_prefix(redis_url, prefix)
+
+
+def _start_workers(env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    """`cdmo worker` once the match-runs branch provides it; none before."""
+    cdmo = _bin("cdmo")
+    probe = subprocess.run([cdmo, "worker", "--help"], env=env, capture_output=True)
+    if probe.returncode != 0:
+        return []
+    return [subprocess.Popen([cdmo, "worker"], env=env, cwd=ROOT, start_new_session=True)]
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited with {proc.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"{base}/ready did not answer 200 within {timeout_s} s")
+
+
+def _drop_redis_prefix(redis_url: str, prefix: str) -> None:
+    import redis
+
+    with contextlib.suppress(redis.RedisError):
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        for i in range(0, len(keys), 1000):
+            client.delete(*keys[i : i + 1000])
+        client.close()
+
+
+# --- one measured phase -------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    name: str
+    requests: int
+    failures: int
+    rps: float
+    p50: float
+    p95: float
+    p99: float
+    max: float
+    statuses: dict[str, int]
+
+
+def run_phase(
+    user_classes: list[type], target: Target, n_users: int, seconds: float, out: Path, label: str
+) -> list[Row]:
+    """Spawn ``n_users``, wait for their setup, then measure for ``seconds``."""
+    os.environ["CDMO_OPERATOR_KEY"] = target.operator_key
+    env = Environment(user_classes=user_classes, host=target.base_url)
+    statuses: dict[tuple[str, str], int] = {}
+
+    def count(request_type: str, name: str, response: Any, exception: Any, **_: Any) -> None:
+        code = "error" if response is None else str(getattr(response, "status_code", 0) or 0)
+        if exception is not None and code in ("0", "error"):
+            code = type(exception).__name__
+        statuses[(name, code)] = statuses.get((name, code), 0) + 1
+
+    env.events.request.add_listener(count)
+    runner = env.create_local_runner()
+    try:
+        runner.start(n_users, spawn_rate=max(10, n_users))
+        deadline = time.monotonic() + 120
+        gevent.sleep(1)
+        while time.monotonic() < deadline and not _setup_done(env, n_users):
+            gevent.sleep(0.5)
+        gevent.sleep(1)
+        env.stats.reset_all()
+        statuses.clear()
+        gevent.sleep(seconds)
+        rows = _rows(env, statuses)
+        out.mkdir(parents=True, exist_ok=True)
+        writer = StatsCSVFileWriter(env, PERCENTILES, str(out / label))
+        with open(out / f"{label}_stats.csv", "w", newline="") as f:
+            writer.requests_csv(csv.writer(f))
+        with open(out / f"{label}_failures.csv", "w", newline="") as f:
+            writer.failures_csv(csv.writer(f))
+        (out / f"{label}.html").write_text(get_html_report(env, show_download_link=False))
+        return rows
+    finally:
+        runner.quit()
+        env.events.request.remove_listener(count)
+
+
+def _setup_done(env: Environment, n_users: int) -> bool:
+    """Every user has started and no setup request happened in the last second."""
+    if env.runner is None or env.runner.user_count < n_users:
+        return False
+    setup = [e for (name, _), e in env.stats.entries.items() if name.startswith("setup: ")]
+    last = max((e.last_request_timestamp or 0 for e in setup), default=0)
+    return time.time() - last > 1.0
+
+
+def _rows(env: Environment, statuses: dict[tuple[str, str], int]) -> list[Row]:
+    rows = []
+    for (name, _method), entry in sorted(env.stats.entries.items()):
+        if name.startswith("setup: ") or not entry.num_requests:
+            continue
+        rows.append(
+            Row(
+                name=name,
+                requests=entry.num_requests,
+                failures=entry.num_failures,
+                rps=entry.total_rps,
+                p50=entry.get_response_time_percentile(0.5),
+                p95=entry.get_response_time_percentile(0.95),
+                p99=entry.get_response_time_percentile(0.99),
+                max=entry.max_response_time,
+                statuses={c: n for (nm, c), n in sorted(statuses.items()) if nm == name},
+            )
+        )
+    return rows
+
+
+# --- the two modes ---------------------------------------------------------------------------
+
+
+def capacity_run(target: Target, levels: list[int], seconds: float, out: Path) -> dict[str, Any]:
+    order = ["health", *capacity.READS, *capacity.WRITES, "health"]
+    result: dict[str, Any] = {"levels": {}}
+    for n_users in levels:
+        measured: dict[str, list[Row]] = {}
+        for i, name in enumerate(order):
+            os.environ["CDMO_LOAD_TARGET"] = name
+            rows = run_phase(
+                [capacity.CapacityUser], target, n_users, seconds, out, f"u{n_users}_{i}_{name}"
+            )
+            measured.setdefault(name, []).extend(rows)
+            print(f"  {n_users:>4} users  {name:<14} " + _brief(rows), flush=True)
+        baseline = sum(r.rps for r in measured["health"]) / max(1, len(measured["health"]))
+        table = []
+        for name in order[1:-1]:
+            for row in measured[name]:
+                table.append({**row.__dict__, "ratio": row.rps / baseline if baseline else 0})
+        health = measured["health"]
+        table.insert(
+            0,
+            {
+                **health[0].__dict__,
+                "requests": sum(r.requests for r in health),
+                "failures": sum(r.failures for r in health),
+                "rps": baseline,
+                "p99": max(r.p99 for r in health),
+                "ratio": 1.0,
+                "statuses": _merge(r.statuses for r in health),
+            },
+        )
+        result["levels"][str(n_users)] = table
+    return result
+
+
+def scenario_run(target: Target, levels: list[int], seconds: float, out: Path) -> dict[str, Any]:
+    classes = [users.MakerUser, users.CdmoUser, users.OperatorUser]
+    result: dict[str, Any] = {"levels": {}}
+    for n_users in levels:
+        rows = run_phase(classes, target, n_users, seconds, out, f"scenario_u{n_users}")
+        result["levels"][str(n_users)] = [{**r.__dict__, "ratio": None} for r in rows]
+        print(f"  {n_users:>4} users  " + _brief(rows), flush=True)
+    return result
+
+
+def _merge(dicts: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def _brief(rows: list[Row]) -> str:
+    return "; ".join(
+        f"{r.name}: {r.rps:.0f} req/s p50 {r.p50:.0f} p99 {r.p99:.0f} ms {r.statuses}" for r in rows
+    )
+
+
+def write_summary(result: dict[str, Any], out: Path) -> str:
+    lines = [
+        f"# Load test: {result['mode']}, {result['topology']}",
+        "",
+        f"{result['started']}; {result['seconds']} s measured per phase after setup; "
+        f"machine: {os.cpu_count()} cores, shared with other work (load average at start "
+        f"{result['load_average']}).",
+        "",
+    ]
+    for level, table in result["levels"].items():
+        lines += [
+            f"## {level} users",
+            "",
+            "| endpoint | req/s | ratio to /health | p50 ms | p95 ms | p99 ms | max ms | "
+            "requests | failures | statuses |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in table:
+            ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+            statuses = ", ".join(f"{k}: {v}" for k, v in r["statuses"].items())
+            lines.append(
+                f"| {r['name']} | {r['rps']:.0f} | {ratio} | {r['p50']:.0f} | {r['p95']:.0f} | "
+                f"{r['p99']:.0f} | {r['max']:.0f} | {r['requests']} | {r['failures']} | "
+                f"{statuses} |"
+            )
+        lines.append("")
+    text = "\n".join(lines)
+    (out / "summary.md").write_text(text)
+    (out / "summary.json").write_text(json.dumps(result, indent=2))
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("mode", choices=["capacity", "scenario"])
+    parser.add_argument("--users", type=int, nargs="+", default=None)
+    parser.add_argument("--seconds", type=float, default=None, help="measured per phase")
+    parser.add_argument("--processes", type=int, default=1, help="API processes to start")
+    parser.add_argument("--base-url", help="load this deployment instead of starting one")
+    parser.add_argument("--operator-key", default=os.environ.get("CDMO_OPERATOR_KEY"))
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", DEFAULT_DB))
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", DEFAULT_REDIS))
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    levels = args.users or ([20, 100] if args.mode == "capacity" else [50])
+    seconds = args.seconds or (15.0 if args.mode == "capacity" else 60.0)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or ROOT / "loadtests" / "results" / f"{stamp}_{args.mode}_p{args.processes}"
+    out.mkdir(parents=True, exist_ok=True)
+    if args.base_url:
+        if not args.operator_key:
+            parser.error("--base-url needs --operator-key (or CDMO_OPERATOR_KEY)")
+        context: Any = contextlib.nullcontext(
+            Target(args.base_url.rstrip("/"), args.operator_key, args.base_url)
+        )
+    else:
+        if shutil.which(_bin("cdmo")) is None:
+            parser.error("cdmo is not installed: run `make .venv/.installed-stamp` first")
+        context = topology(args.processes, args.database_url, args.redis_url)
+    with context as target:
+        print(f"{args.mode}: {target.description}; results in {out}", flush=True)
+        run = capacity_run if args.mode == "capacity" else scenario_run
+        result = run(target, levels, seconds, out)
+    result.update(
+        mode=args.mode,
+        topology=target.description,
+        started=stamp,
+        seconds=seconds,
+        load_average=" ".join(f"{x:.1f}" for x in os.getloadavg()),
+    )
+    print(write_summary(result, out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
