@@ -355,16 +355,8 @@ def _commit(ctx: RunContext, run: MatchRun, token: str) -> None:
     if ctx.commit_delay_s:
         time.sleep(ctx.commit_delay_s)
     _event(ctx, run.id, "status", {"status": RunStatus.COMMITTING.value})
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     summary = RunSummary.model_validate(run.summary)
     with ctx.db.session() as session:
-        commit_run.commit(session, run=run, token=token, summary=summary)
+        commit_run.commit(session, run=run, token=token, summary=summary, started=started)
         session.commit()
-    elapsed = time.perf_counter() - t0
-    with ctx.db.session() as session:
-        current = repo.runs.load(session, run.id)
-        if current is not None and current.summary:
-            timed = dict(current.summary)
-            timed["timings"] = {**timed.get("timings", {}), "commit": elapsed}
-            _save_summary(session, run.id, RunSummary.model_validate(timed))
-            session.commit()

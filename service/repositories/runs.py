@@ -296,13 +296,12 @@ def persist_result(
         )
 
 
-def run_assignments(session: Session, run_id: str) -> list[MatchRunAssignment]:
-    stmt = (
-        select(MatchRunAssignment)
-        .where(MatchRunAssignment.run_id == run_id)
-        .order_by(col(MatchRunAssignment.pos))
-    )
-    return list(session.exec(stmt))
+def run_assignments(session: Session, run_id: str) -> list[Any]:
+    """The run's placements in answer order, as plain rows (attribute access like the
+    model's; a run of a whole market has ~20k of them)."""
+    table = MatchRunAssignment.__table__  # type: ignore[attr-defined]
+    stmt = table.select().where(table.c.run_id == run_id).order_by(table.c.pos)
+    return list(session.execute(stmt))
 
 
 def record_outcomes(
