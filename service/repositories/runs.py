@@ -465,7 +465,7 @@ def _aware(value: dt.datetime) -> dt.datetime:
 
 
 def check_runs(
-    session: Session, *, heartbeat_timeout_s: float = 20.0, queued_max_s: float = 3600.0
+    session: Session, *, heartbeat_timeout_s: float = 60.0, queued_max_s: float = 3600.0
 ) -> list[str]:
     """Problems with runs, one line each (for ``cdmo check``): nothing means healthy."""
     now = utcnow()
