@@ -21,6 +21,7 @@ import time
 import uuid
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
@@ -51,10 +52,13 @@ class RunContext:
 
 
 def warm_up() -> float:
-    """The matcher's warm-up (Numba kernels compiled or loaded from the cache)."""
+    """The matcher's warm-up: ``matcher.warm_up`` (kernels and solver) where the matcher has
+    it, else the kernels' (compiled, or loaded from Numba's cache)."""
+    import matcher
     from matcher.kernels import warm_up as kernels_warm_up
 
-    return kernels_warm_up()
+    whole: Callable[[], float] | None = getattr(matcher, "warm_up", None)
+    return (whole or kernels_warm_up)()
 
 
 def software_versions() -> dict[str, str]:
