@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: run stack test lint loadtest bench-gap bench-market bench-kernels clean
+.PHONY: run stack test lint loadtest bench-gap bench-market bench-kernels bench-runs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench-market: $(STAMP)
 
 bench-kernels: $(STAMP)
 	$(BIN)/python -m bench.kernel_bench
+
+bench-runs: $(STAMP)
+	$(BIN)/python -m bench.runs_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache var

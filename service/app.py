@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,7 +20,7 @@ from service.metrics import MetricsMiddleware
 from service.middleware import AuthenticationMiddleware, BodyLimitMiddleware
 from service.observability import RequestContextMiddleware, configure_logging
 from service.openapi import build_openapi, operation_id
-from service.routes import health, listings, market, orgs, projects, proposals, sites
+from service.routes import health, listings, market, orgs, projects, proposals, runs, sites
 from service.runtime import Services, build_services
 
 DESCRIPTION = """
@@ -44,14 +45,21 @@ TAGS: list[dict[str, Any]] = [
     {"name": "proposals", "description": "Projects proposed to CDMO sites."},
     {"name": "market", "description": "The snapshot the optimiser consumes."},
     {"name": "organisations", "description": "Tenants and their API keys."},
+    {"name": "match runs", "description": "The optimiser run as a job (operators)."},
     {"name": "operations", "description": "Health, readiness, metrics, problem types."},
 ]
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    from service import worker
+
     settings = settings or get_settings()
     services = services or build_services(settings)
     configure_logging(settings.log_level, settings.log_format)
+    if services.jobs is None:
+        services.jobs = worker.make_job_engine(settings)
+    jobs = services.jobs
+    services.metrics.watch_runs(lambda: worker.runs_state(services.db))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -60,7 +68,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         limiter = to_thread.current_default_thread_limiter()
         limiter.total_tokens = max(limiter.total_tokens, services.db.slots.size + 8)
         services.auth.start()
+        # Warm the matcher here too, beside serving (the API never solves: nothing waits for
+        # it); start the local pool (embedded mode, its processes warm up themselves) and a
+        # reaper.
+        threading.Thread(target=worker.warm_up, name="matcher-warm-up", daemon=True).start()
+        start = getattr(jobs, "start", None)
+        if start is not None:
+            start()
+        reaper = worker.Reaper(services.db, jobs, services.events, settings).start()
         yield
+        reaper.stop()
         services.close()
 
     # FastAPIOffline: /docs loads Swagger UI from the package's own copy under /static/docs,
@@ -80,7 +97,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.services = services
     install_redoc(app)
     install_error_handlers(app)
-    for module in (projects, sites, listings, proposals, market, orgs, health):
+    for module in (projects, sites, listings, proposals, market, runs, orgs, health):
         app.include_router(module.router)
     # Added last = outermost: the request id is bound first, metrics see everything, the body
     # limit and authentication run before any parsing.

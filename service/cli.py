@@ -175,6 +175,48 @@ def serve(
 
 
 @app.command()
+def worker(
+    threads: Annotated[
+        int, typer.Option(min=1, max=64, help="Runs this process solves at once.")
+    ] = 1,
+) -> None:
+    """Consume match runs from Redis (needs REDIS_URL and DATABASE_URL); stop with SIGTERM."""
+    from service.worker import serve as serve_worker
+
+    settings = _settings()  # also sets up (JSON) logging
+    if not settings.redis_url:
+        typer.echo("cdmo worker needs REDIS_URL (without it, the API runs jobs itself)", err=True)
+        raise typer.Exit(2)
+    serve_worker(settings, threads=threads)
+
+
+runs_app = typer.Typer(help="Match runs: housekeeping.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("prune")
+def runs_prune(
+    days: Annotated[
+        int | None, typer.Option(min=1, help="Keep snapshots of runs newer than this.")
+    ] = None,
+) -> None:
+    """Drop the stored snapshots of runs finished more than DAYS ago (no replay after)."""
+    import datetime as dt
+
+    from service import repositories as repo
+    from service.models import utcnow
+
+    settings = _settings()
+    keep = days or settings.runs.snapshot_keep_days
+    with _database() as db, db.session() as session:
+        n = repo.runs.prune_snapshots(
+            session=session, older_than=utcnow() - dt.timedelta(days=keep)
+        )
+        session.commit()
+    typer.echo(f"pruned the snapshots of {n} runs finished more than {keep} days ago")
+
+
+@app.command()
 def check() -> None:
     """Verify the database's invariants (capacity, idempotency, proposals); exit 1 on any
     violation."""

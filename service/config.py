@@ -73,6 +73,36 @@ class HttpSettings(BaseModel):
     expose_metrics: bool = Field(default=True, description="Serve Prometheus text at /metrics.")
 
 
+class RunsSettings(BaseModel):
+    """Match runs: limits, heartbeats and the reaper (see README, "Match runs")."""
+
+    max_time_limit_s: float = Field(default=600.0, gt=0, le=3600, description="Longest solve.")
+    max_active_runs: int = Field(
+        default=4, ge=1, le=1000, description="Runs queued or running at once, per deployment."
+    )
+    heartbeat_interval_s: float = Field(default=1.0, gt=0, le=60)
+    heartbeat_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="A running run silent this long is reaped (long enough for a solver "
+        "phase that holds the GIL on a loaded machine).",
+    )
+    requeue_after_s: float = Field(
+        default=30.0, gt=0, le=3600, description="A queued run untouched this long is re-sent."
+    )
+    max_attempts: int = Field(default=3, ge=1, le=20, description="Then a reaped run fails.")
+    reaper_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    local_workers: int = Field(
+        default=1, ge=1, le=64, description="Embedded mode: processes of the local pool."
+    )
+    queue_name: str = Field(default="match_runs", max_length=100)
+    snapshot_keep_days: int = Field(default=90, ge=1, description="`cdmo runs prune` default.")
+    commit_delay_s: float = Field(
+        default=0.0, ge=0, le=600, description="Fault injection for tests: pause before commit."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CDMO_",
@@ -103,6 +133,7 @@ class Settings(BaseSettings):
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    runs: RunsSettings = Field(default_factory=RunsSettings)
 
     @model_validator(mode="after")
     def _safe_in_production(self) -> Self:

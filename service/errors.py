@@ -118,6 +118,13 @@ _TYPES = [
         "The API key exceeded its request quota; see Retry-After.",
     ),
     ProblemType(
+        "too-many-runs",
+        429,
+        "Too many match runs",
+        "The deployment's cap of queued and running match runs is reached; retry when one "
+        "finishes (see Retry-After).",
+    ),
+    ProblemType(
         "service-unavailable",
         503,
         "Service unavailable",
@@ -200,6 +207,14 @@ class PreconditionFailedError(ApiError):
 
 class RateLimitedError(ApiError):
     problem = "rate-limited"
+
+
+class TooManyRunsError(ApiError):
+    problem = "too-many-runs"
+
+
+class IdempotencyInFlightError(ApiError):
+    problem = "idempotency-in-flight"
 
 
 class IdempotencyKeyReusedError(ApiError):

@@ -10,7 +10,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, DateTime, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    LargeBinary,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -24,6 +32,8 @@ NAMING_CONVENTION = {
 SQLModel.metadata.naming_convention = NAMING_CONVENTION
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+# None stored as SQL NULL (not JSON null), for columns whose absence is tested in SQL.
+NullableJSON = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 Timestamp = DateTime(timezone=True)
 
 MARKET_STATE_ID = 1
@@ -159,6 +169,83 @@ class MarketState(SQLModel, table=True):
 
     id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     version: int = Field(default=0, sa_type=BigInteger)
+
+
+class MatchRun(SQLModel, table=True):
+    """One optimiser run: request, lifecycle, progress, the snapshot it solved (compressed,
+    for audit and replay) and its summary. The source of truth; Redis only carries the queue
+    and the progress events."""
+
+    __tablename__ = "match_runs"
+
+    id: str = Field(primary_key=True, max_length=64)
+    status: str = Field(max_length=16, index=True)
+    dry_run: bool = False
+    scope: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    params: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    replay_of: str | None = Field(default=None, max_length=64)
+    created_by: str = Field(max_length=64)
+    market_version: int | None = Field(default=None, sa_type=BigInteger)
+    progress: dict[str, Any] | None = Field(default=None, sa_type=NullableJSON)
+    summary: dict[str, Any] | None = Field(default=None, sa_type=NullableJSON)
+    error: str | None = None
+    attempts: int = 0
+    worker_id: str | None = Field(default=None, max_length=128)
+    cancel_requested: bool = False
+    snapshot_gz: bytes | None = Field(default=None, sa_type=LargeBinary)
+    snapshot_hash: str | None = Field(default=None, max_length=64)
+    snapshot_bytes: int | None = None
+    snapshot_pruned: bool = False
+    versions: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
+    enqueued_at: dt.datetime | None = Field(default=None, sa_type=Timestamp)
+    started_at: dt.datetime | None = Field(default=None, sa_type=Timestamp)
+    heartbeat_at: dt.datetime | None = Field(default=None, sa_type=Timestamp)
+    finished_at: dt.datetime | None = Field(default=None, sa_type=Timestamp)
+
+
+class MatchRunAssignment(SQLModel, table=True):
+    """One placement of a run's answer; ``outcome`` is what the commit did with it."""
+
+    __tablename__ = "match_run_assignments"
+
+    run_id: str = Field(
+        foreign_key="match_runs.id", ondelete="CASCADE", max_length=64, primary_key=True
+    )
+    pos: str = Field(max_length=12, primary_key=True)  # zero-padded: the page key
+    project_id: str = Field(max_length=64)
+    site_id: str = Field(max_length=64)
+    cdmo_id: str = Field(max_length=64)
+    role: str = Field(max_length=16)
+    share: float
+    value: float
+    cost: float
+    outcome: str | None = Field(default=None, max_length=16)
+    detail: str | None = None
+
+
+class MatchRunUnassigned(SQLModel, table=True):
+    __tablename__ = "match_run_unassigned"
+
+    run_id: str = Field(
+        foreign_key="match_runs.id", ondelete="CASCADE", max_length=64, primary_key=True
+    )
+    pos: str = Field(max_length=12, primary_key=True)
+    project_id: str = Field(max_length=64)
+    reason: str = Field(max_length=32)
+    detail: str
+    shortfalls: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
+
+
+class MatchRunEvent(SQLModel, table=True):
+    """Progress events of a run when there is no Redis (the embedded default)."""
+
+    __tablename__ = "match_run_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="match_runs.id", ondelete="CASCADE", max_length=64, index=True)
+    kind: str = Field(max_length=16)
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
 
 
 class IdempotencyRecord(SQLModel, table=True):

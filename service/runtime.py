@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from service.auth import Authenticator
 from service.config import Settings
 from service.db import Database
+from service.jobs.engine import JobEngine
+from service.jobs.events import EventChannel, make_event_channel
 from service.metrics import Metrics
 from service.ratelimit import RateLimiter
 from service.store import KeyValueStore, RedisStore, make_store
@@ -20,8 +22,13 @@ class Services:
     metrics: Metrics
     auth: Authenticator
     limiter: RateLimiter
+    events: EventChannel
+    jobs: JobEngine | None = None  # set by create_app (needs the worker's job function)
 
     def close(self) -> None:
+        if self.jobs is not None:
+            self.jobs.close()
+        self.events.close()
         self.auth.stop()
         self.store.close()
         self.db.dispose()
@@ -39,11 +46,18 @@ def build_services(settings: Settings) -> Services:
         redis_client=store.client if isinstance(store, RedisStore) else None,
         channel=settings.redis.key_prefix + "auth:revoked",
     )
+    db = Database(settings.effective_database_url, settings.db)
     return Services(
         settings=settings,
-        db=Database(settings.effective_database_url, settings.db),
+        db=db,
         store=store,
         metrics=Metrics(),
         auth=auth,
         limiter=RateLimiter(store, settings.rate_limit),
+        events=make_event_channel(
+            settings.redis_url,
+            db=db,
+            prefix=settings.redis.key_prefix,
+            socket_timeout_s=max(5.0, settings.redis.socket_timeout_s),
+        ),
     )

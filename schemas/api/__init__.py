@@ -33,9 +33,39 @@ from schemas.api.projects import (
     ProjectView,
 )
 from schemas.api.proposals import MarketVersion, ProposalCreate, ProposalDecision, ProposalPublic
+from schemas.api.runs import (
+    ACTIVE_RUN_STATUSES,
+    FINAL_RUN_STATUSES,
+    CommitSummary,
+    RunAssignment,
+    RunAudit,
+    RunCreate,
+    RunEvent,
+    RunProgress,
+    RunPublic,
+    RunScope,
+    RunStatus,
+    RunSummary,
+    RunUnassigned,
+    SkippedPlacement,
+)
 from schemas.api.sites import SiteBase, SiteCreate, SitePublic, SiteUpdate
 
 __all__ = [
+    "ACTIVE_RUN_STATUSES",
+    "FINAL_RUN_STATUSES",
+    "CommitSummary",
+    "RunAssignment",
+    "RunAudit",
+    "RunCreate",
+    "RunEvent",
+    "RunProgress",
+    "RunPublic",
+    "RunScope",
+    "RunStatus",
+    "RunSummary",
+    "RunUnassigned",
+    "SkippedPlacement",
     "ACTIVE_PROPOSAL_STATUSES",
     "ApiKeyCreate",
     "ApiKeyCreated",

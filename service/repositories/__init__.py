@@ -6,6 +6,6 @@ Keyword-only; they never commit: they add to the caller's session and flush, and
 batches) call the same functions.
 """
 
-from service.repositories import listings, market, orgs, projects, proposals, sites
+from service.repositories import bulk, listings, market, orgs, projects, proposals, runs, sites
 
-__all__ = ["listings", "market", "orgs", "projects", "proposals", "sites"]
+__all__ = ["bulk", "listings", "market", "orgs", "projects", "proposals", "runs", "sites"]

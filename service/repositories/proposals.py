@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import insert, update
 from sqlmodel import Session, select
 
 from schemas.api import (
@@ -213,3 +214,131 @@ def decide_proposal(
     _sync_project_status(session, project)
     bump_market_version(session)
     return proposal
+
+
+@dataclass(frozen=True)
+class BatchPlacement:
+    project: Project
+    site: Site
+    role: Role
+
+
+@dataclass
+class BatchOutcome:
+    created: int = 0
+    unchanged: int = 0
+    superseded: int = 0
+    refused: dict[tuple[str, str], str] | None = None  # (project id, role) -> why
+
+
+def propose_batch(
+    *,
+    session: Session,
+    placements: Sequence[BatchPlacement],
+    created_by: str,
+    batch_id: str,
+) -> BatchOutcome:
+    """:func:`create_proposal` for many placements at once (an optimiser batch), with the same
+    rules, in set-based statements: the projects must be locked (``FOR UPDATE``) by the
+    caller; re-proposing the active pair leaves it unchanged; another site for the same role
+    supersedes the earlier proposal; primary and second source stay at different CDMOs. Bumps
+    the market version once. Does not commit."""
+    outcome = BatchOutcome(refused={})
+    assert outcome.refused is not None
+    if not placements:
+        return outcome
+    project_ids = sorted({p.project.id for p in placements})
+    active: dict[str, list[Proposal]] = {pid: [] for pid in project_ids}
+    for chunk in _chunks(project_ids, 5000):
+        for prop in session.exec(
+            select(Proposal).where(
+                Proposal.project_id.in_(chunk),  # type: ignore[attr-defined]
+                Proposal.status.in_(_ACTIVE),  # type: ignore[attr-defined]
+            )
+        ):
+            active[prop.project_id].append(prop)
+    placed_cdmo = {(p.project.id, p.role.value): p.site.cdmo_id for p in placements}
+    now = utcnow()
+    new_rows: list[dict[str, Any]] = []
+    superseded_ids: list[str] = []
+    touched: dict[str, Project] = {}
+    for item in placements:
+        project, site, role = item.project, item.site, item.role
+        key = (project.id, role.value)
+        if ProjectStatus(project.status) not in _PROPOSABLE:
+            outcome.refused[key] = f"project {project.id} is {project.status}, not open"
+            continue
+        if site.cdmo_id in project.excluded_cdmo_ids:
+            outcome.refused[key] = f"the maker now excludes CDMO {site.cdmo_id}"
+            continue
+        if role == Role.SECOND_SOURCE and not project.second_source_required:
+            outcome.refused[key] = "the project no longer asks for a second source"
+            continue
+        other_role = Role.PRIMARY if role == Role.SECOND_SOURCE else Role.SECOND_SOURCE
+        other_cdmo = placed_cdmo.get((project.id, other_role.value))
+        if other_cdmo is None:
+            other_cdmo = next(
+                (p.cdmo_id for p in active[project.id] if p.role == other_role.value), None
+            )
+        if other_cdmo == site.cdmo_id:
+            outcome.refused[key] = "primary and second source must be different CDMOs"
+            continue
+        same_role = [p for p in active[project.id] if p.role == role.value]
+        if any(p.site_id == site.id for p in same_role):
+            outcome.unchanged += 1
+            continue
+        accepted = [p for p in same_role if p.status == ProposalStatus.ACCEPTED.value]
+        if accepted:  # a batch never undoes a CDMO's acceptance
+            outcome.refused[key] = f"already accepted at site {accepted[0].site_id}"
+            continue
+        superseded_ids.extend(p.id for p in same_role)
+        active[project.id] = [p for p in active[project.id] if p.role != role.value]
+        new_rows.append(
+            {
+                "id": new_id("prp"),
+                "project_id": project.id,
+                "site_id": site.id,
+                "cdmo_id": site.cdmo_id,
+                "role": role.value,
+                "status": ProposalStatus.PROPOSED.value,
+                "batch_id": batch_id,
+                "created_by": created_by,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        touched[project.id] = project
+    if superseded_ids:
+        for chunk in _chunks(superseded_ids, 5000):
+            session.execute(
+                update(Proposal)
+                .where(Proposal.id.in_(chunk))  # type: ignore[attr-defined]
+                .values(status=ProposalStatus.SUPERSEDED.value, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+    if new_rows:
+        session.execute(insert(Proposal), new_rows)
+    # A project that gets a new proposal is proposed (it has an active one and, the new one
+    # not being accepted, cannot be fully matched); a superseded accepted proposal of a
+    # matched project cannot happen here (matched projects are not proposable).
+    to_proposed = [p.id for p in touched.values() if ProjectStatus(p.status) == ProjectStatus.OPEN]
+    for chunk in _chunks(to_proposed, 5000):
+        session.execute(
+            update(Project)
+            .where(Project.id.in_(chunk))  # type: ignore[attr-defined]
+            .values(
+                status=ProjectStatus.PROPOSED.value,
+                version=Project.version + 1,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    outcome.created = len(new_rows)
+    outcome.superseded = len(superseded_ids)
+    if new_rows or superseded_ids:
+        bump_market_version(session)
+    return outcome
+
+
+def _chunks(values: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]

@@ -232,19 +232,29 @@ def test_dual_prices_match_twin_and_lower_values(seed):
     # Quarter-unit prices keep the sums exact in both implementations.
     dual = rng.integers(0, 8, size=sites.free.shape) / 4.0
     got = kernels.evaluate(sites, rows, k=3, w_cost=1.0, fit_market=0.25)
-    priced = kernels.score_pairs(sites, rows, kernels.group_words(sites, rows), k=3,
-                                 w_cost=1.0, fit_market=0.25, dual=dual)
-    twin = reference.score_pairs(sites, rows, reference.site_table(sites, rows), k=3,
-                                 w_cost=1.0, fit_market=0.25, dual=dual)
+    priced = kernels.score_pairs(
+        sites, rows, kernels.group_words(sites, rows), k=3, w_cost=1.0, fit_market=0.25, dual=dual
+    )
+    twin = reference.score_pairs(
+        sites, rows, reference.site_table(sites, rows), k=3, w_cost=1.0, fit_market=0.25, dual=dual
+    )
     assert_same(priced, twin)
     # Same eligibility; every reduced value is at most the plain value of the same pair.
     np.testing.assert_array_equal(priced.counts, got.counts)
-    plain = {(j, int(s)): int(v) for j in range(rows.n_rows)
-             for s, v in zip(got.cand_site[got.cand_ptr[j]:got.cand_ptr[j + 1]],
-                             got.cand_value[got.cand_ptr[j]:got.cand_ptr[j + 1]], strict=True)}
+    plain = {
+        (j, int(s)): int(v)
+        for j in range(rows.n_rows)
+        for s, v in zip(
+            got.cand_site[got.cand_ptr[j] : got.cand_ptr[j + 1]],
+            got.cand_value[got.cand_ptr[j] : got.cand_ptr[j + 1]],
+            strict=True,
+        )
+    }
     for j in range(rows.n_rows):
-        for s, v in zip(priced.cand_site[priced.cand_ptr[j]:priced.cand_ptr[j + 1]],
-                        priced.cand_value[priced.cand_ptr[j]:priced.cand_ptr[j + 1]],
-                        strict=True):
+        for s, v in zip(
+            priced.cand_site[priced.cand_ptr[j] : priced.cand_ptr[j + 1]],
+            priced.cand_value[priced.cand_ptr[j] : priced.cand_ptr[j + 1]],
+            strict=True,
+        ):
             if (j, int(s)) in plain:
                 assert v <= plain[(j, int(s))]

@@ -55,6 +55,15 @@ RULES: dict[str, tuple[Any, Any, Any, Any, Any]] = {
     "GET /v1/orgs/{org_id}/keys": (ALLOW, HIDE, HIDE, HIDE, ALLOW),
     "DELETE /v1/orgs/{org_id}/keys/{key_id}": (ALLOW, HIDE, HIDE, HIDE, ALLOW),
     "GET /v1/cdmos": (ALLOW, ALLOW, ALLOW, ALLOW, ALLOW),
+    # Match runs: operators only; to everyone else they do not exist (403 on the POST).
+    "POST /v1/match-runs": (FORBID, FORBID, FORBID, FORBID, ALLOW),
+    "GET /v1/match-runs": (HIDE, HIDE, HIDE, HIDE, ALLOW),
+    "GET /v1/match-runs/{run_id}": (HIDE, HIDE, HIDE, HIDE, ALLOW),
+    "GET /v1/match-runs/{run_id}/events": (HIDE, HIDE, HIDE, HIDE, ALLOW),
+    "GET /v1/match-runs/{run_id}/assignments": (HIDE, HIDE, HIDE, HIDE, ALLOW),
+    "GET /v1/match-runs/{run_id}/unassigned": (HIDE, HIDE, HIDE, HIDE, ALLOW),
+    "POST /v1/match-runs/{run_id}/cancel": (HIDE, HIDE, HIDE, HIDE, ALLOW),
+    "POST /v1/match-runs/{run_id}/replay": (HIDE, HIDE, HIDE, HIDE, ALLOW),
 }
 
 
@@ -73,6 +82,9 @@ def _world(api: Api) -> World:
     proposal = api.propose(project["id"], site["id"])
     spare = ok(api.operator.post(f"/v1/orgs/{maker.id}/keys", json={"label": "spare"}), 201)
     project = ok(maker.get(f"/v1/projects/{project['id']}"))
+    # A finished run (cancelled while queued), so its event stream ends at once.
+    run = ok(api.operator.post("/v1/match-runs", json={"params": {"time_limit_s": 1}}), 202)
+    api.operator.post(f"/v1/match-runs/{run['id']}/cancel")
     return World(
         callers={
             "maker": maker,
@@ -88,6 +100,7 @@ def _world(api: Api) -> World:
             "proposal_id": proposal["id"],
             "org_id": maker.id,
             "key_id": spare["id"],
+            "run_id": run["id"],
             "maker": maker.id,
             "cdmo": cdmo.id,
         },
@@ -124,6 +137,7 @@ BODIES: dict[str, Callable[[World], Request]] = {
     "PATCH /v1/proposals/{proposal_id}": lambda w: ({"status": "accepted"}, {}),
     "POST /v1/orgs": lambda w: ({"name": f"new org {w.ids['maker']}", "kind": "maker"}, {}),
     "POST /v1/orgs/{org_id}/keys": lambda w: ({"label": "k"}, {}),
+    "POST /v1/match-runs": lambda w: ({"params": {"time_limit_s": 1}}, {}),
 }
 
 

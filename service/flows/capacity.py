@@ -1,0 +1,56 @@
+"""Hours a placement takes from a listing, by the matcher's own rounding rule (loads rounded
+UP to whole hours after the share, free capacity rounded DOWN), so the commit and the
+optimiser can never disagree about what fits."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from matcher.problem import HOURS_TOL
+from schemas.market import Role, month_index, month_name
+
+ListingKey = tuple[str, str, str]  # site id, process, month
+
+
+def whole_hours(hours: float, share: float = 1.0) -> int:
+    return max(0, math.ceil(hours * share - HOURS_TOL))
+
+
+def free_whole_hours(capacity_hours: float, reserved_hours: float) -> int:
+    return int(math.floor(max(capacity_hours - reserved_hours, 0.0) + HOURS_TOL))
+
+
+def role_share(second_source_required: bool, second_source_share: float, role: Role) -> float:
+    if role == Role.SECOND_SOURCE:
+        return second_source_share
+    return 1.0 - second_source_share if second_source_required else 1.0
+
+
+def placement_hours(project: Any, site_id: str, role: Role) -> dict[ListingKey, int]:
+    """Whole hours ``project`` (a row or a snapshot project) needs at ``site_id`` in ``role``,
+    per (site, process, month)."""
+    share = role_share(project.second_source_required, project.second_source_share, role)
+    first = month_index(project.window_start)
+    need: dict[ListingKey, int] = {}
+    for load in project.loads:
+        process = load["process"] if isinstance(load, Mapping) else str(load.process)
+        hours = load["monthly_hours"] if isinstance(load, Mapping) else load.monthly_hours
+        for offset, h in enumerate(hours):
+            amount = whole_hours(float(h), share)
+            if amount:
+                key = (site_id, str(process), month_name(first + offset))
+                need[key] = need.get(key, 0) + amount
+    return need
+
+
+def add_hours(total: dict[ListingKey, int], parts: Iterable[dict[ListingKey, int]]) -> None:
+    for part in parts:
+        for key, amount in part.items():
+            total[key] = total.get(key, 0) + amount
+
+
+def empty_hours() -> defaultdict[ListingKey, int]:
+    return defaultdict(int)
