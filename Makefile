@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench-gap bench-market bench-kernels clean
+.PHONY: run stack test lint bench-gap bench-market bench-kernels clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/cdmo serve --demo
+
+# The production topology on one machine (local PostgreSQL and Redis, no containers):
+# API_PROCESSES uvicorn processes and WORKERS match workers under honcho (deploy/stack.sh).
+stack: $(STAMP)
+	VENV=$(VENV) bash deploy/stack.sh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q

@@ -8,14 +8,16 @@ from typing import Any
 
 from anyio import to_thread
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from service.config import Settings, get_settings
 from service.deps import reject_nul_characters
+from service.docs import STATIC_URL, install_redoc
 from service.errors import install_error_handlers
 from service.idempotency import install_idempotency
 from service.metrics import MetricsMiddleware
 from service.middleware import AuthenticationMiddleware, BodyLimitMiddleware
-from service.openapi import build_openapi
+from service.openapi import build_openapi, operation_id
 from service.routes import health, listings, market, orgs, projects, proposals, sites
 from service.runtime import Services, build_services
 
@@ -59,7 +61,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         yield
         services.close()
 
-    app = FastAPI(
+    # FastAPIOffline: /docs loads Swagger UI from the package's own copy under /static/docs,
+    # never from a CDN (users behind firewalls, machines without internet); /redoc: docs.py.
+    app = FastAPIOffline(
+        static_url=STATIC_URL,
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
         title="CDMO capacity marketplace",
         version="0.1.0",
         summary="Match medical-device projects to CDMO capacity.",
@@ -69,6 +76,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         dependencies=[Depends(reject_nul_characters)],
     )
     app.state.services = services
+    install_redoc(app)
     install_error_handlers(app)
     for module in (projects, sites, listings, proposals, market, orgs, health):
         app.include_router(module.router)

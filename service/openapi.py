@@ -7,10 +7,12 @@ type, so every operation in /docs shows a request and a response example.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 
 from schemas.api import Problem
 from service.errors import PROBLEM_TYPES, ProblemType
@@ -29,6 +31,16 @@ _STATUS_TYPE = {
     429: "rate-limited",
     503: "service-unavailable",
 }
+
+
+def operation_id(route: APIRoute) -> str:
+    """The operationId of a route: its function's name (``get_project``, ``list_sites``).
+
+    FastAPI's default appends the path and method (``get_project_v1_projects__project_id__get``),
+    which generated clients turn into unusable function names. Route function names are unique
+    across the app (a test checks it), so they are stable, clean identifiers as they are.
+    """
+    return route.name
 
 
 def _example(ptype: ProblemType) -> dict[str, Any]:
@@ -90,6 +102,43 @@ def _decorate(content: dict[str, Any], components: dict[str, Any]) -> None:
             media["example"] = example
 
 
+_READABLE_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+
+
+def _readable_component_names(doc: dict[str, Any]) -> None:
+    """Name each component schema by its title where pydantic's key is noisy.
+
+    Pydantic keys a generic model by its type arguments (``Page_SitePublic_``, or the repr of
+    an ``Annotated`` union); the title is the model's own name (``SitePublicPage``, from
+    ``Page.model_parametrized_name``), which is what a generated client should call it.
+    """
+    schemas = doc.get("components", {}).get("schemas", {})
+    renames: dict[str, str] = {}
+    for key, schema in schemas.items():
+        title = schema.get("title", "")
+        if title != key and _READABLE_NAME.match(title) and title not in schemas:
+            if title not in renames.values():
+                renames[key] = title
+    if not renames:
+        return
+    doc["components"]["schemas"] = dict(sorted((renames.get(k, k), v) for k, v in schemas.items()))
+    prefix = "#/components/schemas/"
+    old_refs = {prefix + old: prefix + new for old, new in renames.items()}
+
+    def rewrite(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref in old_refs:
+                node["$ref"] = old_refs[ref]
+            for value in node.values():
+                rewrite(value)
+        elif isinstance(node, list):
+            for value in node:
+                rewrite(value)
+
+    rewrite(doc)
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
@@ -101,6 +150,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         routes=app.routes,
         tags=app.openapi_tags,
     )
+    _readable_component_names(doc)
     components = doc.get("components", {}).get("schemas", {})
     for path_item in doc.get("paths", {}).values():
         for operation in path_item.values():

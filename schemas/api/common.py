@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Annotated, Any, Generic, TypeVar, get_args
+from typing import Annotated, Any, Generic, TypeVar, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -100,6 +100,24 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = Field(
         description="Opaque cursor of the next page; null on the last page."
     )
+
+    @classmethod
+    def model_parametrized_name(cls, params: tuple[Any, ...]) -> str:
+        """``SitePublicPage``, ``ProjectPublicOrProjectRedactedPage``: the component name a
+        generated client shows, instead of pydantic's repr of the type arguments."""
+        return "".join(_type_name(param) for param in params) + "Page"
+
+
+def _type_name(tp: Any) -> str:
+    """A readable name of a type argument: a class's name, a union's members joined by Or."""
+    if isinstance(tp, type):
+        return tp.__name__
+    members = [arg for arg in get_args(tp) if arg is not type(None)]
+    if not members:
+        return "Item"
+    if get_origin(tp) is Annotated:
+        return _type_name(members[0])
+    return "Or".join(_type_name(arg) for arg in members)
 
 
 class FieldError(BaseModel):
