@@ -82,3 +82,29 @@ def read_snapshot(*, db: Database, as_of: dt.date) -> MarketSnapshot:
 
 def market_version(*, session: Session) -> int:
     return read_market_version(session)
+
+
+def build_supply(*, session: Session, as_of: dt.date) -> MarketSnapshot:
+    """The supply side alone (sites and listings, no projects or proposals), at one market
+    version: what instant candidates encode once per version. Call it inside
+    :meth:`Database.snapshot_session`."""
+    version = read_market_version(session)
+    sites = session.exec(select(Site).order_by(Site.id)).all()  # type: ignore[arg-type]
+    listings = session.exec(
+        select(Listing).order_by(Listing.site_id, Listing.process, Listing.month)  # type: ignore[arg-type]
+    ).all()
+    return MarketSnapshot(
+        version=version,
+        as_of=as_of,
+        sites=[
+            MarketSite.model_validate({name: getattr(s, name) for name in MarketSite.model_fields})
+            for s in sites
+        ],
+        listings=[
+            CapacityListing.model_validate(
+                {name: getattr(lst, name) for name in CapacityListing.model_fields}
+            )
+            for lst in listings
+        ],
+        projects=[],
+    )

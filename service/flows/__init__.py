@@ -1,0 +1,1 @@
+"""Flows: the one service package that calls the matcher (routes and jobs call flows)."""
