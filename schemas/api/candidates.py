@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field
+from typing import Any
+
+from pydantic import ConfigDict, Field
 
 from schemas.api.common import ApiModel
 from schemas.market import ProcessKind, Region, Role, YearMonth
@@ -105,7 +107,75 @@ class Blocker(ApiModel):
     detail: str
 
 
+_CAPACITY: dict[str, Any] = {
+    "process": "catheter_assembly",
+    "needed_hours": 360.0,
+    "free_hours": 1350.0,
+    "short_hours": 0.0,
+    "short_months": [],
+}
+_CANDIDATE: dict[str, Any] = {
+    "site_id": "site_01JD8Q9V2B3C4D5E6F7G8H9J0K",
+    "cdmo_id": "org_01JD8Q4T5M6N7P8Q9R0S1T2V3W",
+    "site_name": "Suzhou plant",
+    "region": "CN",
+    "value": 10383,
+    "value_parts": {
+        "priority": 7000.0,
+        "quality": 2499.7,
+        "market": 875.0,
+        "cost": -216.0,
+        "stability": 0.0,
+    },
+    "cost": 21600.0,
+    "fit": 0.964,
+    "quality": 0.952,
+    "in_target_market": True,
+    "capacity": [_CAPACITY],
+    "capacity_suffices": True,
+}
+_EXAMPLE: dict[str, Any] = {
+    "market_version": 1842,
+    "project_id": "prj_01JD8QD4E5F6G7H8J9K0M1N2P3",
+    "window_start": "2027-01",
+    "window_end": "2027-03",
+    "placeable": True,
+    "sources": [
+        {
+            "role": "primary",
+            "share": 1.0,
+            "counts": {
+                "category_or_class": 1,
+                "process": 0,
+                "certification": 1,
+                "market": 0,
+                "excluded": 0,
+                "budget": 0,
+                "capacity": 1,
+                "eligible": 2,
+            },
+            "candidates": [_CANDIDATE],
+            "near_misses": [
+                {
+                    **_CANDIDATE,
+                    "site_id": "site_01JD8QA1B2C3D4E5F6G7H8J9K0",
+                    "site_name": "Wuxi plant",
+                    "value": 10441,
+                    "capacity": [{**_CAPACITY, "short_hours": 20.0, "short_months": ["2027-02"]}],
+                    "capacity_suffices": False,
+                    "rule": "capacity",
+                    "detail": "short of free capacity by 20 h in total (catheter_assembly 2027-02)",
+                }
+            ],
+        }
+    ],
+    "blockers": [],
+}
+
+
 class CandidatesPublic(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE]})
+
     market_version: int = Field(description="The market version the answer was computed at.")
     project_id: str | None = Field(description="None for a draft body.")
     window_start: YearMonth
