@@ -225,7 +225,7 @@ def instant_candidates(
         at, rule_of = np.concatenate(found), np.concatenate(rules)
         best = np.lexsort((scored.cand_site[at], -scored.cand_value[at]))[:limit]
         near_misses = [
-            NearMiss(
+            NearMiss.model_construct(
                 **dict(c),
                 rule=CandidateRule(RULES[rule]),
                 detail=_detail(enc, words, r, rule, s, c),
@@ -354,49 +354,50 @@ def _describe(
     off, units = rows.ent_off[e0:e1], rows.ent_units[e0:e1]
     months = enc.n_months
     m0, m1 = int(rows.grp_m0[rows.group[r]]), int(rows.grp_m1[rows.group[r]])
-    procs = sorted({int(o) // months for o in off})
+    entry_month = [enc.month_names[int(o) % months] for o in off]
+    free = st.free[sites]  # [n, processes x months]
+    short = np.maximum(units[None, :] - free[:, off], 0)  # [n, entries]
+    # Built without validation (model_construct): every value comes from validated data.
+    by_process = []  # per process: (kind, entries, needed, free over the window per site)
+    for p in sorted({int(o) // months for o in off}):
+        mine = np.flatnonzero(off // months == p)
+        window = free[:, p * months + m0 : p * months + m1 + 1].sum(axis=1)
+        by_process.append((PROCESSES[p], mine, float(units[mine].sum()), window))
+    in_market = (st.region_bit[sites] & rows.tmask[r]) != 0
     out = []
     for i, s in enumerate(sites.tolist()):
-        free = st.free[s]
-        capacity = []
-        for p in procs:
-            mine = off // months == p
-            short = np.maximum(units[mine] - free[off[mine]], 0)
-            capacity.append(
-                ProcessCapacity(
-                    process=PROCESSES[p],
-                    needed_hours=float(units[mine].sum()),
-                    free_hours=float(free[p * months + m0 : p * months + m1 + 1].sum()),
-                    short_hours=float(short.sum()),
-                    short_months=[enc.month_names[int(o) % months] for o in off[mine][short > 0]],
-                )
+        capacity = [
+            ProcessCapacity.model_construct(
+                process=kind,
+                needed_hours=needed,
+                free_hours=float(window[i]),
+                short_hours=float(short[i, mine].sum()),
+                short_months=[entry_month[e] for e in mine if short[i, e] > 0],
             )
-        in_market = bool(st.region_bit[s] & rows.tmask[r])
-        out.append(
-            (
-                s,
-                SiteCandidate(
-                    site_id=table.site_ids[s],
-                    cdmo_id=table.cdmo_ids[table.cdmo[s]],
-                    site_name=side.site_names[s],
-                    region=REGIONS[int(table.region[s])],
-                    value=int(values[i]),
-                    value_parts=ValueParts(
-                        priority=float(parts.priority[i]),
-                        quality=float(parts.quality[i]),
-                        market=float(parts.market[i]),
-                        cost=float(parts.cost[i]),
-                        stability=float(parts.stability[i]),
-                    ),
-                    cost=float(costs[i]),
-                    fit=float(st.fitq[s] + (FIT_MARKET if in_market else 0.0)),
-                    quality=float(st.fitq[s] / FIT_QUALITY),
-                    in_target_market=in_market,
-                    capacity=capacity,
-                    capacity_suffices=all(c.short_hours == 0 for c in capacity),
-                ),
-            )
+            for kind, mine, needed, window in by_process
+        ]
+        fitq = float(st.fitq[s])
+        candidate = SiteCandidate.model_construct(
+            site_id=table.site_ids[s],
+            cdmo_id=table.cdmo_ids[table.cdmo[s]],
+            site_name=side.site_names[s],
+            region=REGIONS[int(table.region[s])],
+            value=int(values[i]),
+            value_parts=ValueParts.model_construct(
+                priority=float(parts.priority[i]),
+                quality=float(parts.quality[i]),
+                market=float(parts.market[i]),
+                cost=float(parts.cost[i]),
+                stability=float(parts.stability[i]),
+            ),
+            cost=float(costs[i]),
+            fit=fitq + (FIT_MARKET if in_market[i] else 0.0),
+            quality=fitq / FIT_QUALITY,
+            in_target_market=bool(in_market[i]),
+            capacity=capacity,
+            capacity_suffices=not short[i].any(),
         )
+        out.append((s, candidate))
     return out
 
 
