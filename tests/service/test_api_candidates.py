@@ -3,6 +3,7 @@ bad input, and the site side cached per market version (each test on both backen
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -314,3 +315,27 @@ def test_candidates_equal_the_batch_on_the_same_market(api: Api) -> None:
             counts = scored.counts[r]
             assert source["counts"]["eligible"] == counts[ELIGIBLE]
             assert [source["counts"][rule] for rule in RULES] == counts[:ELIGIBLE].tolist()
+
+
+def test_threads_asking_at_a_new_version_share_one_build(api: Api) -> None:
+    _market(api)
+    maker = api.maker()
+    project = api.project(maker, **_project())
+    cache = flow.site_side_cache(api.backend.db)
+    version = api.market_version()
+    builds = cache.builds
+    sides: list[Any] = []
+
+    def ask() -> None:
+        sides.append(cache.at(version))
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert cache.builds == builds + 1 and len(sides) == 6
+    assert all(side is sides[0] and side.version == version for side in sides)
+    # The HTTP answer at this version uses that same side (no second build).
+    ok(maker.get(f"/v1/projects/{project['id']}/candidates"))
+    assert cache.builds == builds + 1
