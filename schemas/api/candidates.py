@@ -7,7 +7,6 @@ value formula (``matcher.candidates``); nothing is written.
 from __future__ import annotations
 
 from enum import StrEnum
-
 from typing import Any
 
 from pydantic import ConfigDict, Field
