@@ -7,7 +7,8 @@
 A market is generated (matcher.generate) and written straight into a fresh database (sites,
 listings, open projects); the real app (create_app: authentication, rate limit, request
 slots, the candidates flow and its per-version cache) then serves, in-process over ASGI,
-interleaved requests to ``GET /health`` (the trivial baseline), ``GET
+interleaved requests to ``GET /health`` (the trivial baseline), ``GET /v1/projects/{id}``
+(the same authenticated stack and a one-row read, for scale), ``GET
 /v1/projects/{id}/candidates?limit=10`` (each request a different project, so a different
 window, category and load) and ``POST /v1/candidates`` (a draft body). Server-side latency
 is measured by an outermost ASGI middleware, from the request's arrival to the end of its
@@ -40,7 +41,7 @@ from service.db import bump_market_version, upgrade
 from service.models import Listing, Organisation, Project, Site
 from service.runtime import build_services
 
-ENDPOINTS = ("health", "project", "draft")
+ENDPOINTS = ("health", "read", "project", "draft")
 
 
 class ServerTimer:
@@ -155,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             def call(kind: str, i: int) -> None:
                 if kind == "health":
                     r = client.get("/health")
+                elif kind == "read":
+                    pid = project_ids[i % len(project_ids)]
+                    r = client.get(f"/v1/projects/{pid}", headers=headers)
                 elif kind == "project":
                     pid = project_ids[i % len(project_ids)]
                     r = client.get(f"/v1/projects/{pid}/candidates?limit=10", headers=headers)
@@ -189,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|---:|")
     names = {
         "health": "GET /health",
+        "read": "GET /v1/projects/{id}",
         "project": "GET /v1/projects/{id}/candidates?limit=10",
         "draft": "POST /v1/candidates?limit=10",
     }
