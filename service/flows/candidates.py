@@ -2,10 +2,11 @@
 
 The site side of the market is encoded once per market version and kept in memory
 (:class:`SiteSideCache`, one per database): every request reads the current version (one
-indexed row) and uses the cache only when it was built at exactly that version; otherwise one
-thread rebuilds it from a consistent snapshot of the sites and listings while the others wait
-for it. Each API process holds its own cache, so processes never share a stale one; a version
-bump committed by any process is seen by the next request of every process.
+indexed row) and uses the cache only when it was built at that version or a later one;
+otherwise one thread rebuilds it from a consistent snapshot of the sites and listings while
+the others wait for it. Each API process holds its own cache, so processes never share a
+stale one; a version bump committed by any process is seen by the next request of every
+process.
 """
 
 from __future__ import annotations
