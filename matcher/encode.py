@@ -185,6 +185,18 @@ class SiteTable:
     def n_sites(self) -> int:
         return len(self.cc)
 
+    @cached_property
+    def cdmo_index(self) -> dict[str, int]:
+        """CDMO id -> index (computed once per table: instant candidates encode per request)."""
+        return {c: i for i, c in enumerate(self.cdmo_ids)}
+
+    @cached_property
+    def cc_counts(self) -> np.ndarray:
+        """Sites serving each category x class bit (int64 [32])."""
+        return np.array(
+            [np.count_nonzero((self.cc >> np.uint32(c)) & np.uint32(1)) for c in range(32)]
+        )
+
     def over(self, h0: int, months: int) -> SiteArrays:
         """The kernels' arrays over the horizon ``h0 .. h0 + months - 1``: months outside the
         listings have no capacity, certificate months become horizon-relative (clamped)."""
@@ -354,7 +366,7 @@ def encode(
         site_table = encode_sites(snapshot, None if span <= MAX_SITE_MONTHS else (h0, months))
     table = site_table
     cdmo_ids = table.cdmo_ids
-    cdmo_idx = {c: i for i, c in enumerate(cdmo_ids)}
+    cdmo_idx = table.cdmo_index
 
     def proposal_sites(proposals, label: str) -> dict[int, tuple[int, int]]:
         out = {}
@@ -483,10 +495,7 @@ def encode(
         grp_m1=grp[:, 2].astype(np.int32),
     )
     sites = table.over(h0, months)
-    cc_count = np.array(
-        [np.count_nonzero((sites.cc >> np.uint32(c)) & np.uint32(1)) for c in range(32)]
-    )
-    n_words = int(cc_count[rows.grp_cc].sum())
+    n_words = int(table.cc_counts[rows.grp_cc].sum())
     if n_words > MAX_GROUP_WORDS:
         raise SnapshotError(
             f"{len(groups)} distinct (category, class, window) combinations over "

@@ -20,7 +20,17 @@ from service.metrics import MetricsMiddleware
 from service.middleware import AuthenticationMiddleware, BodyLimitMiddleware
 from service.observability import RequestContextMiddleware, configure_logging
 from service.openapi import build_openapi, operation_id
-from service.routes import health, listings, market, orgs, projects, proposals, runs, sites
+from service.routes import (
+    candidates,
+    health,
+    listings,
+    market,
+    orgs,
+    projects,
+    proposals,
+    runs,
+    sites,
+)
 from service.runtime import Services, build_services
 
 DESCRIPTION = """
@@ -44,6 +54,7 @@ TAGS: list[dict[str, Any]] = [
     {"name": "listings", "description": "Free capacity per site, process and month."},
     {"name": "proposals", "description": "Projects proposed to CDMO sites."},
     {"name": "market", "description": "The snapshot the optimiser consumes."},
+    {"name": "candidates", "description": "Instant quotes: where a project could go now."},
     {"name": "organisations", "description": "Tenants and their API keys."},
     {"name": "match runs", "description": "The optimiser run as a job (operators)."},
     {"name": "operations", "description": "Health, readiness, metrics, problem types."},
@@ -97,7 +108,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.services = services
     install_redoc(app)
     install_error_handlers(app)
-    for module in (projects, sites, listings, proposals, market, runs, orgs, health):
+    for module in (projects, sites, listings, proposals, market, runs, orgs, health, candidates):
         app.include_router(module.router)
     # Added last = outermost: the request id is bound first, metrics see everything, the body
     # limit and authentication run before any parsing.

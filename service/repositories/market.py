@@ -85,3 +85,32 @@ def read_snapshot(*, db: Database, as_of: dt.date) -> MarketSnapshot:
 
 def market_version(*, session: Session) -> int:
     return read_market_version(session)
+
+
+def build_supply(*, session: Session, as_of: dt.date) -> MarketSnapshot:
+    """The supply side alone (sites and listings, no projects or proposals), at one market
+    version: what instant candidates encode once per version. Call it inside
+    :meth:`Database.snapshot_session`. Listings are read as plain rows and built without
+    validation (they were validated when written): at 10000 sites there are ~500000."""
+    version = read_market_version(session)
+    sites = session.exec(select(Site).order_by(Site.id)).all()  # type: ignore[arg-type]
+    columns = [getattr(Listing, name) for name in CapacityListing.model_fields]
+    rows = session.execute(
+        select(*columns).order_by(Listing.site_id, Listing.process, Listing.month)  # type: ignore[arg-type]
+    ).all()
+    names = list(CapacityListing.model_fields)
+    listings = [
+        CapacityListing.model_construct(**dict(zip(names, row, strict=True))) for row in rows
+    ]
+    return MarketSnapshot.model_construct(
+        version=version,
+        as_of=as_of,
+        sites=[
+            MarketSite.model_validate({name: getattr(s, name) for name in MarketSite.model_fields})
+            for s in sites
+        ],
+        listings=listings,
+        projects=[],
+        previous=[],
+        pinned=[],
+    )

@@ -151,13 +151,11 @@ def _check_excluded(session: Session, ids: Sequence[str]) -> None:
             )
 
 
-def create_project(
-    *,
-    session: Session,
-    principal: Principal,
-    project_in: ProjectCreate,
-    project_id: str | None = None,
-) -> Project:
+def check_project_create(
+    *, session: Session, principal: Principal, project_in: ProjectCreate
+) -> str:
+    """Check a new project in context (its maker, its excluded CDMOs); returns the maker id.
+    Also used for draft bodies that are only quoted (instant candidates), never stored."""
     maker_id = owning_org(
         session,
         principal,
@@ -168,6 +166,17 @@ def create_project(
         things="projects",
     )
     _check_excluded(session, project_in.excluded_cdmo_ids)
+    return maker_id
+
+
+def create_project(
+    *,
+    session: Session,
+    principal: Principal,
+    project_in: ProjectCreate,
+    project_id: str | None = None,
+) -> Project:
+    maker_id = check_project_create(session=session, principal=principal, project_in=project_in)
     values = project_in.model_dump(mode="json", exclude={"maker_id"})
     project = Project(id=project_id or new_id("prj"), maker_id=maker_id, **values)
     session.add(project)

@@ -8,6 +8,8 @@ from service_testkit import Api, assert_problem, ok
 
 METHODS = ("get", "post", "put", "patch", "delete")
 ENDPOINTS = {
+    ("/v1/projects/{project_id}/candidates", "get"),
+    ("/v1/candidates", "post"),
     ("/v1/projects", "post"),
     ("/v1/projects", "get"),
     ("/v1/projects/{project_id}", "get"),
