@@ -266,6 +266,9 @@ class SolveParams:
     # 800 x 80 market on a loaded machine), within this share of the limit.
     lp_max_candidates: int = 60_000
     lp_share: float = 0.2
+    # Deterministic mode: a limit only as a safety net, so the bound does not depend on
+    # the clock (GLOP is deterministic when it finishes).
+    lp_deterministic_s: float = 120.0
     # The phases that follow the solve, in units of this run's encoding time (measured on
     # 20000 x 2000: packaging and verifying ~1.1 x encode, explaining every row ~1.5 x
     # encode, both 3-4x slower on a loaded machine, like encoding): time kept for them.
