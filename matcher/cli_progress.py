@@ -60,11 +60,17 @@ class _TwoLineProgress(Progress):
 
 
 class SolveProgress:
-    """Context manager; pass :meth:`on_progress` to ``RunControl(on_progress=...)``."""
+    """Context manager; pass :meth:`on_progress` to ``RunControl(on_progress=...)``.
+
+    On a terminal: a live Rich display. Elsewhere (a log file, a pipe, CI): one plain line per
+    report, ``  1.23s of 10 s  phase  figures``, so the log keeps every phase.
+    """
 
     def __init__(self, time_limit_s: float, console: Console) -> None:
         self.time_limit_s = time_limit_s
         self.last: SolveReport | None = None
+        self._console = console
+        self._live = console.is_terminal
         self._progress = _TwoLineProgress(
             SpinnerColumn(finished_text="✓"),
             TextColumn("{task.fields[phase]:<8}", style="bold"),
@@ -76,12 +82,19 @@ class SolveProgress:
         self._task = self._progress.add_task("solve", total=time_limit_s, phase="start")
 
     def __enter__(self) -> SolveProgress:
-        self._progress.start()
+        if self._live:
+            self._progress.start()
         return self
 
     def on_progress(self, report: SolveReport) -> None:
         """Called by the matcher (from whichever thread reports); Rich locks internally."""
         self.last = report
+        if not self._live:
+            line = f"{report.elapsed_s:7.2f}s of {self.time_limit_s:g} s  {report.phase:<13}"
+            self._console.print(
+                f"{line} {figures(report)}", markup=False, highlight=False, soft_wrap=True
+            )
+            return
         self._progress.figures = figures(report)
         self._progress.update(self._task, phase=report.phase)
 
@@ -91,6 +104,8 @@ class SolveProgress:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if not self._live:
+            return
         if exc_type is None:
             self._progress.update(self._task, completed=self.time_limit_s)
         self._progress.stop()

@@ -136,6 +136,8 @@ class Project(SQLModel, table=True):
     excluded_cdmo_ids: list[str] = Field(default_factory=list, sa_type=JSONType)
     second_source_required: bool = False
     second_source_share: float = 0.3
+    # "region" (a different CDMO in another region) or "cdmo": schemas.market.SecondSourceSeparation
+    second_source_separation: str = Field(default="region", max_length=8)
     confidential: bool = True
     status: str = Field(max_length=16, index=True)
     version: int = 1
