@@ -19,6 +19,7 @@ import time
 import numpy as np
 from numba import njit
 
+from matcher.control import RunControl, SolveParams
 from matcher.model import AssignmentModel
 
 
@@ -111,12 +112,15 @@ def _subgradient(capacity, cand_ptr, cand_value, use_ptr, use_res, use_amt, must
 
 
 def lagrangian_bound(model: AssignmentModel, incumbent: float | None, *, iterations: int = 300,
-                     time_limit_s: float | None = 5.0) -> tuple[int, np.ndarray]:
+                     time_limit_s: float | None = 5.0, params: SolveParams | None = None,
+                     control: RunControl | None = None) -> tuple[int, np.ndarray]:
     """An integer upper bound on the model's optimum, and the best resource prices found.
 
     ``incumbent`` (a feasible objective, if one is known) is the Polyak step target.
-    ``time_limit_s=None`` runs every iteration (deterministic).
+    ``time_limit_s=None`` runs every iteration (deterministic); a cancel of ``control``
+    stops it after the current chunk of steps.
     """
+    params = params or SolveParams()
     m = model
     lam = np.zeros(m.n_res, dtype=np.float64)
     if incumbent is None:
@@ -128,9 +132,10 @@ def lagrangian_bound(model: AssignmentModel, incumbent: float | None, *, iterati
     deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
     best_lam = lam.copy()
     state = np.array([np.inf, 1.0, 0.0])  # best bound, step scale, stalled iterations
-    # Check the clock about every 20M resource uses of work (a few hundredths of a second).
-    chunk = int(max(1, min(50, 20_000_000 // max(1, len(m.use_res)))))
-    min_steps = 50 if len(m.use_res) <= 20_000_000 else 10
+    # Check the clock about every ``bound_check_uses`` of work (a few hundredths of a second).
+    chunk = int(max(1, min(50, params.bound_check_uses // max(1, len(m.use_res)))))
+    huge = len(m.use_res) > params.bound_huge_uses
+    min_steps = params.bound_min_steps_huge if huge else params.bound_min_steps
     done = 0
     while done < iterations:
         _subgradient(m.capacity, m.cand_ptr, m.cand_value, m.use_ptr, m.use_res, m.use_amt,
@@ -142,6 +147,8 @@ def lagrangian_bound(model: AssignmentModel, incumbent: float | None, *, iterati
         # Prices need a few dozen steps to mean anything (column generation relies on them),
         # so the clock is only obeyed after those, fewer on huge models.
         if deadline is not None and time.perf_counter() > deadline and done >= min_steps:
+            break
+        if control is not None and control.cancelled:
             break
     lam = best_lam
     best = _lagrangian(lam, m.capacity, m.cand_ptr, m.cand_value, m.use_ptr, m.use_res,

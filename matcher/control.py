@@ -1,8 +1,12 @@
-"""One run control per solve: the deadline (or deterministic budget), a cancel flag and progress.
+"""One run control per solve (deadline or deterministic budget, cancel, progress) and one
+parameters object (``SolveParams``: every solver knob, each with why it has its value).
 
-Made once by whoever starts a solve (the CLI, a worker, a test) and handed down to every phase.
-Any thread may call ``cancel()``; every phase asks ``stop_requested()`` / ``left()`` and returns
-its best verified answer so far. Progress goes to one callback as ``Progress`` records.
+A ``RunControl`` is made once by whoever starts a solve (the CLI, a worker, a test) and handed
+down to every phase. Any thread may call ``cancel()``; every phase asks ``stop_requested()`` /
+``left()`` and returns its best verified answer so far; a running CP-SAT search is stopped
+through ``on_cancel`` hooks (``CpSolver.stop_search``). Phases take their time as slices of
+the same deadline (``slice``), so the time limit is spent once, never re-derived. Progress goes
+to one callback as ``Progress`` records.
 
 This module is the contract between the matcher and its callers (``service/flows`` uses it for
 match runs): keep its public names stable.
@@ -12,7 +16,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 
@@ -52,6 +57,10 @@ class RunControl:
     start: float = field(init=False)
     _cancel: threading.Event = field(init=False, default_factory=threading.Event)
     _last: Progress | None = field(init=False, default=None)
+    _first_feasible_s: float | None = field(init=False, default=None, repr=False)
+    _root: RunControl | None = field(init=False, default=None, repr=False)
+    _hooks: dict[int, Callable[[], None]] = field(init=False, default_factory=dict, repr=False)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.start = self.clock()
@@ -66,21 +75,57 @@ class RunControl:
 
     def left(self) -> float:
         """Seconds left before the deadline; 0 once cancelled."""
-        if self._cancel.is_set():
+        if self.cancelled:
             return 0.0
         return max(0.0, self.deadline - self.clock())
 
     def cancel(self) -> None:
-        """Ask the solve to stop as soon as it can (safe from any thread)."""
-        self._cancel.set()
+        """Ask the solve to stop as soon as it can (safe from any thread): running CP-SAT
+        searches registered with ``on_cancel`` are stopped at once."""
+        root = self._root or self
+        root._cancel.set()
+        with root._lock:
+            hooks = list(root._hooks.values())
+        for hook in hooks:
+            hook()
+
+    @contextmanager
+    def on_cancel(self, hook: Callable[[], None]) -> Iterator[None]:
+        """Call ``hook`` (e.g. ``CpSolver.stop_search``) if the run is cancelled while inside
+        the block; at once if it already is."""
+        root = self._root or self
+        key = id(hook)
+        with root._lock:
+            root._hooks[key] = hook
+        try:
+            if root._cancel.is_set():
+                hook()
+            yield
+        finally:
+            with root._lock:
+                root._hooks.pop(key, None)
+
+    def slice(self, seconds: float | None = None, *, fraction: float | None = None) -> RunControl:
+        """A control for one phase: the same cancel flag and progress sink, a deadline at most
+        ``seconds`` (or ``fraction`` of what is left) from now and never past this one's. In
+        deterministic mode the slice is a budget of deterministic time instead."""
+        left = self.time_limit_s - self.elapsed() if self.deterministic else self.left()
+        if fraction is not None:
+            seconds = left * fraction
+        budget = left if seconds is None else min(seconds, max(0.0, left))
+        if self.deterministic and seconds is not None:
+            budget = seconds  # deterministic budgets are shares of the limit, not of a clock
+        child = RunControl(max(0.0, budget), self.deterministic, None, self.clock)
+        child._root = self._root or self
+        return child
 
     @property
     def cancelled(self) -> bool:
-        return self._cancel.is_set()
+        return (self._root or self)._cancel.is_set()
 
     def stop_requested(self) -> bool:
         """True once cancelled or (outside deterministic mode) past the deadline."""
-        if self._cancel.is_set():
+        if self.cancelled:
             return True
         return not self.deterministic and self.clock() >= self.deadline
 
@@ -93,17 +138,124 @@ class RunControl:
         bound: float | None = None,
         placed: int | None = None,
     ) -> None:
-        """Send a progress record; unknown figures keep their last reported value."""
-        last = self._last
-        if last is not None:
-            objective = last.objective if objective is None else objective
-            bound = last.bound if bound is None else bound
-            placed = last.placed if placed is None else placed
-        progress = Progress(phase, self.elapsed(), objective, bound, placed)
-        self._last = progress
-        if self.on_progress is not None:
-            self.on_progress(progress)
+        """Send a progress record. Unknown figures keep their last value; the objective
+        kept is the best reported so far (every one reported is that of a feasible answer)
+        and the bound the lowest (every one reported is valid). Slices report to their root:
+        elapsed time counts from the start of the run."""
+        root = self._root or self
+        with root._lock:
+            last = root._last
+            if last is not None:
+                if last.objective is not None and (
+                    objective is None or objective < last.objective
+                ):
+                    objective, placed = last.objective, last.placed
+                if last.bound is not None and (bound is None or bound > last.bound):
+                    bound = last.bound
+                placed = last.placed if placed is None else placed
+            progress = Progress(phase, root.elapsed(), objective, bound, placed)
+            if objective is not None and root._first_feasible_s is None:
+                root._first_feasible_s = progress.elapsed_s
+            root._last = progress
+        if root.on_progress is not None:
+            root.on_progress(progress)
+
+    @property
+    def first_feasible_s(self) -> float | None:
+        """Seconds from the start of the run to the first answer reported with an objective."""
+        return (self._root or self)._first_feasible_s
 
     @property
     def last_progress(self) -> Progress | None:
-        return self._last
+        return (self._root or self)._last
+
+
+@dataclass(frozen=True)
+class SolveParams:
+    """Every solver knob in one place, each with the reason for its value.
+
+    ``time_limit_s``, ``workers``, ``seed`` and ``deterministic`` come from the caller
+    (``schemas.market.RunParams``, ``cdmo gap``); the rest are tuned defaults.
+    """
+
+    time_limit_s: float = 30.0
+    workers: int = 2  # CP-SAT workers; LNS runs beside the whole model when >= 2
+    seed: int = 0
+    deterministic: bool = False  # one worker, CP-SAT deterministic time, no clock cut-offs
+
+    # --- decomposition ---------------------------------------------------------------------
+    # A part with at most this many candidates is also given to CP-SAT whole: above it the
+    # CP-SAT model takes longer to build than the LNS needs to beat it.
+    exact_limit: int = 200_000
+    # Small components are bundled into models of about this many candidates, so CP-SAT is
+    # called a few times rather than once per tiny component.
+    bundle_candidates: int = 50_000
+
+    # --- heuristics --------------------------------------------------------------------------
+    # Swap passes of the local search on small models; a pass costs about a second per
+    # ``local_search_work`` candidates, so big models get fewer, huge ones none.
+    local_search_passes: int = 50
+    local_search_work: int = 500_000
+    # Above this many candidates (a warm start exists by then) no local search at all.
+    local_search_max_candidates: int = 2_000_000
+    # A pass costs about this many seconds per candidate (1.4-1.8 s on 307k candidates of a
+    # 20000 x 2000 market); it is started only when it takes at most this share of the time
+    # left, so that LNS keeps time too and the deadline is kept.
+    local_search_s_per_candidate: float = 6e-6
+    local_search_share: float = 0.25
+
+    # --- Lagrangian bound --------------------------------------------------------------------
+    bound_iterations: int = 1000  # subgradient steps at most (deterministic mode runs all)
+    bound_share: float = 0.1  # of a part's time for the bound
+    bound_min_s: float = 0.5  # the prices need a few dozen steps to mean anything
+    # Prices are only usable after this many steps (fewer on huge models, where a step is
+    # slow); the clock is obeyed after them.
+    bound_min_steps: int = 50
+    bound_min_steps_huge: int = 10
+    bound_huge_uses: int = 20_000_000  # resource uses from which a model is "huge"
+    # Work between two clock checks, in resource uses (a few hundredths of a second).
+    bound_check_uses: int = 20_000_000
+
+    # --- CP-SAT and LNS ------------------------------------------------------------------------
+    # Run LNS beside the whole-model CP-SAT (it shares the cores with it).
+    lns_beside_whole: bool = True
+    # Hint the whole model with the heuristic answer. Off: on tight GAPs a hint pins CP-SAT's
+    # search near it (measured worse than no hint at 10 s on d30900).
+    hint_whole: bool = False
+    lns_candidates: int = 400  # initial neighbourhood size, adapted as LNS runs
+    lns_min_candidates: int = 50  # the neighbourhood never shrinks below this
+    lns_max_factor: float = 10.0  # ... nor grows beyond this x ``lns_candidates``
+    lns_grow: float = 1.25  # sub-solve proved optimal quickly: larger neighbourhoods
+    lns_shrink: float = 0.8  # sub-solve not proved optimal: smaller ones
+    lns_fast: float = 0.3  # "quickly" = within this fraction of the sub-solve's time
+    lns_subsolve_s: float = 0.25  # wall time of one sub-solve
+    lns_deterministic_step: float = 0.1  # deterministic time of one sub-solve
+    lns_min_left_s: float = 0.02  # no sub-solve is started with less than this left
+    # Deterministic mode: shares of a part's budget for repair LNS, LNS, and the whole model.
+    repair_share: float = 0.25
+    lns_share: float = 0.5
+
+    # --- market (column generation) --------------------------------------------------------
+    # Shares of the time left for the successive solves: on the candidate lists by value,
+    # then after each round of pricing; the last solve takes whatever is left.
+    round_shares: tuple[float, ...] = (0.3, 0.35)
+    # A pricing round is about this many kernel passes (pricing, and the model rebuilt).
+    price_kernel_passes: float = 3.0
+    # A round is started only when this many of its estimated cost are left.
+    price_margin: float = 1.5
+    # Time kept for the final market bound is at most this share of the limit.
+    reserve_share: float = 0.25
+    # No solve round is given less than this.
+    min_round_s: float = 0.1
+    # The final bound over every eligible pair is one kernel pass with prices: about this
+    # many of the first kernel pass. Skipped (the solver's bound stands) when it does not fit.
+    market_bound_kernel_passes: float = 1.5
+    # Measured wall time of the phases that follow the solve (x1.5), used to keep time for
+    # them: seconds per unplaced row explained, per row x site for rows explained against
+    # every site (no eligible site, capacity), per row verified and written out.
+    explain_s_per_unplaced: float = 1.5e-4
+    explain_s_per_row_site: float = 1e-6
+    result_s_per_row: float = 2e-5
+    # Explanations stop (the rest listed as not explained) this far past the deadline.
+    explain_grace_share: float = 0.03
+    explain_grace_s: float = 0.5

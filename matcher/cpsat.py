@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from ortools.sat.python import cp_model
 
+from matcher.control import RunControl
 from matcher.model import NONE, AssignmentModel
 
 
@@ -125,11 +126,44 @@ def make_solver(*, time_limit_s: float | None, workers: int, seed: int,
     return solver
 
 
+class _Progress(cp_model.CpSolverSolutionCallback):
+    """Reports each improving solution, and stops the search once the run must stop (a
+    cancel that came before the search could register its stop hook)."""
+
+    def __init__(self, control: RunControl, phase: str, offset: int) -> None:
+        super().__init__()
+        self.control = control
+        self.phase = phase
+        self.offset = offset
+
+    def on_solution_callback(self) -> None:
+        if self.control.stop_requested() and not self.control.deterministic:
+            self.stop_search()
+            return
+        if self.control.cancelled:
+            self.stop_search()
+            return
+        self.control.report(self.phase, objective=self.offset + self.objective_value)
+
+
 def run(model: AssignmentModel, solver: cp_model.CpSolver, *, hint: np.ndarray | None = None,
-        objective_floor: int | None = None) -> CpsatRun:
-    """Build and solve ``model``; read the best solution back as a candidate per item."""
+        objective_floor: int | None = None, control: RunControl | None = None,
+        phase: str = "cpsat", report_offset: int | None = None) -> CpsatRun:
+    """Build and solve ``model``; read the best solution back as a candidate per item.
+
+    With ``control``, a cancel stops the search (``CpSolver.stop_search``) and, when
+    ``report_offset`` is given, each improving solution is reported as progress (its
+    objective plus the offset: the value of everything outside this model).
+    """
     cp, _ = build(model, hint=hint, objective_floor=objective_floor)
-    status = solver.solve(cp)
+    if control is None:
+        status = solver.solve(cp)
+    elif control.cancelled:
+        return CpsatRun(None, None, None, False, False, 0.0)
+    else:
+        callback = None if report_offset is None else _Progress(control, phase, report_offset)
+        with control.on_cancel(solver.stop_search):
+            status = solver.solve(cp, callback)
     found = status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
     choice = None
     objective = None

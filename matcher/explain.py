@@ -17,6 +17,8 @@ Shortfalls are in whole hours (the model's unit: loads rounded up, capacity down
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from matcher import reference
@@ -134,8 +136,11 @@ def _no_eligible(problem: MarketProblem, r: int, pid: str) -> Unassigned:
     return _unassigned(pid, RULE_REASON[last], detail)
 
 
-def explain(problem: MarketProblem, choice: np.ndarray) -> list[Unassigned]:
-    """One Unassigned per project that ``choice`` leaves unplaced, in project order."""
+def explain(
+    problem: MarketProblem, choice: np.ndarray, *, stop: Callable[[], bool] | None = None
+) -> list[Unassigned]:
+    """One Unassigned per project that ``choice`` leaves unplaced, in project order. Once
+    ``stop()`` is true (a cancelled run), the rest are listed as not explained."""
     enc, model = problem.enc, problem.model
     choice = np.asarray(choice, dtype=np.int64)
     residual = model.capacity - usage_of(model, choice)
@@ -145,6 +150,9 @@ def explain(problem: MarketProblem, choice: np.ndarray) -> list[Unassigned]:
     alone: dict[int, int] = {}  # position in `out` -> row needing capacity-alone shortfalls
     for j in np.flatnonzero(choice[enc.project_rows[:, 0]] == NONE):
         pid = enc.project_ids[j]
+        if stop is not None and stop():
+            out.append(_unassigned(pid, BlockReason.NOT_EXPLAINED, "the run stopped first"))
+            continue
         rows = [int(r) for r in enc.project_rows[j] if r >= 0]
         empty = [r for r in rows if counts[r, ELIGIBLE] == 0]
         if empty:

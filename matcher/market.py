@@ -1,7 +1,15 @@
 """The matcher's one entry point: MarketSnapshot in, verified MatchResult out.
 
-build_problem (encode + kernels + model) -> solver.solve -> verify_assignment (always: the
-objective reported is the verifier's, never the solver's) -> explain -> MatchResult.
+build_problem (encode + kernels + model) -> rounds of solver.solve with column generation in
+between (pricing.extend_problem) -> the bound over the whole market (pricing.market_bound) ->
+verify_assignment (always: the objective reported is the verifier's, never the solver's) ->
+explain -> MatchResult.
+
+Time: one ``RunControl`` carries the deadline of the whole run. Building is done first; the
+rest of the time is split so that what must follow the solves (the market bound, verifying,
+explaining) is kept back, estimated from what building cost; a pricing round is only started
+when its estimated cost fits. A cancel (from any thread) stops the current phase and the run
+returns its best verified answer so far with ``partial=True``.
 """
 
 from __future__ import annotations
@@ -11,18 +19,19 @@ from dataclasses import replace
 
 import numpy as np
 
-from matcher.control import RunControl
+from matcher.control import RunControl, SolveParams
 from matcher.explain import explain
+from matcher.kernels import ELIGIBLE, R_CAPACITY
 from matcher.model import NONE
+from matcher.pricing import extend_problem, market_bound
 from matcher.problem import (
     ROLE_SECOND,
     MarketProblem,
+    SiteTable,
     build_problem,
-    extend_problem,
     find_candidates,
-    market_bound,
 )
-from matcher.solver import Solution, SolverParams, solve
+from matcher.solver import MapParts, Solution, solve
 from matcher.verify import verify_assignment
 from schemas.market import (
     Assignment,
@@ -34,13 +43,20 @@ from schemas.market import (
 )
 
 
-def solver_params(params: RunParams) -> SolverParams:
-    return SolverParams(
+def solve_params(params: RunParams, base: SolveParams | None = None) -> SolveParams:
+    """The solver's parameters for a run: the caller's limit, workers, seed and mode over the
+    tuned defaults (or ``base``)."""
+    return replace(
+        base or SolveParams(),
         time_limit_s=params.time_limit_s,
-        workers=params.workers,
+        workers=1 if params.deterministic else params.workers,
         seed=params.seed,
         deterministic=params.deterministic,
     )
+
+
+# The old name, still imported by callers.
+solver_params = solve_params
 
 
 def assignments(problem: MarketProblem, choice: np.ndarray) -> list[Assignment]:
@@ -49,8 +65,9 @@ def assignments(problem: MarketProblem, choice: np.ndarray) -> list[Assignment]:
     for r in np.flatnonzero(choice != NONE):
         c = int(choice[r])
         s = int(model.cand_bin[c])
+        # Built without validation: every field comes from already validated data.
         out.append(
-            Assignment(
+            Assignment.model_construct(
                 project_id=enc.project_ids[enc.row_project[r]],
                 site_id=enc.site_ids[s],
                 cdmo_id=enc.cdmo_ids[enc.sites.cdmo[s]],
@@ -81,13 +98,25 @@ def result(
     *,
     solve_s: float,
     t_start: float,
+    control: RunControl | None = None,
+    explain_grace_s: float | None = None,
 ) -> MatchResult:
-    """Verify ``solution`` against the model, explain what is left, and package it all."""
+    """Verify ``solution`` against the model, explain what is left, and package it all.
+
+    Explanations stop (the rest listed as not explained) once ``control`` is cancelled or,
+    outside deterministic mode, ``explain_grace_s`` past its deadline.
+    """
     t0 = time.perf_counter()
     choice = np.asarray(solution.choice, dtype=np.int64)
     objective = verify_assignment(problem.model, choice)
     t1 = time.perf_counter()
-    unassigned = explain(problem, choice)
+    stop = None
+    if control is not None:
+        ctl = control
+        late = ctl.deadline + (explain_grace_s or 0.0)
+        stop = lambda: ctl.cancelled or (not ctl.deterministic and ctl.clock() > late)  # noqa: E731
+        ctl.report("verify", objective=float(objective))
+    unassigned = explain(problem, choice, stop=stop)
     placed = assignments(problem, choice)
     t2 = time.perf_counter()
     bound = int(solution.bound)
@@ -127,12 +156,6 @@ def result(
     )
 
 
-# Shares of the time limit for the successive solves: on the candidate lists by value, then
-# after each round of pricing (column generation) has added sites with room. The last solve
-# takes whatever is left.
-ROUND_SHARES = (0.3, 0.35)
-
-
 def _warm_start(old: MarketProblem, new: MarketProblem, choice: np.ndarray) -> np.ndarray:
     """``choice`` (candidate indices of ``old``) as candidate indices of ``new``."""
     site = np.full(len(choice), -1, dtype=np.int64)
@@ -141,52 +164,101 @@ def _warm_start(old: MarketProblem, new: MarketProblem, choice: np.ndarray) -> n
     return find_candidates(new.model.cand_ptr, new.model.cand_bin, site)
 
 
+def _nothing_placed(problem: MarketProblem) -> Solution:
+    """The empty answer (always feasible) with the per-item bound: what a run stopped before
+    its first solve returns."""
+    model = problem.model
+    return Solution(
+        choice=np.full(model.n_items, NONE, dtype=np.int64),
+        objective=0,
+        bound=item_upper_bound(problem),
+        status=SolveStatus.FEASIBLE,
+        prices=np.zeros(model.n_res),
+    )
+
+
+def _after_solve_s(problem: MarketProblem, sp: SolveParams, unplaced_rows: int) -> float:
+    """Estimated seconds for verifying, explaining and packaging an answer: rows without an
+    eligible site that fail on capacity are explained against every site."""
+    counts = problem.scored.counts
+    alone = int(np.count_nonzero((counts[:, ELIGIBLE] == 0) & (counts[:, R_CAPACITY] > 0)))
+    return (
+        sp.explain_s_per_row_site * alone * problem.enc.sites.n_sites
+        + sp.explain_s_per_unplaced * unplaced_rows
+        + sp.result_s_per_row * problem.model.n_items
+    )
+
+
 def match(
-    snapshot: MarketSnapshot, params: RunParams, control: RunControl | None = None
+    snapshot: MarketSnapshot,
+    params: RunParams,
+    control: RunControl | None = None,
+    *,
+    map_parts: MapParts | None = None,
+    site_table: SiteTable | None = None,
+    solver: SolveParams | None = None,
 ) -> MatchResult:
     """Assign the snapshot's projects to sites; raises SnapshotError for an unusable snapshot.
 
     Column generation around the solver: solve on each project's best sites by value; price
     the capacity with the solve's Lagrangian prices and add each project's best sites by
     reduced value (where there is still room); solve again from the previous answer; repeat
-    while pricing finds new sites. The bound is finally taken over every eligible pair of the
-    market (``market_bound``), not just over the candidates.
+    while pricing finds new sites and time allows. The bound is finally taken over every
+    eligible pair of the market (``market_bound``), not just over the candidates.
+
+    ``control``: deadline, cancel and progress (default: ``params.time_limit_s`` from now).
+    ``map_parts``: fans the independent parts of each solve out (see matcher/solver.py).
+    ``site_table``: the snapshot's encoded sites, e.g. cached per market version.
+    ``solver``: tuned solver knobs (``SolveParams``) other than the run's own.
     """
+    sp = solve_params(params, solver)
     if control is None:
         control = RunControl(params.time_limit_s, deterministic=params.deterministic)
+    limit = control.time_limit_s
     t_start = time.perf_counter()
-    control.report("encode")
-    problem = build_problem(snapshot, params)
-    # A round of pricing costs a kernel pass and a model rebuild: about 3x the first pass.
-    price_estimate = 3 * problem.timings["kernels"] + problem.timings["model"]
-    # Keep time for the final bound (a kernel pass with prices) and the explanations.
-    reserve = min(0.25 * params.time_limit_s, 3 * problem.timings["kernels"])
-    deadline = t_start + params.time_limit_s - reserve
+    problem = build_problem(snapshot, params, control=control, site_table=site_table)
+    kernel_s = problem.timings["kernels"]
+    # A round of pricing costs a kernel pass with prices and a model rebuild.
+    price_estimate = sp.price_kernel_passes * kernel_s + problem.timings["model"]
+    bound_estimate = sp.market_bound_kernel_passes * kernel_s
+    best_problem, best = problem, _nothing_placed(problem)
+    bound = best.bound
     solve_s = price_s = 0.0
     added_total = 0
     rounds = 0
-    first_feasible: float | None = None
-    last = len(ROUND_SHARES)  # index of the final solve, which takes what is left
+    last = len(sp.round_shares)  # index of the final solve, which takes what is left
     step = 0
-    while True:
+    while not control.stop_requested():
+        unplaced = int(np.count_nonzero(best.choice == NONE))
+        keep = _after_solve_s(problem, sp, unplaced) + min(
+            bound_estimate, sp.reserve_share * limit)
         if params.deterministic:  # fixed shares of the limit, whatever the clock says
-            fraction = ROUND_SHARES[step] if step < last else 1.0 - sum(ROUND_SHARES[:rounds])
-            budget = params.time_limit_s * fraction
+            fraction = sp.round_shares[step] if step < last else 1.0 - sum(
+                sp.round_shares[:rounds])
+            round_control = control.slice(limit * fraction)
         else:
-            left = deadline - time.perf_counter()
-            budget = max(0.1, left * ROUND_SHARES[step] if step < last else left)
+            window = control.left() - keep
+            share = sp.round_shares[step] if step < last else 1.0
+            if window * share < sp.min_round_s and rounds:
+                break
+            round_control = control.slice(max(sp.min_round_s, window * share))
         t0 = time.perf_counter()
-        solution = solve(problem.model, replace(solver_params(params), time_limit_s=budget))
+        solution = solve(problem.model, replace(sp, time_limit_s=round_control.time_limit_s),
+                         round_control, map_parts=map_parts)
         solve_s += time.perf_counter() - t0
-        if rounds == 0 and "first_feasible_s" in solution.stats:
-            # Counted from the start of match: encoding and kernels included.
-            first_feasible = (t0 - t_start) + solution.stats["first_feasible_s"]
         rounds += 1
-        control.report("solve", objective=float(solution.objective), bound=float(solution.bound))
-        if step == last or control.cancelled:
+        bound = min(bound, solution.bound)  # every round's bound holds for the whole market
+        if solution.objective >= best.objective or best_problem is not problem:
+            if solution.status != SolveStatus.UNKNOWN:
+                best_problem, best = problem, solution
+        placed = int(np.count_nonzero(best.choice[problem.enc.project_rows[:, 0]] != NONE))
+        control.report("solve", objective=float(best.objective), bound=float(bound),
+                       placed=placed)
+        if step == last or control.stop_requested():
             break
-        left = deadline - time.perf_counter()
-        if not params.deterministic and left < 1.5 * price_estimate:
+        unplaced = int(np.count_nonzero(best.choice == NONE))
+        room = control.left() - _after_solve_s(problem, sp, unplaced) - bound_estimate
+        if not params.deterministic and room < sp.price_margin * price_estimate:
             # No time for another round of pricing: finish from this answer with what is left.
             problem = replace(problem, model=replace(problem.model, hint=solution.choice))
             step = last
@@ -196,21 +268,39 @@ def match(
         price_estimate = time.perf_counter() - t0
         price_s += price_estimate
         added_total += added
+        control.report("price")
         warm = _warm_start(problem, extended, solution.choice)
         problem = replace(extended, model=replace(extended.model, hint=warm))
         # Nothing new to price in: go straight to the final solve with the time left.
         step = step + 1 if added else last
+    if best.status == SolveStatus.UNKNOWN:
+        best = replace(best, status=SolveStatus.FEASIBLE)
+    problem, solution = best_problem, replace(best, bound=bound)
     t0 = time.perf_counter()
-    bound = market_bound(problem, solution.prices)
-    if bound < solution.bound:
-        solution = replace(solution, bound=bound)
+    unplaced = int(np.count_nonzero(solution.choice == NONE))
+    room = control.left() - _after_solve_s(problem, sp, unplaced)
+    notes: list[str] = []
+    if rounds and not control.cancelled and (
+            params.deterministic or room >= bound_estimate):
+        control.report("market_bound")
+        whole = market_bound(problem, solution.prices)
+        if whole < solution.bound:
+            solution = replace(solution, bound=whole)
+    elif rounds:
+        notes.append("no time left for the bound over every eligible pair: the bound "
+                     "reported is the solver's (still valid for the whole market)")
     problem.timings.update({"price": price_s, "market_bound": time.perf_counter() - t0})
-    if first_feasible is not None:
-        problem.stats["first_feasible_s"] = first_feasible
+    if control.first_feasible_s is not None:
+        problem.stats["first_feasible_s"] = control.first_feasible_s
     problem.stats["priced_candidates"] = float(added_total)
     problem.stats["rounds"] = float(rounds)
-    out = result(snapshot, problem, solution, solve_s=solve_s, t_start=t_start)
+    grace = sp.explain_grace_share * limit + sp.explain_grace_s
+    out = result(snapshot, problem, solution, solve_s=solve_s, t_start=t_start,
+                 control=control, explain_grace_s=grace)
+    update: dict = {"notes": out.notes + notes}
     if control.cancelled:
-        out = out.model_copy(update={"partial": True})
-    control.report("done", objective=out.objective, bound=out.bound, placed=len(out.assignments))
+        update["partial"] = True
+    out = out.model_copy(update=update)
+    control.report("done", objective=out.objective, bound=out.bound, placed=len(
+        {a.project_id for a in out.assignments}))
     return out

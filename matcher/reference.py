@@ -155,6 +155,28 @@ def _priced_hours(rows, chunk, dual):
     return out
 
 
+def pair_values(
+    sites: SiteArrays,
+    rows: RowArrays,
+    row: np.ndarray,
+    site: np.ndarray,
+    cost: np.ndarray,
+    w_cost: float,
+    fit_market: float,
+    priced: np.ndarray | None = None,
+) -> np.ndarray:
+    """The kernels' value of pairs (``row``, ``site``) at ``cost`` (arrays that broadcast),
+    in the kernels' order of operations, so the bits agree; ``priced`` (dual x whole hours)
+    makes it the reduced value. The one NumPy copy of the value formula."""
+    in_market = (sites.region_bit[site] & rows.tmask[row]) != 0
+    fit = sites.fitq[site] + np.where(in_market, fit_market, 0.0)
+    xv = rows.a[row] + rows.b[row] * fit - w_cost * cost
+    if priced is not None:
+        xv = xv - priced
+    xv = np.where(site == rows.prev[row], xv + rows.stab[row], xv)
+    return np.floor(np.clip(xv, -VALUE_CLIP, VALUE_CLIP) + 0.5).astype(np.int64)
+
+
 def _score_chunk(sites, rows, table, chunk, k, w_cost, fit_market, dual=None):
     n_sites = sites.n_sites
     n_rows = len(chunk)
@@ -165,14 +187,10 @@ def _score_chunk(sites, rows, table, chunk, k, w_cost, fit_market, dual=None):
         counts[:, rule] = (code == rule).sum(axis=1)
     eligible = code == ELIGIBLE
 
-    in_market = (sites.region_bit[None, :] & rows.tmask[chunk][:, None]) != 0
-    fit = sites.fitq[None, :] + np.where(in_market, fit_market, 0.0)
-    xv = rows.a[chunk][:, None] + rows.b[chunk][:, None] * fit - w_cost * cost
-    if dual is not None:
-        xv = xv - _priced_hours(rows, chunk, dual)
-    is_prev = site_idx[None, :] == rows.prev[chunk][:, None]
-    xv = np.where(is_prev, xv + rows.stab[chunk][:, None], xv)
-    value = np.floor(np.clip(xv, -VALUE_CLIP, VALUE_CLIP) + 0.5).astype(np.int64)
+    priced = None if dual is None else _priced_hours(rows, chunk, dual)
+    value = pair_values(
+        sites, rows, chunk[:, None], site_idx[None, :], cost, w_cost, fit_market, priced
+    )
 
     # Rank key: higher value first, then lower site index (|value| <= 1e12, so no overflow).
     low = np.iinfo(np.int64).min // 2

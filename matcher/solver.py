@@ -1,18 +1,26 @@
-"""Build, hint, solve, LNS and bound for an AssignmentModel. Returns a Solution as data.
+"""Split, solve each part, merge: an AssignmentModel in, a Solution (as data) out.
 
 The flow for one model:
 
-1. split it into independent parts (connected components of the candidate graph; small
+1. ``split`` it into independent parts (connected components of the candidate graph; small
    components are bundled so CP-SAT is called a few times, not thousands);
-2. per part: a Lagrangian bound and resource prices (matcher/bound.py), then the Numba greedy
-   on raw and on price-reduced values plus local search (matcher/heuristic.py): a first
-   feasible answer in well under a second;
-3. improve: a part small enough for one CP-SAT model is solved whole (hinted with the
-   incumbent) while, with two or more workers, large neighbourhood search runs beside it on
-   another core; a larger part gets LNS alone: re-solve a neighbourhood of bins with CP-SAT
-   while everything else is fixed, keep it if it is better;
-4. the bound is the best of the Lagrangian and CP-SAT bounds, summed over parts.
+2. ``solve_part`` on each: the Numba greedy plus local search (matcher/heuristic.py) for a
+   first feasible answer in well under a second, a Lagrangian bound and resource prices
+   (matcher/bound.py), the greedy again on price-reduced values; then improve: a part small
+   enough for one CP-SAT model is solved whole while, with two or more workers, large
+   neighbourhood search runs beside it; a larger part gets LNS alone (re-solve a
+   neighbourhood of bins with CP-SAT, the rest fixed, keep it if better);
+3. ``merge`` the parts' answers; the bound is the best of the Lagrangian and CP-SAT bounds,
+   summed over parts.
 
+``solve(model, params, control, map_parts=None)`` runs the parts in this process, one after
+the other (small ones first, the big one gets what is left). A job engine passes
+``map_parts`` (anything with the signature of ``map``, e.g. ``ProcessPoolExecutor.map``) to
+fan them out: every part is then a picklable ``PartTask`` with its own time share, and the
+same ``solve_part`` runs wherever it lands.
+
+Every phase takes its time from one ``RunControl`` (matcher/control.py): a cancel stops LNS
+between sub-solves, the Lagrangian between chunks, and CP-SAT at once (``stop_search``).
 Deterministic mode uses one worker, no threads and CP-SAT's deterministic time instead of the
 wall clock, so the same input gives the same answer run to run.
 """
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -28,9 +37,9 @@ from numba import njit
 
 from matcher import cpsat
 from matcher.bound import lagrangian_bound, reduced_values
+from matcher.control import RunControl, SolveParams
 from matcher.heuristic import (
     greedy_solution,
-    heuristic_solution,
     improve_locally,
     is_complete,
     objective_of,
@@ -39,28 +48,8 @@ from matcher.model import NONE, AssignmentModel, restrict, usage_of
 from matcher.verify import InvalidAssignment, verify_assignment
 from schemas.market import SolveStatus
 
-
-@dataclass(frozen=True)
-class SolverParams:
-    """Every solver knob in one place."""
-
-    time_limit_s: float = 30.0
-    workers: int = 2
-    seed: int = 0
-    deterministic: bool = False
-    # A part with at most this many candidates is also given to CP-SAT as one model.
-    exact_limit: int = 200_000
-    # Small components are bundled into CP-SAT models of about this many candidates.
-    bundle_candidates: int = 50_000
-    # Run LNS beside the whole-model CP-SAT (it shares the cores with it).
-    lns_beside_whole: bool = True
-    # Hint the whole model with the heuristic answer. Off by default: on tight GAPs a hint
-    # pins CP-SAT's search near it (measured worse than no hint at 10 s on d30900).
-    hint_whole: bool = False
-    lns_candidates: int = 400  # initial neighbourhood size, adapted as LNS runs
-    lns_subsolve_s: float = 0.25
-    bound_iterations: int = 1000
-    local_search_passes: int = 50
+# The one parameters object lives in matcher/control.py; the old name stays importable.
+SolverParams = SolveParams
 
 
 @dataclass
@@ -77,26 +66,56 @@ class Solution:
 
 
 @dataclass
-class _PartResult:
+class Part:
+    """Items of the model that share no resource with any other part, and their sub-model
+    (resource and bin indices stay global, capacity is the whole model's)."""
+
+    items: np.ndarray  # int64, item indices in the whole model
+    model: AssignmentModel
+    cand_index: np.ndarray  # int64: candidate index in the whole model of each sub-candidate
+
+    @property
+    def size(self) -> int:
+        return self.model.n_cand
+
+
+@dataclass
+class PartResult:
+    """A part's answer (candidate indices of the part's model), bound and prices, as data."""
+
     choice: np.ndarray | None
     objective: int
     bound: int
     optimal: bool
     infeasible: bool
     prices: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PartTask:
+    """One part with the parameters it is solved under (its time share in
+    ``params.time_limit_s``): what a job engine sends to a worker."""
+
+    part: Part
+    params: SolveParams
+
+
+def solve_task(task: PartTask) -> PartResult:
+    """``solve_part`` of a task, under a run control of its own (for ``map_parts``)."""
+    return solve_part(task.part, task.params)
 
 
 class _Clock:
-    def __init__(self, limit_s: float) -> None:
-        self.start = time.perf_counter()
-        self.deadline = self.start + limit_s
+    """Per-phase wall times and the moment of the first feasible answer."""
+
+    def __init__(self, control: RunControl) -> None:
+        self.control = control
         self.marks: dict[str, float] = {}
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-    def left(self) -> float:
-        return max(0.0, self.deadline - time.perf_counter())
+        return self.control.elapsed()
 
     def add(self, phase: str, seconds: float) -> None:
         self.marks[phase] = self.marks.get(phase, 0.0) + seconds
@@ -181,7 +200,7 @@ def _parts(model: AssignmentModel, bundle: int) -> list[np.ndarray]:
 class _Lns:
     """Re-solve neighbourhoods of bins with CP-SAT while the rest of the part stays fixed."""
 
-    def __init__(self, model: AssignmentModel, params: SolverParams, rng: np.random.Generator):
+    def __init__(self, model: AssignmentModel, params: SolveParams, rng: np.random.Generator):
         self.model = model
         self.params = params
         self.rng = rng
@@ -224,9 +243,10 @@ class _Lns:
         return np.flatnonzero(free), mask
 
     def step(self, choice: np.ndarray, *, time_limit_s: float | None,
-             deterministic_time: float | None, seed: int, workers: int = 1) -> np.ndarray:
+             deterministic_time: float | None, seed: int, workers: int = 1,
+             control: RunControl | None = None) -> np.ndarray:
         """One LNS move: returns the (possibly) improved choice."""
-        m = self.model
+        m, p = self.model, self.params
         items, mask = self._neighbourhood(choice)
         if items.size == 0:
             return choice
@@ -244,13 +264,13 @@ class _Lns:
                                    deterministic_time=deterministic_time)
         # No objective floor: measured to slow the sub-solves down, and the comparison with
         # ``current`` below keeps only improvements anyway.
-        run = cpsat.run(sub, solver, hint=hint)
+        run = cpsat.run(sub, solver, hint=hint, control=control)
         self.iterations += 1
         budget = time_limit_s if time_limit_s is not None else deterministic_time
-        if run.optimal and budget and run.wall_s < 0.3 * budget:
-            self.target = int(min(self.target * 1.25, 10 * self.params.lns_candidates))
+        if run.optimal and budget and run.wall_s < p.lns_fast * budget:
+            self.target = int(min(self.target * p.lns_grow, p.lns_max_factor * p.lns_candidates))
         elif not run.optimal:
-            self.target = int(max(self.target * 0.8, 50))
+            self.target = int(max(self.target * p.lns_shrink, p.lns_min_candidates))
         if run.choice is None or run.objective is None or run.objective <= current:
             return choice
         self.improvements += 1
@@ -274,35 +294,66 @@ def _placement_first(model: AssignmentModel) -> AssignmentModel:
                    must_assign=np.zeros(model.n_items, dtype=bool))
 
 
-def _run_lns(lns: _Lns, choice: np.ndarray, *, deadline: float | None, det_budget: float,
-             params: SolverParams, stop: threading.Event, done=None,
-             workers: int = 1) -> np.ndarray:
-    """LNS steps until the deadline (or, deterministic, the deterministic-time budget), a
-    stop signal, or ``done(choice)``. ``workers`` is what each sub-solve may use."""
+def _run_lns(lns: _Lns, choice: np.ndarray, *, control: RunControl, det_budget: float,
+             stop: threading.Event, done: Callable[[np.ndarray], bool] | None = None,
+             workers: int = 1, on_better: Callable[[np.ndarray], None] | None = None,
+             ) -> np.ndarray:
+    """LNS steps until ``control``'s deadline (deterministic: the ``det_budget`` of
+    deterministic time), a cancel, a stop signal, or ``done(choice)``. ``workers`` is what
+    each sub-solve may use; ``on_better`` hears of each improvement."""
+    p = lns.params
     spent = 0.0
-    while not stop.is_set() and (done is None or not done(choice)):
-        if deadline is None:
+    while not stop.is_set() and not control.cancelled and (done is None or not done(choice)):
+        before = choice
+        if control.deterministic:
             if spent >= det_budget:
                 break
-            step_det = 0.1
-            spent += step_det
-            choice = lns.step(choice, time_limit_s=None, deterministic_time=step_det,
-                              seed=params.seed + lns.iterations)
+            spent += p.lns_deterministic_step
+            choice = lns.step(choice, time_limit_s=None,
+                              deterministic_time=p.lns_deterministic_step,
+                              seed=p.seed + lns.iterations, control=control)
         else:
-            left = deadline - time.perf_counter()
-            if left < 0.02:
+            left = control.left()
+            if left < p.lns_min_left_s:
                 break
-            choice = lns.step(choice, time_limit_s=min(params.lns_subsolve_s, left),
-                              deterministic_time=None, seed=params.seed + lns.iterations,
-                              workers=workers)
+            choice = lns.step(choice, time_limit_s=min(p.lns_subsolve_s, left),
+                              deterministic_time=None, seed=p.seed + lns.iterations,
+                              workers=workers, control=control)
+        if on_better is not None and choice is not before:
+            on_better(choice)
     return choice
 
 
-def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, clock: _Clock,
-                stats: dict[str, float]) -> _PartResult:
+def _polish(model: AssignmentModel, choice: np.ndarray, passes: int,
+            control: RunControl, params: SolveParams) -> np.ndarray:
+    """Local search, one pass at a time so that the clock and a cancel are obeyed between
+    passes (a pass on a big model takes a second or more): a pass is only started when
+    its estimated cost is a small share of the time left."""
+    pass_s = params.local_search_s_per_candidate * model.n_cand
+    for _ in range(passes):
+        if control.stop_requested():
+            break
+        if not control.deterministic and pass_s > params.local_search_share * control.left():
+            break
+        better = improve_locally(model, choice, 1)
+        if np.array_equal(better, choice):
+            break
+        choice = better
+    return choice
+
+
+def solve_part(part: Part | AssignmentModel, params: SolveParams,
+               control: RunControl | None = None, *, offset: int = 0) -> PartResult:
+    """Best answer to one part within ``control`` (default: ``params.time_limit_s`` from
+    now), with its bound and resource prices. ``offset`` (the value of everything outside
+    the part) is added to the objectives reported as progress."""
+    model = part.model if isinstance(part, Part) else part
+    if control is None:
+        control = RunControl(params.time_limit_s, deterministic=params.deterministic)
     deterministic = params.deterministic
-    part_start = time.perf_counter()
-    deadline = None if deterministic else part_start + budget_s
+    budget_s = control.time_limit_s
+    clock = _Clock(control)
+    stats: dict[str, float] = {}
     t = time.perf_counter()
     best: np.ndarray | None = None
     best_obj = -(2**62)
@@ -316,43 +367,56 @@ def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, c
             return
         consider(choice)
 
-    def consider(choice: np.ndarray) -> None:
+    def consider(choice: np.ndarray, phase: str = "heuristics") -> None:
         nonlocal best, best_obj, fallback
         if not is_complete(model, choice):
             if (choice != NONE).sum() > (fallback != NONE).sum():
                 fallback = choice
             return
-        if objective_of(model, choice) > best_obj:
-            best, best_obj = choice, objective_of(model, choice)
+        value = objective_of(model, choice)
+        if value > best_obj:
+            best, best_obj = choice, value
             stats.setdefault("first_feasible_s", clock.elapsed())
+            control.report(phase, objective=float(offset + value))
 
     if np.any(model.hint != NONE):
         consider_if_feasible(model.hint)  # a warm start, e.g. the previous solve's answer
-    # A swap pass costs about a second per 200k candidates (more where bins are crowded):
-    # big models get one pass, huge ones (a warm start is there by then) none.
-    passes = 0 if model.n_cand > 2_000_000 else max(
-        1, min(params.local_search_passes, 500_000 // max(1, model.n_cand)))
+    # Big models get few local search passes, huge ones (a warm start is there by then) none.
+    passes = 0 if model.n_cand > params.local_search_max_candidates else max(
+        1, min(params.local_search_passes, params.local_search_work // max(1, model.n_cand)))
     greedy_choice = greedy_solution(model, model.cand_value.astype(np.float64))
     consider(greedy_choice)
     if passes:
-        consider(improve_locally(model, greedy_choice, passes))
+        consider(_polish(model, greedy_choice, passes, control, params))
     clock.add("heuristic_s", time.perf_counter() - t)
 
     t = time.perf_counter()
     bound, prices = lagrangian_bound(
         model, best_obj if best is not None else None, iterations=params.bound_iterations,
-        time_limit_s=None if deterministic else max(0.5, 0.1 * budget_s),
+        time_limit_s=None if deterministic else min(
+            max(params.bound_min_s, params.bound_share * budget_s), control.left()),
+        params=params, control=control,
     )
     clock.add("bound_s", time.perf_counter() - t)
+    control.report("bound")
 
-    t = time.perf_counter()
-    consider(heuristic_solution(model, reduced_values(model, prices), passes))
-    clock.add("heuristic_s", time.perf_counter() - t)
+    if not control.stop_requested():
+        t = time.perf_counter()
+        reduced = greedy_solution(model, reduced_values(model, prices))
+        consider(reduced)
+        if passes:
+            consider(_polish(model, reduced, passes, control, params))
+        clock.add("heuristic_s", time.perf_counter() - t)
     stop = threading.Event()
     rng = np.random.default_rng(params.seed)
+
+    def finish(choice, objective, bound_, optimal, infeasible) -> PartResult:
+        return PartResult(choice, objective, bound_, optimal, infeasible, prices,
+                          timings=clock.marks, stats=stats)
+
     if best is not None and best_obj >= bound:
-        stats["heuristic_objective"] = stats.get("heuristic_objective", 0) + best_obj
-        return _PartResult(best, best_obj, bound, True, False, prices)
+        stats["heuristic_objective"] = best_obj
+        return finish(best, best_obj, bound, True, False)
 
     t = time.perf_counter()
     whole = model.n_cand <= params.exact_limit
@@ -360,15 +424,16 @@ def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, c
     holder: list[cpsat.CpsatRun] = []
     thread = None
     full_solver = None
-    if whole and deadline is not None:
+    if whole and not deterministic and not control.stop_requested():
         # The whole model on every worker, started now, with LNS beside it: CP-SAT proves
         # bounds and wins on small models, LNS keeps improving where the whole model stalls.
-        full_solver = cpsat.make_solver(time_limit_s=deadline - time.perf_counter(),
-                                        workers=params.workers, seed=params.seed)
+        full_solver = cpsat.make_solver(time_limit_s=control.left(), workers=params.workers,
+                                        seed=params.seed)
         hint = best if params.hint_whole else None
 
         def run_full() -> None:
-            holder.append(cpsat.run(model, full_solver, hint=hint))
+            holder.append(cpsat.run(model, full_solver, hint=hint, control=control,
+                                    report_offset=offset))
             stop.set()
 
         thread = threading.Thread(target=run_full, name="cpsat-whole", daemon=True)
@@ -380,34 +445,36 @@ def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, c
         t_repair = time.perf_counter()
         relaxed = _placement_first(model)
         repair = _Lns(relaxed, params, rng)
-        consider(_run_lns(repair, fallback, deadline=deadline, det_budget=0.25 * budget_s,
-                          params=params, stop=stop,
-                          done=lambda ch: is_complete(model, ch)))
+        consider(_run_lns(repair, fallback, control=control,
+                          det_budget=params.repair_share * budget_s, stop=stop,
+                          done=lambda ch: is_complete(model, ch)), "lns")
         clock.add("repair_s", time.perf_counter() - t_repair)
-        stats["repair_lns_iterations"] = (stats.get("repair_lns_iterations", 0)
-                                          + repair.iterations)
+        stats["repair_lns_iterations"] = repair.iterations
     if best is not None:
-        stats["heuristic_objective"] = stats.get("heuristic_objective", 0) + best_obj
+        stats["heuristic_objective"] = best_obj
+
+    def report_lns(choice: np.ndarray) -> None:
+        control.report("lns", objective=float(offset + objective_of(model, choice)))
 
     lns = _Lns(model, params, rng)
     if deterministic:
-        # Sequential and clock-free: LNS for half the budget, then the whole model.
+        # Sequential and clock-free: LNS for its share of the budget, then the whole model.
         if best is not None and model.n_items > 1:
-            best = _run_lns(lns, best, deadline=None, det_budget=budget_s / 2, params=params,
-                            stop=stop)
+            best = _run_lns(lns, best, control=control, det_budget=params.lns_share * budget_s,
+                            stop=stop, on_better=report_lns)
             best_obj = objective_of(model, best)
-        if whole:
+        if whole and not control.cancelled:
             solver = cpsat.make_solver(time_limit_s=None, workers=1, seed=params.seed,
-                                       deterministic_time=budget_s / 2)
-            full_run = cpsat.run(model, solver, hint=best if params.hint_whole else None)
+                                       deterministic_time=(1 - params.lns_share) * budget_s)
+            full_run = cpsat.run(model, solver, hint=best if params.hint_whole else None,
+                                 control=control)
     else:
-        assert deadline is not None
         if best is not None and model.n_items > 1 and (
             not whole or (params.workers >= 2 and params.lns_beside_whole)):
             # Alone (no whole model beside it), each sub-solve gets every worker.
-            best = _run_lns(lns, best, deadline=deadline, det_budget=0.0, params=params,
-                            stop=stop, done=lambda ch: objective_of(model, ch) >= bound,
-                            workers=1 if whole else params.workers)
+            best = _run_lns(lns, best, control=control, det_budget=0.0, stop=stop,
+                            done=lambda ch: objective_of(model, ch) >= bound,
+                            workers=1 if whole else params.workers, on_better=report_lns)
             best_obj = objective_of(model, best)
         if thread is not None and full_solver is not None:
             if best is not None and best_obj >= bound:
@@ -415,8 +482,8 @@ def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, c
             thread.join()
             full_run = holder[0] if holder else None
     clock.add("improve_s", time.perf_counter() - t)
-    stats["lns_iterations"] = stats.get("lns_iterations", 0) + lns.iterations
-    stats["lns_improvements"] = stats.get("lns_improvements", 0) + lns.improvements
+    stats["lns_iterations"] = lns.iterations
+    stats["lns_improvements"] = lns.improvements
 
     optimal = False
     infeasible = False
@@ -430,25 +497,31 @@ def _solve_part(model: AssignmentModel, params: SolverParams, budget_s: float, c
         optimal = full_run.optimal and best_obj >= int(full_run.objective or 0)
     if best is not None:
         optimal = optimal or best_obj >= bound
-        stats["first_feasible_s"] = stats.get("first_feasible_s", clock.elapsed())
-    return _PartResult(best, best_obj if best is not None else 0, bound, optimal, infeasible,
-                       prices)
+        stats.setdefault("first_feasible_s", clock.elapsed())
+    return finish(best, best_obj if best is not None else 0, bound, optimal, infeasible)
 
 
 # --- the whole model -----------------------------------------------------------------------
 
 
-def solve(model: AssignmentModel, params: SolverParams) -> Solution:
-    """Best assignment found within the time limit, with a proven upper bound."""
-    clock = _Clock(params.time_limit_s)
-    stats: dict[str, float] = {}
+def split(model: AssignmentModel, params: SolveParams | None = None) -> list[Part]:
+    """The model's independent parts, smallest first (items without candidates are in none:
+    they are never placed)."""
+    params = params or SolveParams()
+    parts = []
+    for items in _parts(model, params.bundle_candidates):
+        sub, cand_index = restrict(model, items, model.capacity)
+        parts.append(Part(items, sub, cand_index))
+    return sorted(parts, key=lambda p: p.size)
+
+
+MapParts = Callable[[Callable[[PartTask], PartResult], Iterable[PartTask]], Iterable[PartResult]]
+
+
+def merge(model: AssignmentModel, parts: list[Part], results: list[PartResult],
+          *, cancelled: bool = False) -> Solution:
+    """One Solution of the whole model from its parts' results (any order, same length)."""
     choice = np.full(model.n_items, NONE, dtype=np.int64)
-
-    t = time.perf_counter()
-    parts = _parts(model, params.bundle_candidates)
-    clock.add("split_s", time.perf_counter() - t)
-    stats["parts"] = len(parts)
-
     # Items without any candidate are never placed; a must-assign one makes it infeasible.
     no_candidates = np.diff(model.cand_ptr) == 0
     infeasible = bool(np.any(model.must_assign & no_candidates))
@@ -458,38 +531,80 @@ def solve(model: AssignmentModel, params: SolverParams) -> Solution:
     optimal = True
     found_all = True
     prices = np.zeros(model.n_res)
-    remaining = sum(int(model.cand_ptr[p + 1].sum() - model.cand_ptr[p].sum()) for p in parts)
-    for items in sorted(parts, key=len):  # quick small parts first; the big one gets the rest
-        size = int(model.cand_ptr[items + 1].sum() - model.cand_ptr[items].sum())
-        share = clock.left() * size / max(1, remaining)
-        remaining -= size
-        sub, cand_index = restrict(model, items, model.capacity)
-        if params.deterministic:
-            share = params.time_limit_s * size / max(1, model.n_cand)
-        result = _solve_part(sub, params, share, clock, stats)
+    timings: dict[str, float] = {}
+    stats: dict[str, float] = {"parts": float(len(parts))}
+    for part, result in zip(parts, results, strict=True):
         bound += result.bound
         prices += result.prices  # parts share no resource: each prices its own
         optimal &= result.optimal
         infeasible |= result.infeasible
+        for key, value in result.timings.items():
+            timings[key] = timings.get(key, 0.0) + value
+        for key, value in result.stats.items():
+            if key == "first_feasible_s":
+                stats[key] = max(stats.get(key, 0.0), value)
+            else:
+                stats[key] = stats.get(key, 0.0) + value
         if result.choice is None:
             found_all = False
             continue
         placed = result.choice != NONE
-        choice[items[placed]] = cand_index[result.choice[placed]]
+        choice[part.items[placed]] = part.cand_index[result.choice[placed]]
         objective += result.objective
-
     if infeasible:
         status = SolveStatus.INFEASIBLE
     elif not found_all:
         status = SolveStatus.UNKNOWN
-    elif optimal or objective >= bound:
+    elif (optimal or objective >= bound) and not cancelled:
         status = SolveStatus.OPTIMAL
     else:
         status = SolveStatus.FEASIBLE
     stats["items"] = model.n_items
     stats["candidates"] = model.n_cand
     stats["resources"] = model.n_res
-    timings = dict(clock.marks)
-    timings["total_s"] = clock.elapsed()
     return Solution(choice=choice, objective=objective if found_all else 0, bound=bound,
                     status=status, prices=prices, timings=timings, stats=stats)
+
+
+def _share(params: SolveParams, control: RunControl, size: int, remaining: int,
+           total: int) -> float:
+    """A part's time: its share of what is left by candidates (deterministic: of the limit)."""
+    if params.deterministic:
+        return params.time_limit_s * size / max(1, total)
+    return control.left() * size / max(1, remaining)
+
+
+def solve(model: AssignmentModel, params: SolveParams, control: RunControl | None = None,
+          *, map_parts: MapParts | None = None) -> Solution:
+    """Best assignment found within the time limit, with a proven upper bound.
+
+    ``control`` (default: ``params.time_limit_s`` from now) carries the deadline, cancel and
+    progress. ``map_parts`` fans the parts out (see the module docstring); by default they
+    are solved here, one after the other, each with its share of the time left.
+    """
+    if control is None:
+        control = RunControl(params.time_limit_s, deterministic=params.deterministic)
+    t = time.perf_counter()
+    parts = split(model, params)
+    split_s = time.perf_counter() - t
+    total = sum(p.size for p in parts)
+    results: list[PartResult] = []
+    if map_parts is None:
+        remaining = total
+        done_objective = 0
+        for part in parts:  # quick small parts first; the big one gets the rest
+            share = _share(params, control, part.size, remaining, total)
+            remaining -= part.size
+            result = solve_part(part, params, control.slice(share), offset=done_objective)
+            done_objective += result.objective if result.choice is not None else 0
+            results.append(result)
+    else:
+        # Shares fixed up front: the parts may run one after the other on one worker.
+        tasks = [PartTask(part, replace(params, time_limit_s=max(
+            params.min_round_s, _share(params, control, part.size, total, total))))
+            for part in parts]
+        results = list(map_parts(solve_task, tasks))
+    solution = merge(model, parts, results, cancelled=control.cancelled)
+    solution.timings["split_s"] = split_s
+    solution.timings["total_s"] = control.elapsed()
+    return solution

@@ -331,6 +331,8 @@ class BlockReason(StrEnum):
     NO_SECOND_SOURCE = "no_second_source"
     CAPACITY = "capacity"
     OUTVALUED = "outvalued"
+    # The run stopped (cancelled, or out of time) before this project was explained.
+    NOT_EXPLAINED = "not_explained"
 
 
 class CapacityShortfall(StrictModel):
