@@ -322,9 +322,9 @@ def value_breakdown(view: RunView, r: int, sites: np.ndarray, costs: np.ndarray)
     parts = value_parts(view.enc, view.params, np.full(len(sites), r), sites, costs)
     out = []
     for i in range(len(sites)):
-        terms = [float(getattr(parts, name)[i]) for name in PART_NAMES]
+        terms = {name: float(getattr(parts, name)[i]) for name in PART_NAMES}
         value = int(parts.value[i])
-        out.append(ValueBreakdown(value, *terms, rounding=value - sum(terms)))
+        out.append(ValueBreakdown(value=value, **terms, rounding=value - sum(terms.values())))
     return out
 
 
@@ -804,9 +804,9 @@ def bottlenecks(view: RunView, snapshot: MarketSnapshot) -> Bottlenecks:
                     if c.sites == min(x.sites for x in why.certifications):
                         add("cert", c.requirement, hours)
             elif why.reason == BlockReason.NO_SITE_IN_MARKET.value:
-                for m in why.markets:
-                    if m.sites == 0:
-                        add("mkt", m.requirement, hours)
+                for need in why.markets:
+                    if need.sites == 0:
+                        add("mkt", need.requirement, hours)
             elif why.reason == BlockReason.CAPACITY.value:
                 for g in why.capacity_gaps:
                     if g.sites_short == why.capacity_sites:  # every passing site short there

@@ -17,7 +17,17 @@ from service.idempotency import install_idempotency
 from service.metrics import MetricsMiddleware
 from service.middleware import AuthenticationMiddleware, BodyLimitMiddleware
 from service.openapi import build_openapi
-from service.routes import health, listings, market, orgs, projects, proposals, runs, sites
+from service.routes import (
+    explanations,
+    health,
+    listings,
+    market,
+    orgs,
+    projects,
+    proposals,
+    runs,
+    sites,
+)
 from service.runtime import Services, build_services
 
 DESCRIPTION = """
@@ -86,7 +96,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.services = services
     install_error_handlers(app)
-    for module in (projects, sites, listings, proposals, market, runs, orgs, health):
+    for module in (projects, sites, listings, proposals, market, runs, explanations, orgs, health):
         app.include_router(module.router)
     # Added last = outermost: metrics see everything, the body limit and authentication run
     # before any parsing.
