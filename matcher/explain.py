@@ -479,6 +479,8 @@ def why_here(view: RunView, r: int) -> PlacementWhy:
         f"{chosen.cost:+.0f}, stability {chosen.stability:+.0f}; ranked {rank} of "
         f"{len(eligible)} eligible sites by value"
     )
+    if alts:
+        summary += f"; next best {alts[0].site_id}: {alts[0].detail}"
     return PlacementWhy(
         project_id=enc.project_ids[enc.row_project[r]],
         role=role.value,
@@ -603,25 +605,39 @@ def why_not(view: RunView, r: int, code: np.ndarray | None = None) -> UnplacedWh
             inside = (st.region_bit & np.uint32(1 << REGIONS.index(reg))) != 0
             ok = inside | _cert_holders(view, r, CERT_KINDS.index(kind))
             markets.append(RequirementCount(str(reg), int(np.count_nonzero(at_market & ok))))
-    # Capacity: the sites passing every rule up to budget, against the run's residual.
+    # Capacity: the sites passing every rule up to budget, against the run's residual (one
+    # matrix per row: passing sites x the row's process-months).
     passing = np.flatnonzero((code == ELIGIBLE) | (code == R_CAPACITY))
-    residual = _residual_without(view, r)
-    gaps: dict[tuple[str, str], list[int]] = {}
-    shortfalls: list[Shortfall] = []
-    full = 0
-    for s in passing:
-        short = _shortfalls(view, r, int(s), residual)
-        if short:
-            full += 1
-            shortfalls.extend(short[:SHORTFALLS_PER_SITE])
-        for x in short:
-            entry = gaps.setdefault((x.process, x.month), [0, 0])
-            entry[0] += 1
-            entry[1] += x.short_hours
+    residual = _residual_without(view, r) if r in view.placed else view.residual
+    sl = slice(rows.ent_ptr[r], rows.ent_ptr[r + 1])
+    off, units = rows.ent_off[sl], rows.ent_units[sl]
+    gap = units[None, :] - residual[passing][:, off]
+    short = gap > 0
+    is_full = short.any(axis=1)
+    full = int(np.count_nonzero(is_full))
+    short_total = int(gap[short].sum())
     capacity_gaps = sorted(
-        (CapacityGap(p, m, a, h) for (p, m), (a, h) in gaps.items()),
+        (
+            CapacityGap(
+                str(PROCESSES[int(off[e]) // enc.n_months]),
+                enc.month_names[int(off[e]) % enc.n_months],
+                int(np.count_nonzero(short[:, e])),
+                int(gap[short[:, e], e].sum()),
+            )
+            for e in np.flatnonzero(short.any(axis=0))
+        ),
         key=lambda x: (-x.sites_short, -x.short_hours, x.month, x.process),
     )
+    shortfalls = [
+        Shortfall(
+            enc.site_ids[int(passing[i])],
+            str(PROCESSES[int(off[e]) // enc.n_months]),
+            enc.month_names[int(off[e]) % enc.n_months],
+            int(gap[i, e]),
+        )
+        for i in np.flatnonzero(is_full)[:SHORTFALL_SITES]
+        for e in np.flatnonzero(short[i])[:SHORTFALLS_PER_SITE]
+    ]
     role = Role.SECOND_SOURCE if enc.row_role[r] == ROLE_SECOND else Role.PRIMARY
     pid = enc.project_ids[enc.row_project[r]]
     who = f"{len(passing)} of {n} sites"
@@ -654,16 +670,20 @@ def why_not(view: RunView, r: int, code: np.ndarray | None = None) -> UnplacedWh
     elif full == len(passing):
         reason = BlockReason.CAPACITY
         top = capacity_gaps[0]
-        total = sum(x.short_hours for x in shortfalls)
+        holds = " and ".join(f"{c.requirement}" for c in certs)
+        serve = " and ".join(f"{m.requirement}" for m in markets)
+        what = f"serve {cat} class {cls}"
+        if holds:
+            what += f", hold {holds} for class {cls} over {window}"
+        if serve:
+            what += f", are in or certified for {serve}"
         detail = (
-            f"{who} pass every rule but capacity; all {len(passing)} are full once the run's "
-            f"answer is served: {top.sites_short} short in {top.process} {top.month} by "
-            f"{top.short_hours} h in total ({total} h short over every listed month)"
+            f"{who} {what} and pass every other rule but capacity; all {len(passing)} are "
+            f"full once the run's answer is served: {top.sites_short} short in {top.process} "
+            f"{top.month} by {top.short_hours} h in total ({short_total} h short over the window)"
         )
     else:
-        roomy = passing[
-            [not _shortfalls(view, r, int(s), residual) for s in passing]
-        ]
+        roomy = passing[~is_full]
         costs = row_rules(view, r)[1][roomy]
         values = [v.value for v in value_breakdown(view, r, roomy, costs)]
         if max(values) <= 0:
@@ -695,7 +715,7 @@ def why_not(view: RunView, r: int, code: np.ndarray | None = None) -> UnplacedWh
         markets=markets,
         capacity_sites=len(passing),
         capacity_gaps=capacity_gaps[:12],
-        shortfalls=shortfalls[: SHORTFALL_SITES * SHORTFALLS_PER_SITE],
+        shortfalls=shortfalls,
     )
 
 

@@ -4,12 +4,235 @@ run's stored snapshot re-encoded and its answer (see service/flows/explanations.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import ConfigDict, Field
 
 from schemas.api.common import ApiModel, UtcDateTime
 from schemas.market import BlockReason, ProcessKind, Role
 
 _FROM = ConfigDict(from_attributes=True)
+
+
+# --- examples (from a real run of tests/service/test_api_explanations.py's market) ---------
+
+PROJECT_PLACED_EXAMPLE: dict[str, Any] = {
+    "project_id": "prj_01HZX3PLACED00000000000000",
+    "run": {
+        "run_id": "run_01HZX3RUN0000000000000000",
+        "finished_at": "2027-01-05T09:30:00Z",
+        "market_version": 15,
+    },
+    "placed": True,
+    "placements": [
+        {
+            "role": "primary",
+            "share": 1.0,
+            "site_id": "site_01HZX3GOODPLANT0000000000",
+            "cdmo_id": "org_01HZX3CDMOA00000000000000",
+            "cost": 28800.0,
+            "breakdown": {
+                "value": 13065,
+                "priority": 9000.0,
+                "quality": 3228.3173,
+                "market": 1125.0,
+                "cost": -288.0,
+                "stability": 0.0,
+                "rounding": -0.3173,
+            },
+            "quality": 0.9565,
+            "in_target_market": True,
+            "previous_site": False,
+            "eligible_sites": 1,
+            "rank": 1,
+            "alternatives": [
+                {
+                    "site_id": "site_01HZX3RIVALPLANT000000000",
+                    "cdmo_id": "org_01HZX3RIVAL0000000000000",
+                    "eligible": False,
+                    "value": 13082,
+                    "value_given_up": -17,
+                    "lacks": "excluded",
+                    "detail": "would be worth 17 points more but its CDMO is excluded by the maker",
+                    "breakdown": {
+                        "value": 13082,
+                        "priority": 9000.0,
+                        "quality": 3245.1923,
+                        "market": 1125.0,
+                        "cost": -288.0,
+                        "stability": 0.0,
+                        "rounding": -0.1923,
+                    },
+                    "shortfalls": [],
+                }
+            ],
+            "summary": "site_01HZX3GOODPLANT0000000000 is worth 13065 points for this "
+            "project: priority 9000, fit +4353 (quality score 0.96, in a "
+            "target market), cost -288, stability +0; ranked 1 of 1 eligible "
+            "sites by value",
+        }
+    ],
+    "unplaced": None,
+    "stored_reason": None,
+    "summary": "site_01HZX3GOODPLANT0000000000 is worth 13065 points for this project: priority "
+    "9000, fit +4353 (quality score 0.96, in a target market), cost -288, stability "
+    "+0; ranked 1 of 1 eligible sites by value",
+}
+
+PROJECT_UNPLACED_EXAMPLE: dict[str, Any] = {
+    "project_id": "prj_01HZX3CROWDED0000000000000",
+    "run": {
+        "run_id": "run_01HZX3RUN0000000000000000",
+        "finished_at": "2027-01-05T09:30:00Z",
+        "market_version": 15,
+    },
+    "placed": False,
+    "placements": [],
+    "unplaced": {
+        "role": "primary",
+        "reason": "capacity",
+        "detail": "2 of 3 sites pass every rule but capacity; all 2 are full once the "
+        "run's answer is served: 2 short in catheter_assembly 2027-02 by 200 "
+        "h in total (240 h short over every listed month)",
+        "total_sites": 3,
+        "funnel": [
+            {"rule": "category_or_class", "eliminated": 0, "remaining": 3},
+            {"rule": "process", "eliminated": 0, "remaining": 3},
+            {"rule": "certification", "eliminated": 0, "remaining": 3},
+            {"rule": "market", "eliminated": 0, "remaining": 3},
+            {"rule": "excluded", "eliminated": 1, "remaining": 2},
+            {"rule": "budget", "eliminated": 0, "remaining": 2},
+        ],
+        "certifications": [{"requirement": "iso_13485", "sites": 3}],
+        "markets": [{"requirement": "CN", "sites": 3}],
+        "capacity_sites": 2,
+        "capacity_gaps": [
+            {
+                "process": "catheter_assembly",
+                "month": "2027-02",
+                "sites_short": 2,
+                "short_hours": 200,
+            },
+            {
+                "process": "catheter_assembly",
+                "month": "2027-03",
+                "sites_short": 1,
+                "short_hours": 40,
+            },
+        ],
+        "shortfalls": [
+            {
+                "site_id": "site_01HZX3GOODPLANT0000000000",
+                "process": "catheter_assembly",
+                "month": "2027-02",
+                "short_hours": 110,
+            },
+            {
+                "site_id": "site_01HZX3GOODPLANT0000000000",
+                "process": "catheter_assembly",
+                "month": "2027-03",
+                "short_hours": 40,
+            },
+            {
+                "site_id": "site_01HZX3SMALLPLANT000000000",
+                "process": "catheter_assembly",
+                "month": "2027-02",
+                "short_hours": 90,
+            },
+        ],
+    },
+    "stored_reason": "capacity",
+    "summary": "not placed (capacity): 2 of 3 sites pass every rule but capacity; all 2 are "
+    "full once the run's answer is served: 2 short in catheter_assembly 2027-02 by "
+    "200 h in total (240 h short over every listed month)",
+}
+
+PROPOSAL_EXAMPLE: dict[str, Any] = {
+    "proposal_id": "prp_01HZX3PROPOSAL00000000000",
+    "project_id": "prj_01HZX3PLACED00000000000000",
+    "site_id": "site_01HZX3GOODPLANT0000000000",
+    "role": "primary",
+    "run": {
+        "run_id": "run_01HZX3RUN0000000000000000",
+        "finished_at": "2027-01-05T09:30:00Z",
+        "market_version": 15,
+    },
+    "site": {
+        "quality": 0.9565,
+        "on_time_rate": 0.99,
+        "inspection_findings": 0,
+        "lead_time_weeks": 4,
+        "in_target_market": True,
+        "fit_points_share": 0.326,
+        "cost": 28800.0,
+        "previous_site": False,
+        "fits_capacity": True,
+    },
+    "rank": 1,
+    "summary": "your site site_01HZX3GOODPLANT0000000000 came 1st by the matcher's value among "
+    "the sites eligible for this project: quality score 0.96 (on time 99%, 0 "
+    "inspection finding(s), 4 weeks lead time), in a target market, cost 28,800 at "
+    "your prices",
+}
+
+UTILISATION_EXAMPLE: dict[str, Any] = {
+    "run": {
+        "run_id": "run_01HZX3RUN0000000000000000",
+        "finished_at": "2027-01-05T09:30:00Z",
+        "market_version": 15,
+    },
+    "totals": [
+        {
+            "process": "catheter_assembly",
+            "month": "2027-01",
+            "capacity_hours": 800.0,
+            "reserved_hours": 0.0,
+            "used_hours": 100,
+            "free_hours": 700.0,
+            "utilisation": 0.125,
+        }
+    ],
+    "items": [
+        {
+            "site_id": "site_01HZX3GOODPLANT0000000000",
+            "process": "catheter_assembly",
+            "month": "2027-01",
+            "capacity_hours": 200.0,
+            "reserved_hours": 0.0,
+            "used_hours": 100,
+            "free_hours": 100.0,
+        }
+    ],
+    "next_cursor": "eyJhZnRlciI6IjAwMDAwMDAwMDIifQ",
+}
+
+BOTTLENECKS_EXAMPLE: dict[str, Any] = {
+    "run": {
+        "run_id": "run_01HZX3RUN0000000000000000",
+        "finished_at": "2027-01-05T09:30:00Z",
+        "market_version": 15,
+    },
+    "unplaced_projects": 2,
+    "unmet_hours": 750.0,
+    "by_category": [{"key": "implantable_interventional", "projects": 2, "hours": 750.0}],
+    "by_market": [
+        {"key": "CN", "projects": 1, "hours": 390.0},
+        {"key": "US", "projects": 1, "hours": 360.0},
+    ],
+    "by_reason": [
+        {"key": "capacity", "projects": 1, "hours": 390.0},
+        {"key": "certification", "projects": 1, "hours": 360.0},
+    ],
+    "certifications": [{"key": "fda_registration", "projects": 1, "hours": 360.0}],
+    "markets": [],
+    "capacity": [
+        {"process": "catheter_assembly", "month": "2027-02", "projects": 1, "short_hours": 200}
+    ],
+}
+
+
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": list(examples)})
 
 
 class ValueBreakdown(ApiModel):
@@ -107,6 +330,8 @@ class RunRef(ApiModel):
 class ProjectExplanation(ApiModel):
     """Why a project is where the latest committed run put it, or why it is not placed."""
 
+    model_config = _examples(PROJECT_PLACED_EXAMPLE, PROJECT_UNPLACED_EXAMPLE)
+
     project_id: str
     run: RunRef
     placed: bool
@@ -137,6 +362,8 @@ class SiteFit(ApiModel):
 class ProposalExplanation(ApiModel):
     """Why a proposal's site was chosen, without any of the maker's confidential fields
     (budget, exclusions, priority, points; title and maker when confidential)."""
+
+    model_config = _examples(PROPOSAL_EXAMPLE)
 
     proposal_id: str
     project_id: str
@@ -170,6 +397,7 @@ class UtilisationTotal(ApiModel):
 
 
 class RunUtilisation(ApiModel):
+    model_config = _examples(UTILISATION_EXAMPLE)
     run: RunRef
     totals: list[UtilisationTotal] = Field(description="Per process and month, all sites.")
     items: list[UtilisationRow] = Field(description="Per site, process and month (paged).")
@@ -192,7 +420,7 @@ class MonthGap(ApiModel):
 
 
 class RunBottlenecks(ApiModel):
-    model_config = _FROM
+    model_config = ConfigDict(from_attributes=True, **_examples(BOTTLENECKS_EXAMPLE))
     run: RunRef
     unplaced_projects: int
     unmet_hours: float

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import exists, or_
 from sqlmodel import Session, col, select
@@ -46,6 +48,13 @@ class _Run:
     snapshot: MarketSnapshot
     view: object  # matcher.explain.RunView (the matcher is imported lazily: JIT, numpy)
     unassigned: dict[str, str]  # project id -> stored reason
+    derived: dict[str, object] = field(default_factory=dict)  # utilisation, bottlenecks
+
+    def once(self, name: str, compute: Callable[[], object]) -> Any:
+        """``compute()`` the first time, the same answer afterwards (a run never changes)."""
+        if name not in self.derived:
+            self.derived[name] = compute()
+        return self.derived[name]
 
 
 _cache: OrderedDict[str, _Run] = OrderedDict()
@@ -245,7 +254,7 @@ def run_utilisation(
 
     _analysable(run)
     loaded = _load(session, run)
-    cells = utilisation(loaded.view, loaded.snapshot)  # type: ignore[arg-type]
+    cells = loaded.once("utilisation", lambda: utilisation(loaded.view, loaded.snapshot))  # type: ignore[arg-type]
     totals: dict[tuple[str, str], list[float]] = {}
     for c in cells:
         t = totals.setdefault((c.process, c.month), [0.0, 0.0, 0.0, 0.0])
@@ -303,5 +312,5 @@ def run_bottlenecks(session: Session, run: MatchRun) -> RunBottlenecks:
 
     _analysable(run)
     loaded = _load(session, run)
-    found = bottlenecks(loaded.view, loaded.snapshot)  # type: ignore[arg-type]
+    found = loaded.once("bottlenecks", lambda: bottlenecks(loaded.view, loaded.snapshot))  # type: ignore[arg-type]
     return RunBottlenecks.model_validate({**found.__dict__, "run": loaded.ref})

@@ -106,6 +106,7 @@ def test_unplaced_certification_and_full_capacity_with_figures():
     assert (top.process, top.month, top.sites_short, top.short_hours) == (
         "precision_machining", "2027-02", 3, 120)
     assert "120 h" in late.detail and "all 3 are full" in late.detail
+    assert "3 of 4 sites serve consumables class III, hold iso_13485 and eu_mdr" in late.detail
     nocert = why_not(view, _row(view, "NOCERT"))
     assert nocert.reason == "certification"
     fda = next(c for c in nocert.certifications if c.requirement == "fda_registration")

@@ -45,7 +45,7 @@ class Market:
         self.maker = api.maker()
         self.cdmo_a, self.cdmo_b, self.rival = api.cdmo(), api.cdmo(), api.cdmo()
         self.good = _site(api, self.cdmo_a, "Good plant", 0.99, 200)
-        self.small = _site(api, self.cdmo_b, "Small plant", 0.6, 150)
+        self.small = _site(api, self.cdmo_b, "Small plant", 0.6, 100)
         self.rival_site = _site(api, self.rival, "Rival plant", 1.0, 500)
         secret = {
             "title": TITLE,
@@ -56,12 +56,15 @@ class Market:
             "target_markets": ["CN"],
         }
         self.placed = api.project(self.maker, **secret)["id"]
-        # Needs more than the small site has left once the first project takes the good one.
+        # The placed project (100, 120, 140 h) fits the good site only (the small one has
+        # 100 h a month, the rival is excluded); the crowded one (100, 190, 100 h) too, and
+        # both together do not: the higher priority takes the good site.
         self.crowded = api.project(
             self.maker,
             priority=2,
             target_markets=["CN"],
-            loads=[{"process": "catheter_assembly", "monthly_hours": [100, 180, 100]}],
+            excluded_cdmo_ids=[self.rival.id],
+            loads=[{"process": "catheter_assembly", "monthly_hours": [100, 190, 100]}],
         )["id"]
         self.no_cert = api.project(
             self.maker,
@@ -107,12 +110,13 @@ def test_placed_project_why_here_parts_sum_to_the_runs_value(market: Market) -> 
     run_value = next(a["value"] for a in assigned if a["project_id"] == m.placed)
     assert b["value"] == run_value
     assert _parts_sum(b) == pytest.approx(run_value, abs=1e-6)
-    # The next best: the small site; the rival's site is excluded by the maker.
-    alts = {a["site_id"]: a for a in placement["alternatives"]}
-    assert m.small in alts and alts[m.small]["eligible"] is True
-    assert alts[m.small]["value_given_up"] == b["value"] - alts[m.small]["value"]
-    if m.rival_site in alts:
-        assert alts[m.rival_site]["lacks"] == "excluded"
+    # Next best: the rival's site would be worth more but its CDMO is excluded; the small
+    # site is worth less and too small even when empty (not listed).
+    (alt,) = placement["alternatives"]
+    assert alt["site_id"] == m.rival_site and alt["lacks"] == "excluded"
+    assert alt["eligible"] is False and alt["value_given_up"] < 0
+    assert alt["value_given_up"] == b["value"] - alt["value"]
+    assert "excluded" in alt["detail"]
     # Every placement of the run: the explanation's parts sum to the run's value.
     for a in assigned:
         exp = ok(op.get(f"/v1/projects/{a['project_id']}/explanation"))
@@ -132,11 +136,20 @@ def test_unplaced_projects_get_the_binding_rule_with_figures(market: Market) -> 
     assert fda["sites"] == 0 and "0 hold fda_registration" in why["detail"]
     assert why["funnel"][0]["rule"] == "category_or_class" and why["total_sites"] == 3
     crowded = ok(m.maker.get(f"/v1/projects/{m.crowded}/explanation"))
-    if not crowded["placed"]:  # the good site is taken, the small one is too small
-        w = crowded["unplaced"]
-        assert w["reason"] == "capacity" and w["capacity_gaps"]
-        assert all(g["short_hours"] > 0 for g in w["capacity_gaps"])
-        assert f"{w['capacity_gaps'][0]['short_hours']} h" in w["detail"]
+    assert crowded["placed"] is False and crowded["stored_reason"] == "capacity"
+    w = crowded["unplaced"]
+    assert w["reason"] == "capacity" and w["capacity_sites"] == 2
+    # 2027-02: the good site has 200 - 120 = 80 h left (110 short), the small one 100 h
+    # (90 short); 2027-03: the good site has 60 h left (40 short).
+    gaps = [(g["month"], g["sites_short"], g["short_hours"]) for g in w["capacity_gaps"]]
+    assert gaps == [("2027-02", 2, 200), ("2027-03", 1, 40)]
+    assert "all 2 are full" in w["detail"] and "by 200 h in total" in w["detail"]
+    shortfalls = {(x["site_id"], x["month"]): x["short_hours"] for x in w["shortfalls"]}
+    assert shortfalls == {
+        (m.good, "2027-02"): 110,
+        (m.good, "2027-03"): 40,
+        (m.small, "2027-02"): 90,
+    }
 
 
 def test_proposal_explanation_hides_the_makers_confidential_fields(market: Market) -> None:
@@ -158,8 +171,8 @@ def test_proposal_explanation_hides_the_makers_confidential_fields(market: Marke
         "priority",
         "excluded",
         str(int(1000 * PRIORITY)),
-        "\"breakdown\"",
-        "\"value\"",
+        '"breakdown"',
+        '"value"',
     ):
         assert secret not in text, secret
     # Operators see it too; another CDMO, and the maker, do not.
@@ -196,7 +209,15 @@ def test_run_utilisation_and_bottlenecks(market: Market) -> None:
 
     neck = ok(op.get(f"/v1/match-runs/{m.run_id}/bottlenecks"))
     unplaced = ok(op.get(f"/v1/match-runs/{m.run_id}/unassigned"))["items"]
-    assert neck["unplaced_projects"] == len(unplaced) >= 1
+    assert neck["unplaced_projects"] == len(unplaced) == 2
+    assert neck["capacity"] == [
+        {"process": "catheter_assembly", "month": "2027-02", "projects": 1, "short_hours": 200}
+    ]
+    assert {d["key"]: d["projects"] for d in neck["by_reason"]} == {
+        "capacity": 1,
+        "certification": 1,
+    }
+    assert neck["unmet_hours"] == 360 + 390
     assert {"key": "fda_registration", "projects": 1, "hours": 360.0} in neck["certifications"]
     assert sum(d["projects"] for d in neck["by_reason"]) == len(unplaced)
     assert any(d["key"] == "US" for d in neck["by_market"])
