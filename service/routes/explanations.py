@@ -20,7 +20,13 @@ from schemas.market import ProcessKind, YearMonth
 from service.auth import Principal
 from service.deps import ID_PATTERN, CurrentOrg, PageDep, ProjectDep, ProposalDep, SessionDep
 from service.errors import InvalidFieldError, NotFoundError
-from service.flows import explanations as flow
+from service.flows.explanations import (
+    UtilisationFilters,
+    project_explanation,
+    proposal_explanation,
+    run_bottlenecks,
+    run_utilisation,
+)
 from service.openapi import problems
 from service.routes.runs import RunDep
 
@@ -44,7 +50,7 @@ def explain_project(
     project: ProjectDep, principal: CurrentOrg, session: SessionDep
 ) -> ProjectExplanation:
     _not_a_cdmo(principal, f"project {project.id}")
-    return flow.project_explanation(session, project)
+    return project_explanation(session, project)
 
 
 @router.get(
@@ -58,7 +64,7 @@ def explain_proposal(
 ) -> ProposalExplanation:
     if principal.is_maker:  # the maker has the project's explanation, with its own figures
         raise NotFoundError(f"proposal {proposal.id} not found")
-    return flow.proposal_explanation(session, proposal)
+    return proposal_explanation(session, proposal)
 
 
 @router.get(
@@ -67,7 +73,7 @@ def explain_proposal(
     "run, free; totals per process and month (operators)",
     responses=problems(404, 409, 422),
 )
-def run_utilisation(
+def get_run_utilisation(
     run: RunDep,
     session: SessionDep,
     page: PageDep,
@@ -78,13 +84,13 @@ def run_utilisation(
 ) -> RunUtilisation:
     if month_from and month_to and month_from > month_to:
         raise InvalidFieldError("month_from", "is after month_to", location="query")
-    filters = flow.UtilisationFilters(
+    filters = UtilisationFilters(
         site_id=site_id,
         process=process.value if process else None,
         month_from=month_from,
         month_to=month_to,
     )
-    return flow.run_utilisation(session, run, filters, page)
+    return run_utilisation(session, run, filters, page)
 
 
 @router.get(
@@ -93,5 +99,5 @@ def run_utilisation(
     "or capacity binds (operators)",
     responses=problems(404, 409, 422),
 )
-def run_bottlenecks(run: RunDep, session: SessionDep) -> RunBottlenecks:
-    return flow.run_bottlenecks(session, run)
+def get_run_bottlenecks(run: RunDep, session: SessionDep) -> RunBottlenecks:
+    return run_bottlenecks(session, run)
