@@ -442,8 +442,15 @@ def why_here(view: RunView, r: int) -> PlacementWhy:
             lacks = ""
         alts.append(
             Alternative(
-                enc.site_ids[t], enc.cdmo_ids[enc.sites.cdmo[t]], True, values[i].value,
-                given_up, lacks, detail, values[i], short,
+                enc.site_ids[t],
+                enc.cdmo_ids[enc.sites.cdmo[t]],
+                True,
+                values[i].value,
+                given_up,
+                lacks,
+                detail,
+                values[i],
+                short,
             )
         )
     # Near misses: sites that pass category/class and processes but fail a later rule, and
@@ -461,11 +468,16 @@ def why_here(view: RunView, r: int) -> PlacementWhy:
             rule = RULES[int(code[t])]
             alts.append(
                 Alternative(
-                    enc.site_ids[t], enc.cdmo_ids[enc.sites.cdmo[t]], False,
-                    near_values[i].value, chosen.value - near_values[i].value, rule,
+                    enc.site_ids[t],
+                    enc.cdmo_ids[enc.sites.cdmo[t]],
+                    False,
+                    near_values[i].value,
+                    chosen.value - near_values[i].value,
+                    rule,
                     f"would be worth {near_values[i].value - chosen.value} points more but "
                     f"{RULE_SITE_TEXT[rule]}",
-                    near_values[i], [],
+                    near_values[i],
+                    [],
                 )
             )
     in_market = bool(enc.sites.region_bit[s] & enc.rows.tmask[r])
@@ -546,11 +558,19 @@ class UnplacedWhy:
     shortfalls: list[Shortfall]
 
 
-def _cert_holders(view: RunView, r: int, kind: int) -> np.ndarray:
-    """bool [S]: the site holds a certificate of ``kind`` covering the row's class and window."""
+def _cert_holders(
+    view: RunView, r: int, kind: int, cache: dict[tuple[int, int], np.ndarray] | None = None
+) -> np.ndarray:
+    """bool [S]: the site holds a certificate of ``kind`` covering the row's class and window
+    (the same for every row of its group: ``cache`` keeps it by (group, kind))."""
     enc = view.enc
     st, rows = enc.sites, enc.rows
     g = rows.group[r]
+    if cache is not None:
+        key = (int(g), kind)
+        if key not in cache:
+            cache[key] = _cert_holders(view, r, kind)
+        return cache[key]
     cls = int(rows.grp_cc[g]) % len(CLASSES)
     ok = (
         (st.cert_kind == kind)
@@ -568,7 +588,12 @@ def _fmt_list(items: list[str]) -> str:
     return ", ".join(items) if items else "nothing"
 
 
-def why_not(view: RunView, r: int, code: np.ndarray | None = None) -> UnplacedWhy:
+def why_not(
+    view: RunView,
+    r: int,
+    code: np.ndarray | None = None,
+    holders: dict[tuple[int, int], np.ndarray] | None = None,
+) -> UnplacedWhy:
     """Why row ``r`` is not placed, with figures: the funnel of sites rule by rule, how many
     hold each required certificate and serve each market, and, where capacity binds, how
     short the sites that pass every other rule are once the run's answer is served."""
@@ -591,7 +616,8 @@ def why_not(view: RunView, r: int, code: np.ndarray | None = None) -> UnplacedWh
     at_cert = code >= R_CERT
     certs = [
         RequirementCount(
-            str(CERT_KINDS[k]), int(np.count_nonzero(at_cert & _cert_holders(view, r, k)))
+            str(CERT_KINDS[k]),
+            int(np.count_nonzero(at_cert & _cert_holders(view, r, k, holders))),
         )
         for k in range(len(CERT_KINDS))
         if (req >> k) & 1
@@ -603,7 +629,7 @@ def why_not(view: RunView, r: int, code: np.ndarray | None = None) -> UnplacedWh
         bit = 1 << (MKT_SHIFT + REGIONS.index(reg))
         if req & bit:
             inside = (st.region_bit & np.uint32(1 << REGIONS.index(reg))) != 0
-            ok = inside | _cert_holders(view, r, CERT_KINDS.index(kind))
+            ok = inside | _cert_holders(view, r, CERT_KINDS.index(kind), holders)
             markets.append(RequirementCount(str(reg), int(np.count_nonzero(at_market & ok))))
     # Capacity: the sites passing every rule up to budget, against the run's residual (one
     # matrix per row: passing sites x the row's process-months).
@@ -657,13 +683,13 @@ def why_not(view: RunView, r: int, code: np.ndarray | None = None) -> UnplacedWh
                 detail += f"none runs every required process ({_fmt_list(procs)}) over {window}"
             elif rule == "certification":
                 held = "; ".join(
-                    f"{c.sites} hold {c.requirement} for class {cls} over {window}"
-                    for c in certs
+                    f"{c.sites} hold {c.requirement} for class {cls} over {window}" for c in certs
                 )
                 detail += f"none holds them all: {held}"
             elif rule == "market":
-                served = "; ".join(f"{m.sites} are in or certified for {m.requirement}"
-                                   for m in markets)
+                served = "; ".join(
+                    f"{m.sites} are in or certified for {m.requirement}" for m in markets
+                )
                 detail += f"none serves every target market: {served}"
             else:
                 detail += f"all {before} fail it: {RULE_SITE_TEXT[rule]}"
@@ -684,7 +710,7 @@ def why_not(view: RunView, r: int, code: np.ndarray | None = None) -> UnplacedWh
         )
     else:
         roomy = passing[~is_full]
-        costs = row_rules(view, r)[1][roomy]
+        costs = _row_cost_any(view, r, roomy)  # only compared with 0 here
         values = [v.value for v in value_breakdown(view, r, roomy, costs)]
         if max(values) <= 0:
             reason = BlockReason.OUTVALUED
@@ -803,6 +829,7 @@ def bottlenecks(view: RunView, snapshot: MarketSnapshot) -> Bottlenecks:
         entry[1] += hours
 
     total = 0.0
+    holders: dict[tuple[int, int], np.ndarray] = {}
     for lo in range(0, len(unplaced), EXPLAIN_CHUNK):
         chunk = unplaced[lo : lo + EXPLAIN_CHUNK]
         rows = [int(r) for j in chunk for r in enc.project_rows[j] if r >= 0]
@@ -815,7 +842,11 @@ def bottlenecks(view: RunView, snapshot: MarketSnapshot) -> Bottlenecks:
             add("category", str(p.category), hours)
             for m in p.target_markets:
                 add("market", str(m), hours)
-            whys = [why_not(view, int(r), code_of[int(r)]) for r in enc.project_rows[j] if r >= 0]
+            whys = [
+                why_not(view, int(r), code_of[int(r)], holders)
+                for r in enc.project_rows[j]
+                if r >= 0
+            ]
             # The binding source: the one with fewer sites passing its rules.
             why = min(whys, key=lambda w: (w.capacity_sites, w.role))
             add("reason", why.reason, hours)
