@@ -746,42 +746,44 @@ def why_not(
 
 
 @dataclass(frozen=True)
-class UtilisationCell:
-    site_id: str
-    process: str
-    month: str
-    capacity_hours: float
-    reserved_hours: float
-    used_hours: int  # whole hours of the run's placements
-    free_hours: float  # capacity - reserved - used
+class Utilisation:
+    """Every listing of the snapshot inside the run's horizon, as arrays sorted by (site id,
+    process, month): capacity, reserved (deals and proposals outside the run), whole hours
+    used by the run's placements, free after them."""
+
+    site_id: np.ndarray  # str
+    process: np.ndarray  # str
+    month: np.ndarray  # str "YYYY-MM"
+    capacity_hours: np.ndarray  # float64
+    reserved_hours: np.ndarray  # float64
+    used_hours: np.ndarray  # int64
+
+    @property
+    def free_hours(self) -> np.ndarray:
+        return self.capacity_hours - self.reserved_hours - self.used_hours
 
 
-def utilisation(view: RunView, snapshot: MarketSnapshot) -> list[UtilisationCell]:
-    """Every listing of the snapshot inside the run's horizon: capacity, reserved (deals and
-    proposals outside the run), used by the run's placements, free after them; in (site,
-    process, month) order."""
+def utilisation(view: RunView, snapshot: MarketSnapshot) -> Utilisation:
     enc = view.enc
     site = {s: i for i, s in enumerate(enc.site_ids)}
     months = {m: i for i, m in enumerate(enc.month_names)}
-    out = []
-    for lst in snapshot.listings:
-        m = months.get(lst.month)
-        if m is None:
-            continue
-        used = int(view.used[site[lst.site_id], PROCESSES.index(lst.process) * enc.n_months + m])
-        out.append(
-            UtilisationCell(
-                lst.site_id,
-                str(lst.process),
-                lst.month,
-                lst.capacity_hours,
-                lst.reserved_hours,
-                used,
-                lst.capacity_hours - lst.reserved_hours - used,
-            )
-        )
-    out.sort(key=lambda c: (c.site_id, c.process, c.month))
-    return out
+    proc = {p: i for i, p in enumerate(PROCESSES)}
+    ls = [x for x in snapshot.listings if x.month in months]
+    n = len(ls)
+    l_site = np.fromiter((site[x.site_id] for x in ls), dtype=np.int64, count=n)
+    l_off = np.fromiter(
+        (proc[x.process] * enc.n_months + months[x.month] for x in ls), dtype=np.int64, count=n
+    )
+    out = Utilisation(
+        site_id=np.array([x.site_id for x in ls], dtype=str),
+        process=np.array([str(x.process) for x in ls], dtype=str),
+        month=np.array([x.month for x in ls], dtype=str),
+        capacity_hours=np.fromiter((x.capacity_hours for x in ls), dtype=np.float64, count=n),
+        reserved_hours=np.fromiter((x.reserved_hours for x in ls), dtype=np.float64, count=n),
+        used_hours=view.used[l_site, l_off] if n else np.zeros(0, dtype=np.int64),
+    )
+    order = np.lexsort((out.month, out.process, out.site_id)) if n else np.zeros(0, np.int64)
+    return Utilisation(*(getattr(out, f)[order] for f in out.__dataclass_fields__))
 
 
 @dataclass(frozen=True)

@@ -284,6 +284,10 @@ class PlacementExplanation(ApiModel):
     rank: int = Field(description="1 = the eligible site of highest value for this source.")
     alternatives: list[Alternative]
     summary: str
+    outcome: str | None = Field(
+        default=None, description="What the run's commit did with it: proposed, unchanged, skipped."
+    )
+    outcome_detail: str | None = None
 
 
 class FunnelStep(ApiModel):

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from sqlalchemy import exists, or_
 from sqlmodel import Session, col, select
 
@@ -144,10 +145,22 @@ def project_explanation(session: Session, project: Project) -> ProjectExplanatio
     rows = _rows(loaded, project.id)
     stored = loaded.unassigned.get(project.id)
     if all(r in view.placed for r in rows):  # type: ignore[attr-defined]
-        placements = [
-            PlacementExplanation.model_validate(why_here(view, r))  # type: ignore[arg-type]
-            for r in rows
-        ]
+        outcomes = {
+            a.role: (a.outcome, a.detail)
+            for a in session.exec(
+                select(MatchRunAssignment).where(
+                    MatchRunAssignment.run_id == run.id,
+                    MatchRunAssignment.project_id == project.id,
+                )
+            )
+        }
+        placements = []
+        for r in rows:
+            placement = PlacementExplanation.model_validate(why_here(view, r))  # type: ignore[arg-type]
+            outcome, detail = outcomes.get(placement.role.value, (None, None))
+            placements.append(
+                placement.model_copy(update={"outcome": outcome, "outcome_detail": detail})
+            )
         return ProjectExplanation(
             project_id=project.id,
             run=loaded.ref,
@@ -255,46 +268,58 @@ def run_utilisation(
     _analysable(run)
     loaded = _load(session, run)
     cells = loaded.once("utilisation", lambda: utilisation(loaded.view, loaded.snapshot))  # type: ignore[arg-type]
-    totals: dict[tuple[str, str], list[float]] = {}
-    for c in cells:
-        t = totals.setdefault((c.process, c.month), [0.0, 0.0, 0.0, 0.0])
-        t[0] += c.capacity_hours
-        t[1] += c.reserved_hours
-        t[2] += c.used_hours
-        t[3] += c.free_hours
-    total_rows = [
-        UtilisationTotal(
-            process=p,  # type: ignore[arg-type]
-            month=m,
-            capacity_hours=cap,
-            reserved_hours=res,
-            used_hours=int(used),
-            free_hours=free,
-            utilisation=round((res + used) / cap, 4) if cap > 0 else 0.0,
+    free = cells.free_hours
+    keys, group = np.unique(
+        np.char.add(np.char.add(cells.month, " "), cells.process), return_inverse=True
+    )
+
+    def per_key(values: np.ndarray) -> np.ndarray:
+        return np.bincount(group, weights=values, minlength=len(keys))
+
+    cap, res = per_key(cells.capacity_hours), per_key(cells.reserved_hours)
+    used, left = per_key(cells.used_hours.astype(np.float64)), per_key(free)
+    totals = []
+    for k, key in enumerate(keys.tolist()):
+        month, process = key.split(" ")
+        totals.append(
+            UtilisationTotal(
+                process=process,
+                month=month,
+                capacity_hours=float(cap[k]),
+                reserved_hours=float(res[k]),
+                used_hours=int(used[k]),
+                free_hours=float(left[k]),
+                utilisation=round((res[k] + used[k]) / cap[k], 4) if cap[k] > 0 else 0.0,
+            )
         )
-        for (p, m), (cap, res, used, free) in sorted(
-            totals.items(), key=lambda x: (x[0][1], x[0][0])
-        )
-    ]
     f = filters
-    keep = [
-        c
-        for c in cells
-        if (f.site_id is None or c.site_id == f.site_id)
-        and (f.process is None or c.process == f.process)
-        and (f.month_from is None or c.month >= f.month_from)
-        and (f.month_to is None or c.month <= f.month_to)
-    ]
+    keep = np.ones(len(cells.month), dtype=bool)
+    if f.site_id is not None:
+        keep &= cells.site_id == f.site_id
+    if f.process is not None:
+        keep &= cells.process == f.process
+    if f.month_from is not None:
+        keep &= cells.month >= f.month_from
+    if f.month_to is not None:
+        keep &= cells.month <= f.month_to
+    index = np.flatnonzero(keep)
     # The cursor is a position in the filtered list (a run's cells never change).
     start = _position(page.after)
     end = start + page.limit
-    cursor = encode_cursor(f"{end:010d}") if len(keep) > end else None
-    return RunUtilisation(
-        run=loaded.ref,
-        totals=total_rows,
-        items=[UtilisationRow.model_validate(c) for c in keep[start:end]],
-        next_cursor=cursor,
-    )
+    cursor = encode_cursor(f"{end:010d}") if len(index) > end else None
+    items = [
+        UtilisationRow(
+            site_id=str(cells.site_id[i]),
+            process=str(cells.process[i]),  # type: ignore[arg-type]
+            month=str(cells.month[i]),
+            capacity_hours=float(cells.capacity_hours[i]),
+            reserved_hours=float(cells.reserved_hours[i]),
+            used_hours=int(cells.used_hours[i]),
+            free_hours=float(free[i]),
+        )
+        for i in index[start:end]
+    ]
+    return RunUtilisation(run=loaded.ref, totals=totals, items=items, next_cursor=cursor)
 
 
 def _position(after: str | None) -> int:

@@ -113,10 +113,11 @@ def test_unplaced_certification_and_full_capacity_with_figures():
     assert fda.sites == 0 and "0 hold fda_registration" in nocert.detail
 
     cells = utilisation(view, snap)
-    assert len(cells) == len(lst)
-    used = sum(c.used_hours for c in cells)
-    assert used == 3 * 90  # the three placed projects, whole hours
-    assert all(c.free_hours >= 0 for c in cells)
+    assert len(cells.site_id) == len(lst)
+    assert list(cells.site_id) == sorted(cells.site_id)
+    assert int(cells.used_hours.sum()) == 3 * 90  # the three placed projects, whole hours
+    assert (cells.free_hours >= 0).all()
+    assert (cells.capacity_hours == 40).all() and (cells.reserved_hours == 0).all()
     neck = bottlenecks(view, snap)
     assert neck.unplaced_projects == 2
     reasons = {d.key: d.projects for d in neck.by_reason}

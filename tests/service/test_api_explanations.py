@@ -102,7 +102,7 @@ def test_placed_project_why_here_parts_sum_to_the_runs_value(market: Market) -> 
     assert body["placed"] is True, (body["unplaced"], body["stored_reason"])
     assert body["run"]["run_id"] == m.run_id
     (placement,) = body["placements"]
-    assert placement["site_id"] == m.good
+    assert placement["site_id"] == m.good and placement["outcome"] == "proposed"
     b = placement["breakdown"]
     assert b["priority"] == pytest.approx(1000.0 * PRIORITY)
     assert b["quality"] > 0 and b["cost"] < 0
@@ -241,3 +241,29 @@ def test_no_committed_run_and_bad_input(api: Api) -> None:
     site = api.site(cdmo)
     proposal = api.propose(pid, site["id"])
     assert_problem(op.get(f"/v1/proposals/{proposal['id']}/explanation"), 409, "invalid-state")
+
+
+def test_run_analytics_bad_input_and_a_run_without_an_answer(api: Api) -> None:
+    from schemas.api import RunCreate
+    from service import repositories as repo
+
+    op = api.operator
+    with api.backend.db.session() as session:  # queued, never executed: no answer yet
+        run = repo.runs.create_run(session=session, run_in=RunCreate(), created_by=op.id)
+        session.commit()
+        run_id = run.id
+    # Cancelled at once (queued): it never runs later behind another test's back.
+    assert ok(op.post(f"/v1/match-runs/{run_id}/cancel"), 202)["status"] == "cancelled"
+    for path in ("utilisation", "bottlenecks"):
+        body = assert_problem(op.get(f"/v1/match-runs/{run_id}/{path}"), 409, "invalid-state")
+        assert "no answer yet" in body["detail"]
+    base = f"/v1/match-runs/{run_id}/utilisation"
+    for query in (
+        "month_from=2027-03&month_to=2027-01",
+        "month_from=2027-13",
+        "process=welding",
+        "site_id=bad%20id",
+        "cursor=not-a-cursor",
+        "limit=0",
+    ):
+        assert_problem(op.get(f"{base}?{query}"), 422, "validation-error")
