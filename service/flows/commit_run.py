@@ -16,6 +16,7 @@ import logging
 from collections import defaultdict
 from typing import Any
 
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from schemas.api import CommitSummary, RunStatus, RunSummary, SkippedPlacement
@@ -43,14 +44,26 @@ def _lock_projects(session: Session, ids: list[str]) -> dict[str, Project]:
     return out
 
 
-def _lock_listings(session: Session, site_ids: list[str]) -> dict[ListingKey, Listing]:
-    out: dict[ListingKey, Listing] = {}
+def _lock_listings(session: Session, site_ids: list[str]) -> dict[ListingKey, int]:
+    """Free whole hours of every listing at these sites, the rows locked (plain tuples: a
+    market has ~100k listings, too many to build ORM objects for)."""
+    out: dict[ListingKey, int] = {}
     for i in range(0, len(site_ids), 2000):
         chunk = site_ids[i : i + 2000]
         stmt = (
-            select(Listing).where(col(Listing.site_id).in_(chunk)).order_by(col(Listing.id))
-        ).with_for_update()
-        out.update({(lst.site_id, lst.process, lst.month): lst for lst in session.exec(stmt)})
+            sa_select(
+                col(Listing.site_id),
+                col(Listing.process),
+                col(Listing.month),
+                col(Listing.capacity_hours),
+                col(Listing.reserved_hours),
+            )
+            .where(col(Listing.site_id).in_(chunk))
+            .order_by(col(Listing.id))
+            .with_for_update()
+        )
+        for site_id, process, month, capacity, reserved in session.execute(stmt):
+            out[(site_id, process, month)] = free_whole_hours(capacity, reserved)
     return out
 
 
@@ -75,10 +88,7 @@ def commit(session: Session, *, run: MatchRun, token: str, summary: RunSummary) 
     listings = _lock_listings(session, site_ids)
     placed_pairs = {(a.project_id, a.role) for a in rows}
     held = held_by_proposals(session, exclude=placed_pairs)
-    free = {
-        key: free_whole_hours(lst.capacity_hours, lst.reserved_hours) - held.get(key, 0)
-        for key, lst in listings.items()
-    }
+    free = {key: hours - held.get(key, 0) for key, hours in listings.items()}
 
     by_project: dict[str, list[MatchRunAssignment]] = defaultdict(list)
     for a in rows:
@@ -147,7 +157,10 @@ def commit(session: Session, *, run: MatchRun, token: str, summary: RunSummary) 
     for pos in active_same:
         outcomes[pos] = ("unchanged", None)
     repo.runs.record_outcomes(
-        session, run.id, [(pos, o, d) for pos, (o, d) in sorted(outcomes.items())]
+        session,
+        run.id,
+        [(pos, o, d) for pos, (o, d) in sorted(outcomes.items())],
+        default="proposed",
     )
     commit_summary = CommitSummary(
         proposed=result.created,

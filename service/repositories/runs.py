@@ -306,14 +306,27 @@ def run_assignments(session: Session, run_id: str) -> list[MatchRunAssignment]:
 
 
 def record_outcomes(
-    session: Session, run_id: str, outcomes: Sequence[tuple[str, str, str | None]]
+    session: Session,
+    run_id: str,
+    outcomes: Sequence[tuple[str, str, str | None]],
+    *,
+    default: str | None = None,
 ) -> None:
-    """(pos, outcome, detail) for every assignment of the run, in one executemany."""
-    if not outcomes:
-        return
+    """(pos, outcome, detail) for the assignments of the run: one UPDATE sets ``default`` on
+    all of them, one executemany the others (most placements share the default)."""
     from sqlalchemy import bindparam
 
     table = MatchRunAssignment.__table__  # type: ignore[attr-defined]
+    if default is not None:
+        session.execute(
+            update(table)
+            .where(table.c.run_id == run_id)
+            .values(outcome=default, detail=None)
+            .execution_options(synchronize_session=False)
+        )
+        outcomes = [o for o in outcomes if o[1] != default or o[2] is not None]
+    if not outcomes:
+        return
     session.execute(
         update(table)
         .where(table.c.run_id == run_id, table.c.pos == bindparam("b_pos"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from schemas.api import Page, ProposalCreate, ProposalDecision, ProposalPublic, ProposalStatus
 from service import repositories as repo
@@ -85,7 +85,8 @@ def get_proposal(proposal: ProposalDep, session: SessionDep) -> ProposalPublic:
     return repo.proposals.to_public(session, proposal)
 
 
-def _deciding(principal: Principal) -> Principal:
+async def _deciding(principal: CurrentOrg) -> Principal:
+    """A role check, so it runs before the proposal is loaded (403 before 404)."""
     if principal.is_maker:
         raise PermissionDeniedError("makers do not decide proposals")
     return principal
@@ -98,11 +99,14 @@ def _deciding(principal: Principal) -> Principal:
     responses=problems(403, 404, 409, 413, 415, 422),
 )
 def decide_proposal(
-    decision: ProposalDecision, proposal: ProposalDep, principal: CurrentOrg, tx: Tx
+    decision: ProposalDecision,
+    principal: Annotated[Principal, Depends(_deciding)],
+    proposal: ProposalDep,
+    tx: Tx,
 ) -> Response:
     proposal = repo.proposals.decide_proposal(
         session=tx.session,
-        principal=_deciding(principal),
+        principal=principal,
         proposal=proposal,
         target=ProposalStatus(decision.status),
     )
