@@ -252,9 +252,9 @@ def match(
         solve_s += time.perf_counter() - t0
         rounds += 1
         bound = min(bound, solution.bound)  # every round's bound holds for the whole market
-        if solution.objective >= best.objective or best_problem is not problem:
-            if solution.status != SolveStatus.UNKNOWN:
-                best_problem, best = problem, solution
+        # The best answer and the problem it belongs to (pricing changes the candidates).
+        if solution.objective >= best.objective and solution.status != SolveStatus.UNKNOWN:
+            best_problem, best = problem, solution
         placed = int(np.count_nonzero(best.choice[problem.enc.project_rows[:, 0]] != NONE))
         control.report("solve", objective=float(best.objective), bound=float(bound),
                        placed=placed)
@@ -295,12 +295,13 @@ def match(
     unplaced = int(np.count_nonzero(solution.choice == NONE))
     # The bounds below are optional (the solver's bound is already valid for the market):
     # each runs only when its estimate fits, with a small share of the limit as slack.
-    def room() -> float:
+    def time_for_bounds() -> float:
         slack = sp.bound_overrun_share * limit
         return control.left() + slack - _after_solve_s(problem, sp, unplaced)
 
     notes: list[str] = []
-    if rounds and not control.cancelled and (params.deterministic or room() >= bound_estimate):
+    fits = params.deterministic or time_for_bounds() >= bound_estimate
+    if rounds and not control.cancelled and fits:
         control.report("market_bound")
         whole = market_bound(problem, solution.prices)
         if whole < solution.bound:
