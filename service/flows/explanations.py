@@ -40,7 +40,7 @@ from service.flows.match_run import decode_snapshot
 from service.models import MatchRun, MatchRunAssignment, MatchRunUnassigned, Project, Proposal
 from service.pagination import PageParams, encode_cursor
 
-VIEW_CACHE_SIZE = 4
+VIEW_CACHE_SIZE = 2  # a large run's view (snapshot objects + arrays) takes hundreds of MB
 
 
 @dataclass(frozen=True)
