@@ -82,7 +82,11 @@ class RunsSettings(BaseModel):
     )
     heartbeat_interval_s: float = Field(default=1.0, gt=0, le=60)
     heartbeat_timeout_s: float = Field(
-        default=20.0, gt=0, le=3600, description="A running run silent this long is reaped."
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="A running run silent this long is reaped (long enough for a solver "
+        "phase that holds the GIL on a loaded machine).",
     )
     requeue_after_s: float = Field(
         default=30.0, gt=0, le=3600, description="A queued run untouched this long is re-sent."

@@ -192,6 +192,9 @@ def bump_market_version(session: Session) -> int:
         .where(col(MarketState.id) == MARKET_STATE_ID)
         .values(version=MarketState.version + 1)
         .returning(col(MarketState.version))
+        # No ORM synchronisation: it would scan every object in the session (thousands in an
+        # optimiser batch) for a row that is never loaded as an object.
+        .execution_options(synchronize_session=False)
     )
     return int(bumped.scalar_one())
 

@@ -13,6 +13,7 @@ crash leaves nothing behind and is simply retried.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -25,7 +26,7 @@ from service import repositories as repo
 from service.db import read_market_version
 from service.flows.capacity import ListingKey, free_whole_hours, placement_hours
 from service.flows.snapshot import held_by_proposals
-from service.models import Listing, MatchRun, MatchRunAssignment, Project, Site
+from service.models import Listing, MatchRun, Project, Site
 from service.repositories.proposals import BatchPlacement
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,19 @@ def _fits(
     return None
 
 
-def commit(session: Session, *, run: MatchRun, token: str, summary: RunSummary) -> CommitSummary:
+def commit(
+    session: Session,
+    *,
+    run: MatchRun,
+    token: str,
+    summary: RunSummary,
+    started: float | None = None,
+) -> CommitSummary:
     """Make the proposals of ``run`` (status committing) and mark it succeeded. The caller
-    commits the session (one transaction)."""
-    rows: list[MatchRunAssignment] = repo.runs.run_assignments(session, run.id)
+    commits the session (one transaction). ``started`` (perf_counter) dates the commit phase
+    in the summary's timings."""
+    started = time.perf_counter() if started is None else started
+    rows = repo.runs.run_assignments(session, run.id)
     projects = _lock_projects(session, sorted({a.project_id for a in rows}))
     site_ids = sorted({a.site_id for a in rows})
     sites = {s.id: s for s in session.exec(select(Site).where(col(Site.id).in_(site_ids)))}
@@ -90,14 +100,14 @@ def commit(session: Session, *, run: MatchRun, token: str, summary: RunSummary) 
     held = held_by_proposals(session, exclude=placed_pairs)
     free = {key: hours - held.get(key, 0) for key, hours in listings.items()}
 
-    by_project: dict[str, list[MatchRunAssignment]] = defaultdict(list)
+    by_project: dict[str, list[Any]] = defaultdict(list)
     for a in rows:
         by_project[a.project_id].append(a)
     outcomes: dict[str, tuple[str, str | None]] = {}
     skipped: list[SkippedPlacement] = []
-    accepted: list[tuple[MatchRunAssignment, BatchPlacement]] = []
+    accepted: list[tuple[Any, BatchPlacement]] = []
 
-    def skip(items: list[MatchRunAssignment], why: str) -> None:
+    def skip(items: list[Any], why: str) -> None:
         for a in items:
             outcomes[a.pos] = ("skipped", why)
             skipped.append(
@@ -179,7 +189,8 @@ def commit(session: Session, *, run: MatchRun, token: str, summary: RunSummary) 
                 ]
             }
         )
-    final = summary.model_copy(update={"commit": commit_summary})
+    timings = {**summary.timings, "commit": round(time.perf_counter() - started, 3)}
+    final = summary.model_copy(update={"commit": commit_summary, "timings": timings})
     repo.runs.finish(
         session=session, run_id=run.id, token=token, status=RunStatus.SUCCEEDED, summary=final
     )
@@ -193,9 +204,7 @@ def commit(session: Session, *, run: MatchRun, token: str, summary: RunSummary) 
     return commit_summary
 
 
-def _already_active(
-    session: Session, run_id: str, accepted: list[tuple[MatchRunAssignment, Any]]
-) -> list[str]:
+def _already_active(session: Session, run_id: str, accepted: list[tuple[Any, Any]]) -> list[str]:
     """Positions of accepted placements whose active proposal was not made by this run."""
     from service.models import Proposal
 
