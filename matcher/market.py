@@ -179,14 +179,17 @@ def _nothing_placed(problem: MarketProblem) -> Solution:
 
 
 def _after_solve_s(problem: MarketProblem, sp: SolveParams, unplaced_rows: int) -> float:
-    """Estimated seconds for verifying, explaining and packaging an answer: rows without an
-    eligible site that fail on capacity are explained against every site."""
+    """Estimated seconds for verifying, explaining and packaging an answer, in units of what
+    encoding took in this run (both are Python-bound over the same projects, so the estimate
+    follows the machine's load); rows without an eligible site that fail on capacity are
+    explained against every site."""
+    encode_s = problem.timings.get("encode", 0.0)
     counts = problem.scored.counts
     alone = int(np.count_nonzero((counts[:, ELIGIBLE] == 0) & (counts[:, R_CAPACITY] > 0)))
+    unplaced_share = unplaced_rows / max(1, problem.model.n_items)
     return (
-        sp.explain_s_per_row_site * alone * problem.enc.sites.n_sites
-        + sp.explain_s_per_unplaced * unplaced_rows
-        + sp.result_s_per_row * problem.model.n_items
+        encode_s * (sp.result_encode_passes + sp.explain_encode_passes * unplaced_share)
+        + sp.explain_s_per_row_site * alone * problem.enc.sites.n_sites
     )
 
 
