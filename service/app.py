@@ -22,6 +22,7 @@ from service.observability import RequestContextMiddleware, configure_logging
 from service.openapi import build_openapi, operation_id
 from service.routes import (
     candidates,
+    explanations,
     health,
     listings,
     market,
@@ -108,7 +109,18 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.services = services
     install_redoc(app)
     install_error_handlers(app)
-    for module in (projects, sites, listings, proposals, market, runs, orgs, health, candidates):
+    for module in (
+        projects,
+        sites,
+        listings,
+        proposals,
+        market,
+        runs,
+        explanations,
+        orgs,
+        health,
+        candidates,
+    ):
         app.include_router(module.router)
     # Added last = outermost: the request id is bound first, metrics see everything, the body
     # limit and authentication run before any parsing.

@@ -56,6 +56,13 @@ RULES: dict[str, tuple[Any, Any, Any, Any, Any]] = {
     "DELETE /v1/orgs/{org_id}/keys/{key_id}": (ALLOW, HIDE, HIDE, HIDE, ALLOW),
     "GET /v1/cdmos": (ALLOW, ALLOW, ALLOW, ALLOW, ALLOW),
     # Match runs: operators only; to everyone else they do not exist (403 on the POST).
+    # Explanations: the project's to its maker (not to the CDMO it is proposed to), the
+    # proposal's to the CDMO proposed to (the maker has the project's); run analytics to
+    # operators. Without a committed run the allowed callers get 409, which is "allowed".
+    "GET /v1/projects/{project_id}/explanation": (ALLOW, HIDE, HIDE, HIDE, ALLOW),
+    "GET /v1/proposals/{proposal_id}/explanation": (HIDE, HIDE, ALLOW, HIDE, ALLOW),
+    "GET /v1/match-runs/{run_id}/utilisation": (HIDE, HIDE, HIDE, HIDE, ALLOW),
+    "GET /v1/match-runs/{run_id}/bottlenecks": (HIDE, HIDE, HIDE, HIDE, ALLOW),
     "POST /v1/match-runs": (FORBID, FORBID, FORBID, FORBID, ALLOW),
     "GET /v1/match-runs": (HIDE, HIDE, HIDE, HIDE, ALLOW),
     "GET /v1/match-runs/{run_id}": (HIDE, HIDE, HIDE, HIDE, ALLOW),
