@@ -7,11 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+import service.flows.candidates as flow
 from schemas.api import ProjectCreate
 from schemas.api.candidates import DEFAULT_CANDIDATES, MAX_CANDIDATES, CandidatesPublic
 from service.deps import CurrentOrg, MakerOrOperator, ProjectDep, ServicesDep, SessionDep
 from service.errors import NotFoundError
-from service.flows import candidates as flow
 from service.openapi import problems
 
 router = APIRouter(tags=["candidates"])
