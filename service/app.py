@@ -13,11 +13,22 @@ from starlette.concurrency import run_in_threadpool
 from service.config import Settings, get_settings
 from service.deps import reject_nul_characters
 from service.errors import install_error_handlers
+from service.housekeeping import Housekeeper
 from service.idempotency import install_idempotency
 from service.metrics import MetricsMiddleware
 from service.middleware import AuthenticationMiddleware, BodyLimitMiddleware
 from service.openapi import build_openapi
-from service.routes import health, listings, market, orgs, projects, proposals, runs, sites
+from service.routes import (
+    deals,
+    health,
+    listings,
+    market,
+    orgs,
+    projects,
+    proposals,
+    runs,
+    sites,
+)
 from service.runtime import Services, build_services
 
 DESCRIPTION = """
@@ -71,7 +82,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if start is not None:
             start()
         reaper = worker.Reaper(services.db, jobs, services.events, settings).start()
+        housekeeper = Housekeeper(services.db, settings).start()  # expiry, webhooks
         yield
+        housekeeper.stop()
         reaper.stop()
         services.close()
 
@@ -86,7 +99,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.state.services = services
     install_error_handlers(app)
-    for module in (projects, sites, listings, proposals, market, runs, orgs, health):
+    for module in (projects, sites, listings, proposals, deals, market, runs, orgs, health):
         app.include_router(module.router)
     # Added last = outermost: metrics see everything, the body limit and authentication run
     # before any parsing.
