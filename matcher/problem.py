@@ -140,14 +140,22 @@ def drop_forbidden(enc: Encoded, scored: Scored) -> Scored:
     if not banned.any():
         return scored
     keep = ~banned
+    kept = np.bincount(cand_row[keep], minlength=n_rows)
     ptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(cand_row[keep], minlength=n_rows), out=ptr[1:])
+    np.cumsum(kept, out=ptr[1:])
+    # Counted as exclusions; a row left without candidates counts as having no eligible site.
+    counts = scored.counts.copy()
+    moved = np.bincount(cand_row[banned], minlength=n_rows)
+    moved = np.where(kept == 0, counts[:, kernels.ELIGIBLE], moved)
+    counts[:, kernels.R_EXCLUDED] += moved
+    counts[:, kernels.ELIGIBLE] -= moved
     return replace(
         scored,
         cand_ptr=ptr,
         cand_site=scored.cand_site[keep],
         cand_value=scored.cand_value[keep],
         cand_cost=scored.cand_cost[keep],
+        counts=counts,
     )
 
 

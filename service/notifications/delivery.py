@@ -123,7 +123,7 @@ class Deliverer:
             self._redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
         except redis.ResponseError:
             pass  # the group exists
-        got = self._redis.xreadgroup(
+        got: Any = self._redis.xreadgroup(
             GROUP, self.consumer, {self.stream: ">"}, count=100, block=int(timeout * 1000)
         )
         for _stream, messages in got or []:

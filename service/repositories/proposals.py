@@ -114,8 +114,8 @@ def _public(
 
 
 def to_public(session: Session, proposal: Proposal, ttl_s: float | None = None) -> ProposalPublic:
-    row = session.exec(_joined().where(Proposal.id == proposal.id)).one()
-    return _public(*row, ttl_s=ttl_s)
+    prop, site, cdmo = session.exec(_joined().where(Proposal.id == proposal.id)).one()
+    return _public(prop, site, cdmo, ttl_s=ttl_s)
 
 
 def _visible(principal: Principal) -> Any:
@@ -152,7 +152,7 @@ def list_proposals(
     if filters.status is not None:
         stmt = stmt.where(Proposal.status == filters.status.value)
     rows, cursor = paginate(session, stmt, Proposal.id, page)
-    return [_public(*r, ttl_s=ttl_s) for r in rows], cursor
+    return [_public(r[0], r[1], r[2], ttl_s=ttl_s) for r in rows], cursor
 
 
 def _active(session: Session, project_id: str) -> Sequence[Proposal]:

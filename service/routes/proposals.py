@@ -106,8 +106,8 @@ def get_proposal(
 @router.patch(
     "/{proposal_id}",
     summary="Move the proposal through its lifecycle (same rules as the action endpoints)",
-    description="`{\"status\": \"accepted\"|\"declined\"}` (the CDMO proposed to), "
-    "`\"confirmed\"|\"withdrawn\"` (the project's maker); operators may make any of them. "
+    description='`{"status": "accepted"|"declined"}` (the CDMO proposed to), '
+    '`"confirmed"|"withdrawn"` (the project\'s maker); operators may make any of them. '
     "Equivalent to `POST /v1/proposals/{id}/accept|decline|confirm|withdraw`.",
     response_model=ProposalPublic,
     responses={**lifecycle_problems(), **problems(413, 415)},
