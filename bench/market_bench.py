@@ -37,8 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--deterministic", action="store_true")
     ap.add_argument("--k", type=int, default=16, help="candidates kept per project")
-    ap.add_argument("--capacity-scale", type=float, default=1.0,
-                    help="scale every site's capacity (< 1: a tight market)")
+    ap.add_argument(
+        "--capacity-scale",
+        type=float,
+        default=1.0,
+        help="scale every site's capacity (< 1: a tight market)",
+    )
     ap.add_argument(
         "--checkpoints", default="0.1,0.3,1", help="fractions of --time-limit, one run each"
     )
@@ -48,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
 
     warm = kernels.warm_up()
     t0 = time.perf_counter()
-    snap = generate_market(args.projects, args.sites, args.months, args.seed,
-                           capacity_scale=args.capacity_scale)
+    snap = generate_market(
+        args.projects, args.sites, args.months, args.seed, capacity_scale=args.capacity_scale
+    )
     gen_s = time.perf_counter() - t0
     base = RunParams(
         time_limit_s=args.time_limit,
@@ -63,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     build_s = time.perf_counter() - t_build
     rss_build = _rss_mib()
 
-    title = (f"{args.projects} projects x {args.sites} sites x {args.months} months, "
-             f"capacity x{args.capacity_scale:g}")
+    title = (
+        f"{args.projects} projects x {args.sites} sites x {args.months} months, "
+        f"capacity x{args.capacity_scale:g}"
+    )
     out(f"# Market benchmark: {title}\n\n")
     out(f"kernel warm-up {warm:.2f} s, generate {gen_s:.2f} s, build {build_s:.2f} s (")
     out(", ".join(f"{k} {v:.2f} s" for k, v in problem.timings.items()) + ")\n")

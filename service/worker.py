@@ -11,6 +11,7 @@ engine (:mod:`service.jobs`) and the flows (:mod:`service.flows`).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -29,11 +30,28 @@ _ctx: Any = None  # the RunContext of this process (set by init_process)
 
 def warm_up() -> float:
     """Compile (or load from cache) the matcher's kernels so no run pays JIT time."""
-    from matcher.kernels import warm_up as kernels_warm_up
+    from service.flows.match_run import warm_up as matcher_warm_up
 
-    seconds = kernels_warm_up()
+    seconds = matcher_warm_up()
     log.info("matcher warm-up took %.2f s", seconds)
     return seconds
+
+
+def _exit_with_parent() -> None:
+    """A local-pool process ends when the API process that owns it is gone (even kill -9)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def init_pool_process(settings: Settings) -> None:
+    _exit_with_parent()
+    init_process(settings)
 
 
 def init_process(settings: Settings, *, commit_delay_s: float | None = None) -> None:
@@ -133,7 +151,7 @@ def make_job_engine(settings: Settings) -> JobEngine:
     return LocalPoolEngine(
         run_job,
         processes=settings.runs.local_workers,
-        initializer=init_process,
+        initializer=init_pool_process,
         initargs=(settings,),
     )
 

@@ -51,6 +51,13 @@ class RunContext:
     commit_delay_s: float = 0.0  # fault injection for tests: wait before the commit
 
 
+def warm_up() -> float:
+    """The matcher's warm-up (Numba kernels compiled or loaded from the cache)."""
+    from matcher.kernels import warm_up as kernels_warm_up
+
+    return kernels_warm_up()
+
+
 def software_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name, dist in (

@@ -175,10 +175,16 @@ class LocalPoolEngine:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
+        """Stop now: a run in progress is abandoned (the reaper re-queues it next start)."""
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
+            processes = list((getattr(pool, "_processes", None) or {}).values())
             pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:  # no public way to stop a busy pool process
+                process.terminate()
+            for process in processes:
+                process.join(timeout=5)
 
 
 def _noop() -> None:

@@ -1,0 +1,46 @@
+"""The dependency rules of the match-run code (see ../shared/design.md): only service/flows
+imports the matcher (the CLI mounts the matcher's own commands); service/jobs is
+infrastructure and imports neither flows nor routes; routes never import flows."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SERVICE = Path(__file__).resolve().parents[2] / "service"
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _modules(under: Path) -> list[Path]:
+    return sorted(p for p in under.rglob("*.py"))
+
+
+def test_only_flows_import_the_matcher() -> None:
+    offenders = [
+        str(p.relative_to(SERVICE))
+        for p in _modules(SERVICE)
+        if "flows" not in p.parts
+        and p.name != "cli.py"
+        and any(n == "matcher" or n.startswith("matcher.") for n in _imports(p))
+    ]
+    assert offenders == []
+
+
+def test_jobs_import_neither_flows_nor_routes() -> None:
+    for p in _modules(SERVICE / "jobs"):
+        bad = {n for n in _imports(p) if n.startswith(("service.flows", "service.routes"))}
+        assert not bad, (p.name, bad)
+
+
+def test_routes_never_import_flows() -> None:
+    for p in _modules(SERVICE / "routes"):
+        assert not {n for n in _imports(p) if n.startswith("service.flows")}, p.name
