@@ -1,1 +1,19 @@
 """The optimisation core: market snapshot in, verified assignment out. No web, no database."""
+
+
+def warm_up() -> float:
+    """Compile (or load from the on-disk cache) every Numba function the matcher uses: the
+    kernels (``matcher.kernels.warm_up``) and the solver's (greedy, local search, Lagrangian,
+    components), by solving a tiny market. Returns the seconds it took; call it once at
+    worker / app start so that no run pays JIT time."""
+    import time
+
+    from matcher import kernels
+    from matcher.generate import generate_market
+    from matcher.market import match
+    from schemas.market import RunParams
+
+    t0 = time.perf_counter()
+    kernels.warm_up()
+    match(generate_market(12, 4, months=2, seed=0), RunParams(time_limit_s=0.5, workers=1))
+    return time.perf_counter() - t0

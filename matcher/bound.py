@@ -164,3 +164,81 @@ def reduced_values(model: AssignmentModel, lam: np.ndarray) -> np.ndarray:
     cand_of_use = np.repeat(np.arange(m.n_cand), np.diff(m.use_ptr))
     priced = np.bincount(cand_of_use, weights=m.use_amt * lam[m.use_res], minlength=m.n_cand)
     return m.cand_value - priced
+
+
+def lp_bound(model: AssignmentModel, time_limit_s: float) -> int | None:
+    """The LP relaxation's optimum with the second-source links, as an integer upper bound
+    over the whole market (None when the LP is not solved to optimality in time).
+
+    Tighter than the Lagrangian (whose best is the LP *without* the links, and which the
+    subgradient only approaches): an item may take a fraction of each candidate, or of its
+    ``outside_best`` (any eligible pair left out of its list: no capacity used, so a
+    relaxation); a linked pair is placed to the same extent; the two halves of a pair take at
+    most one unit together in any bin group (CDMO); pins are kept. GLOP's optimum is exact up
+    to its tolerances, so a relative 1e-6 is added before rounding down.
+    """
+    from ortools.linear_solver import pywraplp
+
+    m = model
+    solver = pywraplp.Solver.CreateSolver("GLOP")
+    if solver is None:
+        return None
+    solver.SetTimeLimit(max(1, int(1000 * time_limit_s)))
+    x = [solver.NumVar(0.0, 1.0, "") for _ in range(m.n_cand)]
+    value = m.cand_value.tolist()
+    outside = m.outside_best.tolist()
+    ptr = m.cand_ptr.tolist()
+    objective = solver.Objective()
+    for c, v in enumerate(value):
+        objective.SetCoefficient(x[c], float(v))
+    placed: list = []  # per item: its candidates' variables, plus the outside one
+    for i in range(m.n_items):
+        own = x[ptr[i] : ptr[i + 1]]
+        if outside[i] > 0:
+            o = solver.NumVar(0.0, 1.0, "")
+            objective.SetCoefficient(o, float(outside[i]))
+            own = [*own, o]
+        placed.append(own)
+        if own:
+            row = solver.Constraint(1.0 if m.must_assign[i] else 0.0, 1.0)
+            for var in own:
+                row.SetCoefficient(var, 1.0)
+        elif m.must_assign[i]:
+            return None  # infeasible: nothing to bound
+    cand_of_use = np.repeat(np.arange(m.n_cand), np.diff(m.use_ptr))
+    order = np.argsort(m.use_res, kind="stable")
+    res_sorted = m.use_res[order]
+    cuts = np.flatnonzero(np.diff(res_sorted)) + 1
+    demand = np.bincount(m.use_res, weights=m.use_amt, minlength=m.n_res)
+    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(order)], strict=True):
+        if hi <= lo:
+            continue
+        r = int(res_sorted[lo])
+        if demand[r] <= m.capacity[r]:
+            continue  # cannot bind
+        row = solver.Constraint(-solver.infinity(), float(m.capacity[r]))
+        for u in order[lo:hi].tolist():
+            row.SetCoefficient(x[int(cand_of_use[u])], float(m.use_amt[u]))
+    groups = m.bin_group[m.cand_bin].tolist()
+    for i in np.flatnonzero(m.partner > np.arange(m.n_items)).tolist():
+        p = int(m.partner[i])
+        link = solver.Constraint(0.0, 0.0)
+        for var in placed[i]:
+            link.SetCoefficient(var, 1.0)
+        for var in placed[p]:
+            link.SetCoefficient(var, link.GetCoefficient(var) - 1.0)
+        by_group: dict[int, list] = {}
+        for c in [*range(ptr[i], ptr[i + 1]), *range(ptr[p], ptr[p + 1])]:
+            by_group.setdefault(groups[c], []).append(x[c])
+        for members in by_group.values():
+            if len(members) > 1:
+                row = solver.Constraint(0.0, 1.0)
+                for var in members:
+                    row.SetCoefficient(var, 1.0)
+    for c in m.fixed[m.fixed >= 0].tolist():
+        x[c].SetLb(1.0)
+    objective.SetMaximization()
+    if solver.Solve() != pywraplp.Solver.OPTIMAL:
+        return None
+    best = objective.Value()
+    return int(np.floor(best + 1e-6 * max(1.0, abs(best)) + 1e-6))

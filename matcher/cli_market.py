@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +12,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from matcher.control import Progress, RunControl
 from matcher.generate import generate_market
 from matcher.market import match
 from matcher.problem import SnapshotError
@@ -75,6 +78,8 @@ def _summary(result: MatchResult) -> str:
     lines.append(
         "timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in result.timings.items() if "." not in k)
     )
+    if result.partial:
+        lines.append("partial: stopped before the time limit, best verified answer so far")
     lines.extend(f"note: {n}" for n in result.notes)
     return "\n".join(lines)
 
@@ -91,8 +96,13 @@ def solve(
         int, typer.Option(min=1, max=256, help="Candidate sites kept per project.")
     ] = 16,
     as_json: Annotated[bool, typer.Option("--json", help="Print the MatchResult as JSON.")] = False,
+    progress: Annotated[
+        bool, typer.Option(help="Print each phase's progress to stderr.")
+    ] = False,
 ) -> None:
-    """Match the projects of a snapshot to sites; print the result."""
+    """Match the projects of a snapshot to sites; print the result.
+
+    Ctrl-C stops the run: it prints the best verified answer found so far (partial)."""
     snapshot = read_snapshot(file)
     params = RunParams(
         time_limit_s=time_limit,
@@ -101,8 +111,20 @@ def solve(
         deterministic=deterministic,
         candidates_per_project=candidates,
     )
+    def show(p: Progress) -> None:
+        gap = "" if p.gap is None else f" gap {p.gap:.4%}"
+        typer.echo(f"{p.elapsed_s:8.2f}s {p.phase:<13} objective {p.objective} "
+                   f"bound {p.bound} placed {p.placed}{gap}", err=True)
+
+    control = RunControl(time_limit, deterministic=deterministic,
+                         on_progress=show if progress else None)
+    main = threading.current_thread() is threading.main_thread()  # signals: main thread only
+    previous = signal.signal(signal.SIGINT, lambda *_: control.cancel()) if main else None
     try:
-        result = match(snapshot, params)
+        result = match(snapshot, params, control)
     except SnapshotError as exc:
         raise _fail(f"{file}: {exc}") from None
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
     typer.echo(result.model_dump_json() if as_json else _summary(result))

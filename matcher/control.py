@@ -87,7 +87,10 @@ class RunControl:
         with root._lock:
             hooks = list(root._hooks.values())
         for hook in hooks:
-            hook()
+            # On a thread of its own: the cancel may come from inside a CP-SAT callback (a
+            # progress sink that cancels), where stopping that search synchronously could
+            # wait on the search itself.
+            threading.Thread(target=hook, name="run-control-stop", daemon=True).start()
 
     @contextmanager
     def on_cancel(self, hook: Callable[[], None]) -> Iterator[None]:
@@ -109,13 +112,15 @@ class RunControl:
         """A control for one phase: the same cancel flag and progress sink, a deadline at most
         ``seconds`` (or ``fraction`` of what is left) from now and never past this one's. In
         deterministic mode the slice is a budget of deterministic time instead."""
-        left = self.time_limit_s - self.elapsed() if self.deterministic else self.left()
+        now = self.clock()
+        left = 0.0 if self.cancelled else max(0.0, self.deadline - now)
         if fraction is not None:
             seconds = left * fraction
-        budget = left if seconds is None else min(seconds, max(0.0, left))
+        budget = left if seconds is None else min(seconds, left)
         if self.deterministic and seconds is not None:
             budget = seconds  # deterministic budgets are shares of the limit, not of a clock
         child = RunControl(max(0.0, budget), self.deterministic, None, self.clock)
+        child.start = now
         child._root = self._root or self
         return child
 
@@ -239,8 +244,11 @@ class SolveParams:
     # Shares of the time left for the successive solves: on the candidate lists by value,
     # then after each round of pricing; the last solve takes whatever is left.
     round_shares: tuple[float, ...] = (0.3, 0.35)
-    # A pricing round is about this many kernel passes (pricing, and the model rebuilt).
+    # A pricing round costs about this many first kernel passes (the pass with prices, the
+    # merge of the lists) plus this many model builds (the model rebuilt, about twice as
+    # big): the first estimate; later rounds use the measured cost of the previous one.
     price_kernel_passes: float = 3.0
+    price_model_passes: float = 2.0
     # A round is started only when this many of its estimated cost are left.
     price_margin: float = 1.5
     # Time kept for the final market bound is at most this share of the limit.
@@ -250,10 +258,18 @@ class SolveParams:
     # The final bound over every eligible pair is one kernel pass with prices: about this
     # many of the first kernel pass. Skipped (the solver's bound stands) when it does not fit.
     market_bound_kernel_passes: float = 1.5
+    # The optional final bounds (market bound, LP) may use this share of the limit beyond the
+    # deadline (the run's promise is the limit + 5 % + 1 s).
+    bound_overrun_share: float = 0.02
+    # The LP relaxation with the second-source links (GLOP) is solved once, after the first
+    # round, on models up to this many candidates (about 2 s for 3,000 candidates of an
+    # 800 x 80 market on a loaded machine), within this share of the limit.
+    lp_max_candidates: int = 60_000
+    lp_share: float = 0.2
     # Measured wall time of the phases that follow the solve (x1.5), used to keep time for
     # them: seconds per unplaced row explained, per row x site for rows explained against
     # every site (no eligible site, capacity), per row verified and written out.
-    explain_s_per_unplaced: float = 1.5e-4
+    explain_s_per_unplaced: float = 3e-4
     explain_s_per_row_site: float = 1e-6
     result_s_per_row: float = 2e-5
     # Explanations stop (the rest listed as not explained) this far past the deadline.

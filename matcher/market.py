@@ -19,6 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from matcher.bound import lp_bound
 from matcher.control import RunControl, SolveParams
 from matcher.explain import explain
 from matcher.kernels import ELIGIBLE, R_CAPACITY
@@ -219,7 +220,8 @@ def match(
     problem = build_problem(snapshot, params, control=control, site_table=site_table)
     kernel_s = problem.timings["kernels"]
     # A round of pricing costs a kernel pass with prices and a model rebuild.
-    price_estimate = sp.price_kernel_passes * kernel_s + problem.timings["model"]
+    price_estimate = (sp.price_kernel_passes * kernel_s
+                      + sp.price_model_passes * problem.timings["model"])
     bound_estimate = sp.market_bound_kernel_passes * kernel_s
     best_problem, best = problem, _nothing_placed(problem)
     bound = best.bound
@@ -228,7 +230,9 @@ def match(
     rounds = 0
     last = len(sp.round_shares)  # index of the final solve, which takes what is left
     step = 0
-    while not control.stop_requested():
+    # The first round always runs (unless cancelled): even out of time, its greedy gives a
+    # feasible answer in a fraction of what building took.
+    while not control.cancelled and (rounds == 0 or not control.stop_requested()):
         unplaced = int(np.count_nonzero(best.choice == NONE))
         keep = _after_solve_s(problem, sp, unplaced) + min(
             bound_estimate, sp.reserve_share * limit)
@@ -254,6 +258,17 @@ def match(
         placed = int(np.count_nonzero(best.choice[problem.enc.project_rows[:, 0]] != NONE))
         control.report("solve", objective=float(best.objective), bound=float(bound),
                        placed=placed)
+        if rounds == 1 and problem.model.n_cand <= sp.lp_max_candidates and (
+                best.objective < bound and not control.stop_requested()):
+            # A small model: the LP relaxation with the second-source links is cheap and
+            # tighter than the Lagrangian; it holds for the whole market (outside options).
+            t0 = time.perf_counter()
+            control.report("lp_bound")
+            lp = lp_bound(problem.model, min(sp.lp_share * limit, max(0.1, control.left())))
+            if lp is not None:
+                bound = min(bound, lp)
+                problem.stats["lp_bound"] = float(lp)
+            problem.timings["lp_bound"] = time.perf_counter() - t0
         if step == last or control.stop_requested():
             break
         unplaced = int(np.count_nonzero(best.choice == NONE))
@@ -278,10 +293,14 @@ def match(
     problem, solution = best_problem, replace(best, bound=bound)
     t0 = time.perf_counter()
     unplaced = int(np.count_nonzero(solution.choice == NONE))
-    room = control.left() - _after_solve_s(problem, sp, unplaced)
+    # The bounds below are optional (the solver's bound is already valid for the market):
+    # each runs only when its estimate fits, with a small share of the limit as slack.
+    def room() -> float:
+        slack = sp.bound_overrun_share * limit
+        return control.left() + slack - _after_solve_s(problem, sp, unplaced)
+
     notes: list[str] = []
-    if rounds and not control.cancelled and (
-            params.deterministic or room >= bound_estimate):
+    if rounds and not control.cancelled and (params.deterministic or room() >= bound_estimate):
         control.report("market_bound")
         whole = market_bound(problem, solution.prices)
         if whole < solution.bound:
@@ -289,7 +308,8 @@ def match(
     elif rounds:
         notes.append("no time left for the bound over every eligible pair: the bound "
                      "reported is the solver's (still valid for the whole market)")
-    problem.timings.update({"price": price_s, "market_bound": time.perf_counter() - t0})
+    problem.timings["market_bound"] = time.perf_counter() - t0
+    problem.timings["price"] = price_s
     if control.first_feasible_s is not None:
         problem.stats["first_feasible_s"] = control.first_feasible_s
     problem.stats["priced_candidates"] = float(added_total)

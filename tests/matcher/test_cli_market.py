@@ -25,6 +25,16 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
+def test_solve_progress_goes_to_stderr_phase_by_phase(app, runner, tmp_path):
+    path = tmp_path / "snap.json"
+    path.write_text(snapshot([site("S1")], [project("P1")]).model_dump_json())
+    res = runner.invoke(app, ["solve", str(path), "--time-limit", "1", "--progress"])
+    assert res.exit_code == 0, res.stderr
+    phases = [line.split()[1] for line in res.stderr.splitlines()]
+    assert phases[:3] == ["encode", "kernels", "build"] and phases[-1] == "done"
+    assert "status" in res.stdout
+
+
 def test_generate_prints_a_valid_snapshot(app, runner):
     res = runner.invoke(app, ["generate", "--projects", "12", "--sites", "5", "--seed", "3"])
     assert res.exit_code == 0, res.stderr
