@@ -214,3 +214,48 @@ def test_signature_helpers_refuse_stale_and_tampered_messages() -> None:
     assert not verify("whsec_k", body, header, now=1_000_000 + 301)  # too old
     assert not verify("whsec_k", body + b" ", header, now=1_000_100)
     assert not verify("whsec_k", body, "garbage", now=1_000_100)
+
+
+def test_a_committed_run_notifies_its_operator_and_the_parties_of_new_proposals(
+    api: Api,
+) -> None:
+    from service.flows.match_run import RunContext, execute
+    from service.jobs.events import make_event_channel
+
+    maker, cdmo, site, _ = _market(api)
+    project = api.project(maker, target_markets=["CN"])
+    # the declined site is the better one: only the decline keeps the run away from it
+    declined_site = api.site(
+        cdmo,
+        name="Declined plant",
+        quality={"inspection_findings": 0, "on_time_rate": 1.0, "lead_time_weeks": 0},
+    )
+    for month in ("2027-01", "2027-02", "2027-03"):
+        api.listing(cdmo, declined_site["id"], month=month, capacity_hours=500, reserved_hours=0)
+    first = api.propose(project["id"], declined_site["id"])
+    ok(cdmo.post(f"/v1/proposals/{first['id']}/decline"))
+    body = {"params": {"time_limit_s": 2, "deterministic": True}}
+    run = ok(api.operator.post("/v1/match-runs", json=body), 202)
+    settings = api.backend.settings
+    events = make_event_channel(settings.redis_url, db=api.backend.db, prefix="cdmo-test:deals:")
+    try:  # the job, here (no worker consumes this backend's queue)
+        execute(RunContext(api.backend.db, events, settings.runs), run["id"])
+    finally:
+        events.close()
+
+    def finished() -> list[dict[str, Any]]:
+        feed = ok(api.operator.get("/v1/orgs/me/events?type=run.finished"))["items"]
+        return [e for e in feed if e["data"]["run_id"] == run["id"]]
+
+    assert _wait(lambda: len(finished()) == 1)
+    done = finished()[0]["data"]
+    assert done["status"] == "succeeded" and done["proposed"] == 1
+    # the run proposed the project again, never to the declined site
+    made = [
+        e["data"]
+        for e in ok(maker.get("/v1/orgs/me/events?type=proposal.proposed"))["items"]
+        if e["data"]["batch_id"] == run["id"]
+    ]
+    assert [(d["project_id"], d["site_id"]) for d in made] == [(project["id"], site["id"])]
+    cdmo_feed = ok(cdmo.get("/v1/orgs/me/events?type=proposal.proposed"))["items"]
+    assert made[0]["proposal_id"] in {e["data"]["proposal_id"] for e in cdmo_feed}
