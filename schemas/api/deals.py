@@ -185,6 +185,8 @@ _EVENT_EXAMPLE: dict[str, Any] = {
 
 
 class EventDelivery(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_EVENT_EXAMPLE["delivery"]]})
+
     status: DeliveryStatus
     attempts: int
     last_status_code: int | None

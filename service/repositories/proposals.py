@@ -226,6 +226,8 @@ def create_proposal(
         elif other.cdmo_id == site.cdmo_id:
             raise ConflictError("primary and second source must be different CDMOs")
     now = utcnow()
+    if superseded:
+        outbox.record_many(session, [_superseded(old, project.maker_id) for old in superseded])
     for old in superseded:
         old.status = ProposalStatus.SUPERSEDED.value
         old.updated_at = now
@@ -249,6 +251,20 @@ def create_proposal(
 
 def _proposed_event(session: Session, proposal: Proposal, maker_id: str) -> None:
     outbox.record_many(session, [_proposed(proposal.__dict__, maker_id)])
+
+
+def _superseded(old: Proposal, maker_id: str) -> tuple[list[str], str, dict[str, Any]]:
+    """The ``proposal.superseded`` event: another site was proposed for the same role."""
+    data = {
+        "proposal_id": old.id,
+        "project_id": old.project_id,
+        "site_id": old.site_id,
+        "cdmo_id": old.cdmo_id,
+        "role": old.role,
+        "status": ProposalStatus.SUPERSEDED.value,
+        "previous_status": old.status,
+    }
+    return [old.cdmo_id, maker_id], EventKind.PROPOSAL_SUPERSEDED, data
 
 
 def _proposed(row: dict[str, Any], maker_id: str) -> tuple[list[str], str, dict[str, Any]]:
@@ -311,6 +327,7 @@ def propose_batch(
     now = utcnow()
     new_rows: list[dict[str, Any]] = []
     superseded_ids: list[str] = []
+    superseded_events: list[tuple[list[str], str, dict[str, Any]]] = []
     touched: dict[str, Project] = {}
     for item in placements:
         project, site, role = item.project, item.site, item.role
@@ -342,6 +359,7 @@ def propose_batch(
             outcome.refused[key] = f"already accepted at site {accepted[0].site_id}"
             continue
         superseded_ids.extend(p.id for p in same_role)
+        superseded_events.extend(_superseded(p, project.maker_id) for p in same_role)
         active[project.id] = [p for p in active[project.id] if p.role != role.value]
         new_rows.append(
             {
@@ -370,6 +388,8 @@ def propose_batch(
         session.execute(insert(Proposal), new_rows)
         makers = {p.project.id: p.project.maker_id for p in placements}
         outbox.record_many(session, [_proposed(r, makers[r["project_id"]]) for r in new_rows])
+    if superseded_events:
+        outbox.record_many(session, superseded_events)
     # A project that gets a new proposal is proposed (it has an active one and, the new one
     # not being accepted, cannot be fully matched); a superseded accepted proposal of a
     # matched project cannot happen here (matched projects are not proposable).

@@ -259,3 +259,13 @@ def test_a_committed_run_notifies_its_operator_and_the_parties_of_new_proposals(
     assert [(d["project_id"], d["site_id"]) for d in made] == [(project["id"], site["id"])]
     cdmo_feed = ok(cdmo.get("/v1/orgs/me/events?type=proposal.proposed"))["items"]
     assert made[0]["proposal_id"] in {e["data"]["proposal_id"] for e in cdmo_feed}
+
+
+def test_superseding_a_proposal_tells_both_parties(api: Api) -> None:
+    maker, cdmo, site, project = _market(api)
+    first = api.propose(project["id"], site["id"])
+    api.propose(project["id"], api.site(cdmo, name="Second plant")["id"])
+    for party in (maker, cdmo):
+        feed = ok(party.get("/v1/orgs/me/events?type=proposal.superseded"))["items"]
+        assert [e["data"]["proposal_id"] for e in feed] == [first["id"]]
+        assert feed[0]["data"]["previous_status"] == "proposed"
