@@ -266,12 +266,13 @@ class SolveParams:
     # 800 x 80 market on a loaded machine), within this share of the limit.
     lp_max_candidates: int = 60_000
     lp_share: float = 0.2
-    # Measured wall time of the phases that follow the solve (x1.5), used to keep time for
-    # them: seconds per unplaced row explained, per row x site for rows explained against
-    # every site (no eligible site, capacity), per row verified and written out.
-    explain_s_per_unplaced: float = 3e-4
+    # The phases that follow the solve, in units of this run's encoding time (measured on
+    # 20000 x 2000: packaging and verifying ~1.1 x encode, explaining every row ~1.5 x
+    # encode, both 3-4x slower on a loaded machine, like encoding): time kept for them.
+    result_encode_passes: float = 1.2
+    explain_encode_passes: float = 1.5
+    # Seconds per row x site for rows explained against every site (no eligible site).
     explain_s_per_row_site: float = 1e-6
-    result_s_per_row: float = 2e-5
     # Explanations stop (the rest listed as not explained) this far past the deadline.
     explain_grace_share: float = 0.03
     explain_grace_s: float = 0.5

@@ -213,8 +213,9 @@ class SiteTable:
             price[:, :, lo - h0 : hi - h0] = self.price[:, :, lo - self.h0 : hi - self.h0]
         # A process counts as listed when it has a listing inside the horizon.
         listed = np.zeros(n, dtype=np.int64)
+        has: np.ndarray
         if self.months and hi > lo:
-            has = self.listed[:, :, lo - self.h0 : hi - self.h0].any(axis=2)
+            has = np.any(self.listed[:, :, lo - self.h0 : hi - self.h0], axis=2)
         else:
             has = np.zeros((n, N_PROC), dtype=bool)
         for proc in range(N_PROC):

@@ -179,14 +179,17 @@ def _nothing_placed(problem: MarketProblem) -> Solution:
 
 
 def _after_solve_s(problem: MarketProblem, sp: SolveParams, unplaced_rows: int) -> float:
-    """Estimated seconds for verifying, explaining and packaging an answer: rows without an
-    eligible site that fail on capacity are explained against every site."""
+    """Estimated seconds for verifying, explaining and packaging an answer, in units of what
+    encoding took in this run (both are Python-bound over the same projects, so the estimate
+    follows the machine's load); rows without an eligible site that fail on capacity are
+    explained against every site."""
+    encode_s = problem.timings.get("encode", 0.0)
     counts = problem.scored.counts
     alone = int(np.count_nonzero((counts[:, ELIGIBLE] == 0) & (counts[:, R_CAPACITY] > 0)))
+    unplaced_share = unplaced_rows / max(1, problem.model.n_items)
     return (
-        sp.explain_s_per_row_site * alone * problem.enc.sites.n_sites
-        + sp.explain_s_per_unplaced * unplaced_rows
-        + sp.result_s_per_row * problem.model.n_items
+        encode_s * (sp.result_encode_passes + sp.explain_encode_passes * unplaced_share)
+        + sp.explain_s_per_row_site * alone * problem.enc.sites.n_sites
     )
 
 
@@ -252,9 +255,9 @@ def match(
         solve_s += time.perf_counter() - t0
         rounds += 1
         bound = min(bound, solution.bound)  # every round's bound holds for the whole market
-        if solution.objective >= best.objective or best_problem is not problem:
-            if solution.status != SolveStatus.UNKNOWN:
-                best_problem, best = problem, solution
+        # The best answer and the problem it belongs to (pricing changes the candidates).
+        if solution.objective >= best.objective and solution.status != SolveStatus.UNKNOWN:
+            best_problem, best = problem, solution
         placed = int(np.count_nonzero(best.choice[problem.enc.project_rows[:, 0]] != NONE))
         control.report("solve", objective=float(best.objective), bound=float(bound),
                        placed=placed)
@@ -295,12 +298,13 @@ def match(
     unplaced = int(np.count_nonzero(solution.choice == NONE))
     # The bounds below are optional (the solver's bound is already valid for the market):
     # each runs only when its estimate fits, with a small share of the limit as slack.
-    def room() -> float:
+    def time_for_bounds() -> float:
         slack = sp.bound_overrun_share * limit
         return control.left() + slack - _after_solve_s(problem, sp, unplaced)
 
     notes: list[str] = []
-    if rounds and not control.cancelled and (params.deterministic or room() >= bound_estimate):
+    fits = params.deterministic or time_for_bounds() >= bound_estimate
+    if rounds and not control.cancelled and fits:
         control.report("market_bound")
         whole = market_bound(problem, solution.prices)
         if whole < solution.bound:
