@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 import uuid
 from typing import Any
 
@@ -72,7 +73,11 @@ class CapacityUser(FastHttpUser):
             ]
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
-        r = self.client.request(method, path, name=SETUP + path.split("/")[2], **kw)
+        for _ in range(20):  # a shed request (503) is retried after Retry-After, as clients do
+            r = self.client.request(method, path, name=SETUP + path.split("/")[2], **kw)
+            if r.status_code != 503:
+                break
+            time.sleep(float(r.headers.get("Retry-After", "1")))
         if r.status_code not in (200, 201):
             raise RuntimeError(f"setup {method} {path}: {r.status_code} {r.text[:200]}")
         return r.json()

@@ -14,7 +14,8 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-YearMonth = Annotated[str, StringConstraints(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+# Years 2000-2999: capacity months of a marketplace (and no "0000-01" reaching month arithmetic).
+YearMonth = Annotated[str, StringConstraints(pattern=r"^2\d{3}-(0[1-9]|1[0-2])$")]
 """A calendar month, ``YYYY-MM``."""
 
 Identifier = Annotated[

@@ -105,7 +105,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # before any parsing.
     install_idempotency(app)
     app.add_middleware(AuthenticationMiddleware, services=services)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.http.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.http.max_body_bytes,
+        timeout_s=settings.http.body_timeout_s,
+    )
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app

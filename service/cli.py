@@ -215,6 +215,31 @@ def runs_prune(
 
 
 @app.command()
+def check() -> None:
+    """Verify the database's invariants (capacity, idempotency, proposals); exit 1 on any
+    violation."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from service.checks import run_checks
+
+    try:
+        with _database() as db:
+            outcomes = run_checks(db)
+    except SQLAlchemyError as exc:
+        typer.echo(f"cannot read the database: {type(exc).__name__}", err=True)
+        raise typer.Exit(2) from exc
+    for outcome in outcomes:
+        mark = "ok  " if outcome.ok else "FAIL"
+        typer.echo(f"{mark} {outcome.check.name}: {outcome.check.description}")
+        for line in outcome.violations[:50]:
+            typer.echo(f"       {line}")
+        if len(outcome.violations) > 50:
+            typer.echo(f"       ... and {len(outcome.violations) - 50} more")
+    if not all(o.ok for o in outcomes):
+        raise typer.Exit(1)
+
+
+@app.command()
 def openapi(
     out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
 ) -> None:

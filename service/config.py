@@ -23,8 +23,15 @@ class DatabaseSettings(BaseModel):
     pool_timeout_s: float = Field(
         default=2.0, gt=0, description="Wait for a pooled connection (a backstop: see slots)."
     )
+    request_slots: int = Field(
+        default=8,
+        ge=1,
+        le=400,
+        description="Requests working on the database at once per process (at most "
+        "pool_size + max_overflow): beyond what keeps the CPU busy, more only adds latency.",
+    )
     queue_timeout_s: float = Field(
-        default=1.0, gt=0, description="Wait for a request slot before answering 503."
+        default=0.5, gt=0, description="Wait for a request slot before answering 503."
     )
     connect_timeout_s: int = Field(default=2, ge=1, le=60)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
@@ -60,6 +67,9 @@ class IdempotencySettings(BaseModel):
 
 class HttpSettings(BaseModel):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger bodies get 413.")
+    body_timeout_s: float = Field(
+        default=10.0, gt=0, description="The whole body must arrive within this time, or 408."
+    )
     expose_metrics: bool = Field(default=True, description="Serve Prometheus text at /metrics.")
 
 
@@ -72,7 +82,11 @@ class RunsSettings(BaseModel):
     )
     heartbeat_interval_s: float = Field(default=1.0, gt=0, le=60)
     heartbeat_timeout_s: float = Field(
-        default=20.0, gt=0, le=3600, description="A running run silent this long is reaped."
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="A running run silent this long is reaped (long enough for a solver "
+        "phase that holds the GIL on a loaded machine).",
     )
     requeue_after_s: float = Field(
         default=30.0, gt=0, le=3600, description="A queued run untouched this long is re-sent."

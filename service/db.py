@@ -137,8 +137,9 @@ class Database:
             self._write_bind = self.engine
             self._read_bind = self.engine.execution_options(isolation_level="AUTOCOMMIT")
             self._snapshot_bind = self.engine.execution_options(isolation_level="REPEATABLE READ")
+        connections = settings.pool_size + settings.max_overflow
         self.slots = RequestSlots(
-            settings.pool_size + settings.max_overflow, settings.queue_timeout_s
+            min(settings.request_slots, connections), settings.queue_timeout_s
         )
         self._probe: Engine | None = None
         self._connect_timeout_s = settings.connect_timeout_s
@@ -191,6 +192,9 @@ def bump_market_version(session: Session) -> int:
         .where(col(MarketState.id) == MARKET_STATE_ID)
         .values(version=MarketState.version + 1)
         .returning(col(MarketState.version))
+        # No ORM synchronisation: it would scan every object in the session (thousands in an
+        # optimiser batch) for a row that is never loaded as an object.
+        .execution_options(synchronize_session=False)
     )
     return int(bumped.scalar_one())
 

@@ -105,6 +105,7 @@ async def page_params(
 
 PageDep = Annotated[PageParams, Depends(page_params)]
 
+MAX_IF_MATCH_TAGS = 20
 _ETAG_RE = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
 
 
@@ -115,8 +116,16 @@ def parse_if_match(value: str | None, *, required: bool) -> frozenset[int] | Non
                 'send If-Match: "<version>" with the ETag of your last read'
             )
         return None
+    tags = value.split(",")
+    if len(tags) > MAX_IF_MATCH_TAGS:
+        raise InvalidFieldError(
+            "If-Match",
+            f"at most {MAX_IF_MATCH_TAGS} entity tags",
+            location="header",
+            code="too_many_etags",
+        )
     versions = set()
-    for tag in value.split(","):
+    for tag in tags:
         tag = tag.strip()
         if tag == "*":
             raise PreconditionRequiredError(

@@ -55,6 +55,12 @@ _TYPES = [
         "Request bodies must be `application/json`.",
     ),
     ProblemType(
+        "request-timeout",
+        408,
+        "Request timeout",
+        "The request body did not arrive in time; send it whole and promptly.",
+    ),
+    ProblemType(
         "payload-too-large",
         413,
         "Payload too large",
@@ -150,6 +156,7 @@ _STATUS_SLUGS = {
     403: "forbidden",
     404: "not-found",
     405: "method-not-allowed",
+    408: "request-timeout",
     409: "conflict",
     412: "precondition-failed",
     413: "payload-too-large",

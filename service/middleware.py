@@ -3,6 +3,8 @@ body is read (answered as problem+json)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -28,14 +30,20 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body larger than {limit} bytes")
 
 
+class BodyTimeout(HTTPException):
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(408, f"the request body did not arrive within {timeout_s:g} s")
+
+
 class BodyLimitMiddleware:
     """413 for bodies over ``max_bytes``: at once when Content-Length says so, otherwise as
     soon as the streamed body passes the limit (FastAPI re-raises it as an HTTPException
     while reading the body, before any route code runs)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 10.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,14 +66,29 @@ class BodyLimitMiddleware:
             await response(scope, receive, send)
             return
         received = 0
+        body_done = False
+        deadline: float | None = None
 
         async def _receive() -> Message:
-            nonlocal received
-            message = await receive()
+            # The whole body must arrive within timeout_s of the first read: a client that
+            # declares a body and never sends it (or trickles it) gets 408, not a held socket.
+            nonlocal received, body_done, deadline
+            if body_done:
+                return await receive()  # e.g. waiting for a disconnect: no deadline
+            loop = asyncio.get_running_loop()
+            if deadline is None:
+                deadline = loop.time() + self.timeout_s
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise BodyTimeout(self.timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise BodyTooLarge(self.max_bytes)
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         await self.app(scope, _receive, send)

@@ -18,6 +18,7 @@ from service.errors import PROBLEM_TYPES, ProblemType
 _STATUS_TYPE = {
     400: "malformed-json",
     401: "unauthenticated",
+    408: "request-timeout",
     403: "forbidden",
     404: "not-found",
     409: "conflict",
@@ -54,9 +55,10 @@ def _example(ptype: ProblemType) -> dict[str, Any]:
 
 
 def problems(*statuses: int, auth: bool = True) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` entries for these error statuses (with 401 and 429 when ``auth``)."""
+    """``responses=`` entries for these error statuses (with 401, 429 and 503 when ``auth``:
+    any authenticated call may be refused, throttled, or shed under overload)."""
     out: dict[int | str, dict[str, Any]] = {}
-    for status in sorted({*statuses, *((401, 429) if auth else ())}):
+    for status in sorted({*statuses, *((401, 429, 503) if auth else ())}):
         ptype = PROBLEM_TYPES[_STATUS_TYPE[status]]
         out[status] = {
             "model": Problem,
@@ -64,6 +66,19 @@ def problems(*statuses: int, auth: bool = True) -> dict[int | str, dict[str, Any
             "content": {"application/json": {"example": _example(ptype)}},
         }
     return out
+
+
+def _problem_response(status: int) -> dict[str, Any]:
+    ptype = PROBLEM_TYPES[_STATUS_TYPE[status]]
+    return {
+        "description": ptype.description,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/Problem"},
+                "example": _example(ptype),
+            }
+        },
+    }
 
 
 def _first_example(schema: dict[str, Any], components: dict[str, Any]) -> Any:
@@ -107,6 +122,9 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             body = operation.get("requestBody")
             if body:
                 _decorate(body.get("content", {}), components)
+                # every body may be malformed JSON (400) or arrive too slowly (408)
+                for status in (400, 408):
+                    operation["responses"].setdefault(str(status), _problem_response(status))
             for code, response in operation.get("responses", {}).items():
                 content = response.get("content")
                 if not content:

@@ -13,9 +13,11 @@ crash leaves nothing behind and is simply retried.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from typing import Any
 
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from schemas.api import CommitSummary, RunStatus, RunSummary, SkippedPlacement
@@ -24,7 +26,7 @@ from service import repositories as repo
 from service.db import read_market_version
 from service.flows.capacity import ListingKey, free_whole_hours, placement_hours
 from service.flows.snapshot import held_by_proposals
-from service.models import Listing, MatchRun, MatchRunAssignment, Project, Site
+from service.models import Listing, MatchRun, Project, Site
 from service.repositories.proposals import BatchPlacement
 
 log = logging.getLogger(__name__)
@@ -43,14 +45,26 @@ def _lock_projects(session: Session, ids: list[str]) -> dict[str, Project]:
     return out
 
 
-def _lock_listings(session: Session, site_ids: list[str]) -> dict[ListingKey, Listing]:
-    out: dict[ListingKey, Listing] = {}
+def _lock_listings(session: Session, site_ids: list[str]) -> dict[ListingKey, int]:
+    """Free whole hours of every listing at these sites, the rows locked (plain tuples: a
+    market has ~100k listings, too many to build ORM objects for)."""
+    out: dict[ListingKey, int] = {}
     for i in range(0, len(site_ids), 2000):
         chunk = site_ids[i : i + 2000]
         stmt = (
-            select(Listing).where(col(Listing.site_id).in_(chunk)).order_by(col(Listing.id))
-        ).with_for_update()
-        out.update({(lst.site_id, lst.process, lst.month): lst for lst in session.exec(stmt)})
+            sa_select(
+                col(Listing.site_id),
+                col(Listing.process),
+                col(Listing.month),
+                col(Listing.capacity_hours),
+                col(Listing.reserved_hours),
+            )
+            .where(col(Listing.site_id).in_(chunk))
+            .order_by(col(Listing.id))
+            .with_for_update()
+        )
+        for site_id, process, month, capacity, reserved in session.execute(stmt):
+            out[(site_id, process, month)] = free_whole_hours(capacity, reserved)
     return out
 
 
@@ -65,29 +79,35 @@ def _fits(
     return None
 
 
-def commit(session: Session, *, run: MatchRun, token: str, summary: RunSummary) -> CommitSummary:
+def commit(
+    session: Session,
+    *,
+    run: MatchRun,
+    token: str,
+    summary: RunSummary,
+    started: float | None = None,
+) -> CommitSummary:
     """Make the proposals of ``run`` (status committing) and mark it succeeded. The caller
-    commits the session (one transaction)."""
-    rows: list[MatchRunAssignment] = repo.runs.run_assignments(session, run.id)
+    commits the session (one transaction). ``started`` (perf_counter) dates the commit phase
+    in the summary's timings."""
+    started = time.perf_counter() if started is None else started
+    rows = repo.runs.run_assignments(session, run.id)
     projects = _lock_projects(session, sorted({a.project_id for a in rows}))
     site_ids = sorted({a.site_id for a in rows})
     sites = {s.id: s for s in session.exec(select(Site).where(col(Site.id).in_(site_ids)))}
     listings = _lock_listings(session, site_ids)
     placed_pairs = {(a.project_id, a.role) for a in rows}
     held = held_by_proposals(session, exclude=placed_pairs)
-    free = {
-        key: free_whole_hours(lst.capacity_hours, lst.reserved_hours) - held.get(key, 0)
-        for key, lst in listings.items()
-    }
+    free = {key: hours - held.get(key, 0) for key, hours in listings.items()}
 
-    by_project: dict[str, list[MatchRunAssignment]] = defaultdict(list)
+    by_project: dict[str, list[Any]] = defaultdict(list)
     for a in rows:
         by_project[a.project_id].append(a)
     outcomes: dict[str, tuple[str, str | None]] = {}
     skipped: list[SkippedPlacement] = []
-    accepted: list[tuple[MatchRunAssignment, BatchPlacement]] = []
+    accepted: list[tuple[Any, BatchPlacement]] = []
 
-    def skip(items: list[MatchRunAssignment], why: str) -> None:
+    def skip(items: list[Any], why: str) -> None:
         for a in items:
             outcomes[a.pos] = ("skipped", why)
             skipped.append(
@@ -147,7 +167,10 @@ def commit(session: Session, *, run: MatchRun, token: str, summary: RunSummary) 
     for pos in active_same:
         outcomes[pos] = ("unchanged", None)
     repo.runs.record_outcomes(
-        session, run.id, [(pos, o, d) for pos, (o, d) in sorted(outcomes.items())]
+        session,
+        run.id,
+        [(pos, o, d) for pos, (o, d) in sorted(outcomes.items())],
+        default="proposed",
     )
     commit_summary = CommitSummary(
         proposed=result.created,
@@ -166,7 +189,8 @@ def commit(session: Session, *, run: MatchRun, token: str, summary: RunSummary) 
                 ]
             }
         )
-    final = summary.model_copy(update={"commit": commit_summary})
+    timings = {**summary.timings, "commit": round(time.perf_counter() - started, 3)}
+    final = summary.model_copy(update={"commit": commit_summary, "timings": timings})
     repo.runs.finish(
         session=session, run_id=run.id, token=token, status=RunStatus.SUCCEEDED, summary=final
     )
@@ -180,9 +204,7 @@ def commit(session: Session, *, run: MatchRun, token: str, summary: RunSummary) 
     return commit_summary
 
 
-def _already_active(
-    session: Session, run_id: str, accepted: list[tuple[MatchRunAssignment, Any]]
-) -> list[str]:
+def _already_active(session: Session, run_id: str, accepted: list[tuple[Any, Any]]) -> list[str]:
     """Positions of accepted placements whose active proposal was not made by this run."""
     from service.models import Proposal
 

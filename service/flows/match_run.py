@@ -21,6 +21,7 @@ import time
 import uuid
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
@@ -52,10 +53,13 @@ class RunContext:
 
 
 def warm_up() -> float:
-    """The matcher's warm-up (Numba kernels compiled or loaded from the cache)."""
+    """The matcher's warm-up: ``matcher.warm_up`` (kernels and solver) where the matcher has
+    it, else the kernels' (compiled, or loaded from Numba's cache)."""
+    import matcher
     from matcher.kernels import warm_up as kernels_warm_up
 
-    return kernels_warm_up()
+    whole: Callable[[], float] | None = getattr(matcher, "warm_up", None)
+    return (whole or kernels_warm_up)()
 
 
 def software_versions() -> dict[str, str]:
@@ -386,16 +390,8 @@ def _commit(ctx: RunContext, run: MatchRun, token: str) -> None:
     if ctx.commit_delay_s:
         time.sleep(ctx.commit_delay_s)
     _event(ctx, run.id, "status", {"status": RunStatus.COMMITTING.value})
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     summary = RunSummary.model_validate(run.summary)
     with ctx.db.session() as session:
-        commit_run.commit(session, run=run, token=token, summary=summary)
+        commit_run.commit(session, run=run, token=token, summary=summary, started=started)
         session.commit()
-    elapsed = time.perf_counter() - t0
-    with ctx.db.session() as session:
-        current = repo.runs.load(session, run.id)
-        if current is not None and current.summary:
-            timed = dict(current.summary)
-            timed["timings"] = {**timed.get("timings", {}), "commit": elapsed}
-            _save_summary(session, run.id, RunSummary.model_validate(timed))
-            session.commit()

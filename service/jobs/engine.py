@@ -100,9 +100,13 @@ class DramatiqEngine:
         return int(client.llen(f"{self.broker.namespace}:{self.queue_name}"))
 
     def worker(self, threads: int) -> dramatiq.Worker:
-        return dramatiq.Worker(
+        worker = dramatiq.Worker(
             self.broker, queues={self.queue_name}, worker_threads=threads, worker_timeout=500
         )
+        # Take no more runs than this process can solve at once (Dramatiq's default prefetch
+        # of 2 per thread would let one idle-looking worker hoard the queue while others wait).
+        worker.queue_prefetch = threads
+        return worker
 
     def close(self) -> None:
         self.broker.close()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 
-from sqlmodel import Session, select
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
 
 from schemas.api import HOLDING_PROPOSAL_STATUSES, PairRuleKind, ProjectStatus, ProposalStatus
 from schemas.market import CapacityListing, MarketSnapshot, PairRef, Role
@@ -24,8 +25,12 @@ def build_snapshot(*, session: Session, as_of: dt.date) -> MarketSnapshot:
     :meth:`Database.snapshot_session` so all reads see one state."""
     version = read_market_version(session)
     sites = session.exec(select(Site).order_by(Site.id)).all()  # type: ignore[arg-type]
-    listings = session.exec(
-        select(Listing).order_by(Listing.site_id, Listing.process, Listing.month)  # type: ignore[arg-type]
+    # Listings as plain rows: a market has ~100k of them, too many to build ORM objects for.
+    listing_fields = list(CapacityListing.model_fields)
+    listings = session.execute(
+        sa_select(*(col(getattr(Listing, name)) for name in listing_fields)).order_by(
+            col(Listing.site_id), col(Listing.process), col(Listing.month)
+        )
     ).all()
     # A project holding capacity through an accepted proposal or a deal is out of the market:
     # its hours are already in reserved_hours, so it is neither placed again nor pinned.
@@ -84,10 +89,8 @@ def build_snapshot(*, session: Session, as_of: dt.date) -> MarketSnapshot:
             for s in sites
         ],
         listings=[
-            CapacityListing.model_validate(
-                {name: getattr(lst, name) for name in CapacityListing.model_fields}
-            )
-            for lst in listings
+            CapacityListing.model_validate(dict(zip(listing_fields, row, strict=True)))
+            for row in listings
         ],
         projects=[
             MarketProject.model_validate(

@@ -296,24 +296,36 @@ def persist_result(
         )
 
 
-def run_assignments(session: Session, run_id: str) -> list[MatchRunAssignment]:
-    stmt = (
-        select(MatchRunAssignment)
-        .where(MatchRunAssignment.run_id == run_id)
-        .order_by(col(MatchRunAssignment.pos))
-    )
-    return list(session.exec(stmt))
+def run_assignments(session: Session, run_id: str) -> list[Any]:
+    """The run's placements in answer order, as plain rows (attribute access like the
+    model's; a run of a whole market has ~20k of them)."""
+    table = MatchRunAssignment.__table__  # type: ignore[attr-defined]
+    stmt = table.select().where(table.c.run_id == run_id).order_by(table.c.pos)
+    return list(session.execute(stmt))
 
 
 def record_outcomes(
-    session: Session, run_id: str, outcomes: Sequence[tuple[str, str, str | None]]
+    session: Session,
+    run_id: str,
+    outcomes: Sequence[tuple[str, str, str | None]],
+    *,
+    default: str | None = None,
 ) -> None:
-    """(pos, outcome, detail) for every assignment of the run, in one executemany."""
-    if not outcomes:
-        return
+    """(pos, outcome, detail) for the assignments of the run: one UPDATE sets ``default`` on
+    all of them, one executemany the others (most placements share the default)."""
     from sqlalchemy import bindparam
 
     table = MatchRunAssignment.__table__  # type: ignore[attr-defined]
+    if default is not None:
+        session.execute(
+            update(table)
+            .where(table.c.run_id == run_id)
+            .values(outcome=default, detail=None)
+            .execution_options(synchronize_session=False)
+        )
+        outcomes = [o for o in outcomes if o[1] != default or o[2] is not None]
+    if not outcomes:
+        return
     session.execute(
         update(table)
         .where(table.c.run_id == run_id, table.c.pos == bindparam("b_pos"))
@@ -453,7 +465,7 @@ def _aware(value: dt.datetime) -> dt.datetime:
 
 
 def check_runs(
-    session: Session, *, heartbeat_timeout_s: float = 20.0, queued_max_s: float = 3600.0
+    session: Session, *, heartbeat_timeout_s: float = 60.0, queued_max_s: float = 3600.0
 ) -> list[str]:
     """Problems with runs, one line each (for ``cdmo check``): nothing means healthy."""
     now = utcnow()

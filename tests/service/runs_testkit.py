@@ -46,7 +46,7 @@ BUSY = {"projects": 600, "sites": 60, "capacity_scale": 0.3}
 
 FAST_RUNS_ENV = {
     "CDMO_RUNS__HEARTBEAT_INTERVAL_S": "0.5",
-    "CDMO_RUNS__HEARTBEAT_TIMEOUT_S": "4",
+    "CDMO_RUNS__HEARTBEAT_TIMEOUT_S": "10",
     "CDMO_RUNS__REAPER_INTERVAL_S": "1",
     "CDMO_RUNS__REQUEUE_AFTER_S": "5",
 }

@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from schemas.api import OrganisationCreate, OrgKind
 from service import repositories as repo
-from service.config import RateLimitSettings, RedisSettings, Settings
+from service.config import DatabaseSettings, RateLimitSettings, RedisSettings, Settings
 from service.db import upgrade
 from service.runtime import Services, build_services
 from service.store import MemoryStore, RedisStore
@@ -83,6 +83,8 @@ def make_settings(
         "data_dir": data_dir,
         "redis": RedisSettings(key_prefix=prefix),
         "rate_limit": RateLimitSettings(requests=100_000, window_s=3600),
+        # a loaded CI machine must not shed the tests' own concurrent requests
+        "db": DatabaseSettings(queue_timeout_s=10),
     }
     values.update(overrides)
     return Settings(**values)

@@ -124,3 +124,22 @@ def test_unsafe_production_settings_stop_the_cli_without_echoing_secrets(
     assert result.exit_code == 2
     assert "CDMO_AUTH__HMAC_SECRET must be set" in result.output
     assert "tooshort-secret" not in result.output
+
+
+def test_check_reports_each_invariant_and_exits_1_on_a_violation(env: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 0, result.output
+    for name in ("capacity", "idempotency", "proposals"):
+        assert f"ok   {name}:" in result.output
+    import sqlite3
+
+    with sqlite3.connect(env / "var" / "cdmo.db") as conn:
+        conn.execute(
+            "INSERT INTO idempotency_records (key, fingerprint, status, headers, body,"
+            " created_at, expires_at) VALUES ('k', 'f', 0, '{}', '', '2026-01-01', '2026-01-02')"
+        )
+    result = runner.invoke(app, ["check"])
+    assert result.exit_code == 1
+    assert "FAIL idempotency:" in result.output and "committed with status 0" in result.output

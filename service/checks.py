@@ -1,0 +1,144 @@
+"""Invariants verified against the database (``cdmo check``), after load and fault tests and
+whenever an operator doubts the data.
+
+Each check is a function ``(session) -> iterable of violations`` registered in :data:`CHECKS`
+with :func:`check`; a new invariant is one more decorated function (the match-runs branch adds
+"every run final, or live with a recent heartbeat" this way). All checks read in one
+REPEATABLE READ snapshot, so they judge one consistent state.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlmodel import Session, col
+
+from schemas.api import ACTIVE_PROPOSAL_STATUSES, ProjectStatus, ProposalStatus
+from schemas.market import Role
+from service.db import Database
+from service.models import IdempotencyRecord, Listing, Project, Proposal
+
+CheckFn = Callable[[Session], Iterable[str]]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    description: str
+    run: CheckFn
+
+
+CHECKS: list[Check] = []
+
+
+def check(name: str, description: str) -> Callable[[CheckFn], CheckFn]:
+    """Register an invariant: the function yields one line per violation."""
+
+    def register(fn: CheckFn) -> CheckFn:
+        CHECKS.append(Check(name, description, fn))
+        return fn
+
+    return register
+
+
+@dataclass(frozen=True)
+class Outcome:
+    check: Check
+    violations: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def run_checks(db: Database, checks: Iterable[Check] | None = None) -> list[Outcome]:
+    with db.snapshot_session() as session:
+        return [Outcome(c, list(c.run(session))) for c in (checks or CHECKS)]
+
+
+# --- the invariants ------------------------------------------------------------------------
+
+
+@check("capacity", "no site x process x month is reserved beyond its capacity")
+def _capacity(session: Session) -> Iterator[str]:
+    rows = session.execute(
+        select(col(Listing.id), col(Listing.site_id), col(Listing.process), col(Listing.month))
+        .where(
+            (col(Listing.reserved_hours) > col(Listing.capacity_hours))
+            | (col(Listing.reserved_hours) < 0)
+        )
+        .order_by(col(Listing.id))
+    ).all()
+    for listing_id, site_id, process, month in rows:
+        yield f"listing {listing_id} ({site_id} {process} {month}) reserves beyond capacity"
+    dupes = session.execute(
+        select(col(Listing.site_id), col(Listing.process), col(Listing.month), func.count())
+        .group_by(col(Listing.site_id), col(Listing.process), col(Listing.month))
+        .having(func.count() > 1)
+    ).all()
+    for site_id, process, month, n in dupes:
+        yield f"{site_id} {process} {month} is listed {n} times"
+
+
+@check("idempotency", "no duplicate resource from an idempotent retry")
+def _idempotency(session: Session) -> Iterator[str]:
+    """A committed record is always complete (claim and response commit together), and each
+    resource was answered to at most one key: two keys naming one resource, or a half-written
+    record, would mean a retry was not matched to its first request."""
+    rows = session.execute(
+        select(
+            col(IdempotencyRecord.key),
+            col(IdempotencyRecord.status),
+            col(IdempotencyRecord.headers),
+        )
+    ).all()
+    by_location: dict[str, list[str]] = defaultdict(list)
+    for key, status, headers in rows:
+        if not 200 <= status < 300:
+            yield f"idempotency record {key[:12]}... committed with status {status}"
+        location = (headers or {}).get("Location")
+        if location:
+            by_location[location].append(key)
+    for location, keys in sorted(by_location.items()):
+        if len(keys) > 1:
+            yield f"{location} was created for {len(keys)} idempotency keys"
+
+
+@check("proposals", "project statuses agree with their active proposals")
+def _proposals(session: Session) -> Iterator[str]:
+    active_values = [s.value for s in ACTIVE_PROPOSAL_STATUSES]
+    active: dict[str, list[Proposal]] = defaultdict(list)
+    for proposal in session.execute(
+        select(Proposal).where(col(Proposal.status).in_(active_values))
+    ).scalars():
+        active[proposal.project_id].append(proposal)
+    for project in session.execute(select(Project).order_by(col(Project.id))).scalars():
+        mine = active.get(project.id, [])
+        status = ProjectStatus(project.status)
+        roles = [p.role for p in mine]
+        if len(roles) != len(set(roles)):
+            yield f"project {project.id} has two active proposals for one role"
+        if status in (ProjectStatus.DRAFT, ProjectStatus.CLOSED) and mine:
+            yield f"project {project.id} is {status.value} but has active proposals"
+            continue
+        if status not in (ProjectStatus.OPEN, ProjectStatus.PROPOSED, ProjectStatus.MATCHED):
+            continue
+        accepted = {Role(p.role) for p in mine if p.status == ProposalStatus.ACCEPTED.value}
+        needed = {Role.PRIMARY} | (
+            {Role.SECOND_SOURCE} if project.second_source_required else set()
+        )
+        expected = (
+            ProjectStatus.MATCHED
+            if needed <= accepted
+            else ProjectStatus.PROPOSED
+            if mine
+            else ProjectStatus.OPEN
+        )
+        if status != expected:
+            yield (
+                f"project {project.id} is {status.value}, but its active proposals "
+                f"make it {expected.value}"
+            )
