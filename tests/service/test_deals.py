@@ -12,6 +12,7 @@ import pytest
 from service_testkit import Api, Tenant, assert_problem, ok
 from sqlalchemy import update
 
+from service.checks import run_checks
 from service.flows import deals
 from service.housekeeping import Housekeeper
 from service.models import Proposal
@@ -148,6 +149,8 @@ def test_accepting_holds_the_rounded_share_and_only_confirm_keeps_it(api: Api) -
     p3 = api.propose(other["id"], site["id"])
     ok(_act(cdmo, p3["id"], "decline"))
     assert _reserved(api, listings) == [66, 22, 0]
+    failed = {o.check.name: o.violations for o in run_checks(api.backend.db) if not o.ok}
+    assert failed == {}
 
 
 def test_a_shortfall_is_409_per_process_and_month_and_changes_nothing(api: Api) -> None:
@@ -248,6 +251,8 @@ def test_concurrent_accepts_and_withdrawals_never_over_reserve(api: Api) -> None
     assert all(r <= 350 for r in reserved)
     for p in final:
         assert (p["held"] != []) == (p["status"] == "accepted")
+    failed = {o.check.name: o.violations for o in run_checks(api.backend.db) if not o.ok}
+    assert failed == {}
 
 
 def _backdate(api: Api, proposal_id: str, days: float) -> None:
