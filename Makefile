@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench-gap bench-market bench-kernels clean
+.PHONY: run test lint loadtest bench-gap bench-market bench-kernels bench-runs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check schemas matcher service loadtests tests bench
 	$(BIN)/mypy schemas service
 
+# Headless Locust against a topology it starts itself (see loadtests/run.py and the README).
+loadtest: $(STAMP)
+	$(BIN)/python -m loadtests.run capacity
+	$(BIN)/python -m loadtests.run capacity --processes 2
+
 bench-gap: $(STAMP)
 	$(BIN)/python -m bench.gap_bench
 
@@ -32,6 +37,9 @@ bench-market: $(STAMP)
 
 bench-kernels: $(STAMP)
 	$(BIN)/python -m bench.kernel_bench
+
+bench-runs: $(STAMP)
+	$(BIN)/python -m bench.runs_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache var

@@ -295,6 +295,7 @@ def capacity_run(target: Target, levels: list[int], seconds: float, out: Path) -
                 "failures": sum(r.failures for r in health),
                 "rps": baseline,
                 "p99": max(r.p99 for r in health),
+                "max": max(r.max for r in health),
                 "ratio": 1.0,
                 "statuses": _merge(r.statuses for r in health),
             },
@@ -348,7 +349,7 @@ def write_summary(result: dict[str, Any], out: Path) -> str:
             ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
             statuses = ", ".join(f"{k}: {v}" for k, v in r["statuses"].items())
             lines.append(
-                f"| {r['name']} | {r['rps']:.0f} | {ratio} | {r['p50']:.0f} | {r['p95']:.0f} | "
+                f"| {r['name']} | {r['rps']:.1f} | {ratio} | {r['p50']:.0f} | {r['p95']:.0f} | "
                 f"{r['p99']:.0f} | {r['max']:.0f} | {r['requests']} | {r['failures']} | "
                 f"{statuses} |"
             )

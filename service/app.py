@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from anyio import to_thread
 from fastapi import Depends, FastAPI
-from starlette.concurrency import run_in_threadpool
 
 from service.config import Settings, get_settings
 from service.deps import reject_nul_characters
@@ -75,9 +75,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         limiter = to_thread.current_default_thread_limiter()
         limiter.total_tokens = max(limiter.total_tokens, services.db.slots.size + 8)
         services.auth.start()
-        # Warm the matcher here too (the API never solves, but nothing pays JIT time later),
-        # start the local pool (embedded mode) and a reaper.
-        await run_in_threadpool(worker.warm_up)
+        # Warm the matcher here too, beside serving (the API never solves: nothing waits for
+        # it); start the local pool (embedded mode, its processes warm up themselves) and a
+        # reaper.
+        threading.Thread(target=worker.warm_up, name="matcher-warm-up", daemon=True).start()
         start = getattr(jobs, "start", None)
         if start is not None:
             start()

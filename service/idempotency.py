@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import random
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import Response
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 from starlette.concurrency import run_in_threadpool
@@ -40,6 +41,7 @@ HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 _REPLAYED_HEADERS = ("location", "etag")
+PURGE_PROBABILITY = 0.01
 
 
 class IdempotentReplay(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -68,6 +70,21 @@ class Claim:
         )
 
 
+def purge_expired(session: Session, now: dt.datetime, limit: int = 1000) -> int:
+    """Delete up to ``limit`` expired records (claims do this now and then, so the table
+    stays about one TTL of records without a scheduled job)."""
+    expired = (
+        select(col(IdempotencyRecord.key))
+        .where(col(IdempotencyRecord.expires_at) <= now)
+        .limit(limit)
+        .scalar_subquery()
+    )
+    result = session.execute(
+        delete(IdempotencyRecord).where(col(IdempotencyRecord.key).in_(expired))
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 def claim(session: Session, key: str, fingerprint: str, ttl_s: int) -> Claim:
     """Claim ``key`` in this transaction, or raise :class:`IdempotentReplay` (the first
     request's answer) or 422 (the key was used with another body)."""
@@ -90,6 +107,8 @@ def claim(session: Session, key: str, fingerprint: str, ttl_s: int) -> Claim:
         where=table.c.expires_at <= now,  # an expired record is reused
     ).returning(table.c.key)
     if session.execute(stmt).first() is not None:
+        if random.random() < PURGE_PROBABILITY:
+            purge_expired(session, now)
         return Claim(key, fingerprint)
     record = session.execute(
         select(IdempotencyRecord).where(col(IdempotencyRecord.key) == key)

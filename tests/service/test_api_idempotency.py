@@ -145,3 +145,22 @@ def test_keys_on_other_post_endpoints(api: Api) -> None:
     assert keys[0]["key"] != keys[1]["key"]
     listed = ok(api.operator.get(f"/v1/orgs/{cdmo.id}/keys"))["items"]
     assert sorted(k["label"] for k in listed) == ["t", "x", "x"]
+
+
+def test_expired_records_are_purged_and_their_keys_reusable(api: Api) -> None:
+    import datetime as dt
+
+    from service.idempotency import purge_expired
+
+    maker = api.maker()
+    first = ok(
+        maker.post("/v1/projects", json=project_body(), headers={"Idempotency-Key": "e"}), 201
+    )
+    db = api.backend.db
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)  # past the 24 h TTL
+    with db.session() as session:
+        assert purge_expired(session, later) == 1
+        session.commit()
+    again = maker.post("/v1/projects", json=project_body(), headers={"Idempotency-Key": "e"})
+    assert again.status_code == 201 and again.json()["id"] != first["id"]
+    assert "idempotent-replayed" not in again.headers
