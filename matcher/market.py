@@ -267,7 +267,10 @@ def match(
             # tighter than the Lagrangian; it holds for the whole market (outside options).
             t0 = time.perf_counter()
             control.report("lp_bound")
-            lp = lp_bound(problem.model, min(sp.lp_share * limit, max(0.1, control.left())))
+            # Deterministic: no clock, the LP is solved to the end (small models only).
+            lp_limit = sp.lp_deterministic_s if params.deterministic else min(
+                sp.lp_share * limit, max(0.1, control.left()))
+            lp = lp_bound(problem.model, lp_limit)
             if lp is not None:
                 bound = min(bound, lp)
                 problem.stats["lp_bound"] = float(lp)
@@ -278,7 +281,8 @@ def match(
         room = control.left() - _after_solve_s(problem, sp, unplaced) - bound_estimate
         if not params.deterministic and room < sp.price_margin * price_estimate:
             # No time for another round of pricing: finish from this answer with what is left.
-            problem = replace(problem, model=replace(problem.model, hint=solution.choice))
+            start = best.choice if best_problem is problem else solution.choice
+            problem = replace(problem, model=replace(problem.model, hint=start))
             step = last
             continue
         t0 = time.perf_counter()

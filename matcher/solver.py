@@ -44,6 +44,7 @@ from matcher.heuristic import (
     is_complete,
     objective_of,
 )
+from matcher.kernels import NO_VALUE
 from matcher.model import NONE, AssignmentModel, restrict, usage_of
 from matcher.verify import InvalidAssignment, verify_assignment
 from schemas.market import SolveStatus
@@ -325,11 +326,12 @@ def _run_lns(lns: _Lns, choice: np.ndarray, *, control: RunControl, det_budget: 
 
 
 def _polish(model: AssignmentModel, choice: np.ndarray, passes: int,
-            control: RunControl, params: SolveParams) -> np.ndarray:
+            control: RunControl, params: SolveParams, greedy_s: float) -> np.ndarray:
     """Local search, one pass at a time so that the clock and a cancel are obeyed between
     passes (a pass on a big model takes a second or more): a pass is only started when
     its estimated cost is a small share of the time left."""
-    pass_s = params.local_search_s_per_candidate * model.n_cand
+    # Estimated from the greedy's time on the same model in this run (follows the load).
+    pass_s = params.local_search_greedy_passes * greedy_s
     for _ in range(passes):
         if control.stop_requested():
             break
@@ -340,6 +342,17 @@ def _polish(model: AssignmentModel, choice: np.ndarray, passes: int,
             break
         choice = better
     return choice
+
+
+def _item_bound(model: AssignmentModel) -> int:
+    """Sum over items of their best option (a candidate, ``outside_best``, or 0 when they
+    may stay out): a bound that holds for any answer, at no cost."""
+    best = np.where(model.must_assign, NO_VALUE, np.maximum(model.outside_best, 0))
+    has = np.diff(model.cand_ptr) > 0
+    if has.any():
+        top = np.maximum.reduceat(model.cand_value, model.cand_ptr[:-1][has])
+        best[has] = np.maximum(best[has], top)
+    return int(best[best > NO_VALUE].sum())
 
 
 def solve_part(part: Part | AssignmentModel, params: SolveParams,
@@ -384,12 +397,18 @@ def solve_part(part: Part | AssignmentModel, params: SolveParams,
     # Big models get few local search passes, huge ones (a warm start is there by then) none.
     passes = 0 if model.n_cand > params.local_search_max_candidates else max(
         1, min(params.local_search_passes, params.local_search_work // max(1, model.n_cand)))
+    t_greedy = time.perf_counter()
     greedy_choice = greedy_solution(model, model.cand_value.astype(np.float64))
+    greedy_s = time.perf_counter() - t_greedy
     consider(greedy_choice)
     if passes:
-        consider(_polish(model, greedy_choice, passes, control, params))
+        consider(_polish(model, greedy_choice, passes, control, params, greedy_s))
     clock.add("heuristic_s", time.perf_counter() - t)
 
+    if control.stop_requested() and best is not None:
+        # Out of time (or cancelled) already: the greedy's answer with the per-item bound.
+        return PartResult(best, best_obj, _item_bound(model), False, False,
+                          np.zeros(model.n_res), timings=clock.marks, stats=stats)
     t = time.perf_counter()
     bound, prices = lagrangian_bound(
         model, best_obj if best is not None else None, iterations=params.bound_iterations,
@@ -405,7 +424,7 @@ def solve_part(part: Part | AssignmentModel, params: SolveParams,
         reduced = greedy_solution(model, reduced_values(model, prices))
         consider(reduced)
         if passes:
-            consider(_polish(model, reduced, passes, control, params))
+            consider(_polish(model, reduced, passes, control, params, greedy_s))
         clock.add("heuristic_s", time.perf_counter() - t)
     stop = threading.Event()
     rng = np.random.default_rng(params.seed)
