@@ -43,6 +43,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -83,6 +84,29 @@ FIT_QUALITY = 0.75
 FIT_MARKET = 0.25
 # Float noise tolerated when rounding hours to whole hours (loads up, capacity down).
 HOURS_TOL = 1e-6
+ArrayOrFloat = float | np.ndarray
+
+
+def whole_hours(hours: ArrayOrFloat, share: ArrayOrFloat = 1.0) -> Any:
+    """THE rounding rule of loads: ``hours * share`` rounded UP to whole hours (never below 0).
+
+    Scalars give an ``int``, arrays an int64 array. The optimiser's resource uses and the
+    service's capacity holds (deals, the run commit) both call this, so they cannot disagree.
+    """
+    units = np.maximum(np.ceil(np.asarray(hours, dtype=np.float64) * share - HOURS_TOL), 0)
+    return int(units) if units.ndim == 0 else units.astype(np.int64)
+
+
+def free_whole_hours(capacity_hours: ArrayOrFloat, reserved_hours: ArrayOrFloat) -> Any:
+    """Free capacity ``capacity - reserved`` rounded DOWN to whole hours (never below 0);
+    scalars give an ``int``, arrays an int64 array."""
+    free = np.floor(
+        np.maximum(
+            np.asarray(capacity_hours, dtype=np.float64) - np.asarray(reserved_hours), 0.0
+        )
+        + HOURS_TOL
+    )
+    return int(free) if free.ndim == 0 else free.astype(np.int64)
 MAX_HORIZON_MONTHS = 120
 # Site words kept in memory at once (groups x sites serving them); beyond this the snapshot
 # has too many distinct (category, class, window) combinations for its number of sites.
@@ -131,6 +155,8 @@ class Encoded:
     project_budget: np.ndarray  # float64 [n_projects], inf when none (blended for two sources)
     project_apart_region: np.ndarray  # bool [n_projects]: two sources in different regions
     notes: list[str] = field(default_factory=list)
+    # (row, site) pairs that are never candidates (snapshot.forbidden, for every role)
+    forbidden: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
 
     @cached_property
     def words(self) -> kernels.GroupWords:
@@ -301,9 +327,7 @@ def encode_sites(snapshot: MarketSnapshot, span: tuple[int, int] | None = None) 
         keep = (l_month >= 0) & (l_month < months) & (((declared[l_site] >> l_proc) & 1) == 1)
         l_site, l_proc, l_month = l_site[keep], l_proc[keep], l_month[keep]
         # Capacity rounds DOWN to whole hours (loads round up): see the module docstring.
-        free[l_site, l_proc, l_month] = np.floor(
-            np.maximum(l_cap[keep] - l_res[keep], 0.0) + HOURS_TOL
-        )
+        free[l_site, l_proc, l_month] = free_whole_hours(l_cap[keep], l_res[keep])
         price[l_site, l_proc, l_month] = l_price[keep]
         listed[l_site, l_proc, l_month] = True
 
@@ -460,15 +484,18 @@ def encode(
     e_row = np.repeat(np.asarray(ld_row, dtype=np.int64), lens)
     first = np.repeat(np.cumsum(lens) - lens, lens)
     e_off = np.repeat(np.asarray(ld_off, dtype=np.int64), lens) + np.arange(len(e_row)) - first
-    e_hours = np.asarray(ld_hours, dtype=np.float64) * row_share[e_row]
+    e_raw = np.asarray(ld_hours, dtype=np.float64)
+    e_share = row_share[e_row]
+    e_hours = e_raw * e_share
     keep = e_hours > 0
     e_row, e_off, e_hours = e_row[keep], e_off[keep], e_hours[keep]
+    e_raw, e_share = e_raw[keep], e_share[keep]
     order = np.lexsort((e_off, e_row))
     e_row, e_off, e_hours = e_row[order], e_off[order], e_hours[order]
     ent_ptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(np.bincount(e_row, minlength=n_rows), out=ent_ptr[1:])
-    # Loads round UP to whole hours (capacity rounds down).
-    e_units = np.maximum(np.ceil(e_hours - HOURS_TOL), 0).astype(np.int64)
+    # Loads round UP to whole hours (capacity rounds down): the one rule, whole_hours.
+    e_units = whole_hours(e_raw[order], e_share[order])
 
     excl_ptr, excl = _csr(excl_lists, np.int32)
     grp = np.array(list(groups), dtype=np.int64).reshape(-1, 3)
@@ -501,6 +528,16 @@ def encode(
             f"{len(groups)} distinct (category, class, window) combinations over "
             f"{sites.n_sites} sites need {n_words} site words; at most {MAX_GROUP_WORDS}"
         )
+    forbidden = np.array(
+        [
+            (int(r), site_idx[pair.site_id])
+            for pair in snapshot.forbidden
+            if pair.project_id in proj_idx and pair.site_id in site_idx
+            for r in project_rows[proj_idx[pair.project_id]]
+            if r >= 0
+        ],
+        dtype=np.int64,
+    ).reshape(-1, 2)
     return Encoded(
         sites=sites,
         rows=rows,
@@ -523,4 +560,5 @@ def encode(
             dtype=np.bool_,
         ),
         notes=notes,
+        forbidden=forbidden,
     )

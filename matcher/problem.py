@@ -9,7 +9,7 @@ generation and the market bound live in matcher/pricing.py.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -128,9 +128,44 @@ def build_problem(
     return problem
 
 
+def drop_forbidden(enc: Encoded, scored: Scored) -> Scored:
+    """``scored`` without the candidates of forbidden (row, site) pairs (declined by the CDMO
+    or forbidden by an operator). ``outside_best`` is kept: still an upper bound."""
+    if len(enc.forbidden) == 0:
+        return scored
+    n_rows = len(scored.cand_ptr) - 1
+    cand_row = np.repeat(np.arange(n_rows), np.diff(scored.cand_ptr))
+    n_sites = max(enc.sites.n_sites, 1)
+    banned = np.isin(
+        cand_row * n_sites + scored.cand_site.astype(np.int64),
+        enc.forbidden[:, 0] * n_sites + enc.forbidden[:, 1],
+    )
+    if not banned.any():
+        return scored
+    keep = ~banned
+    kept = np.bincount(cand_row[keep], minlength=n_rows)
+    ptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(kept, out=ptr[1:])
+    # Counted as exclusions; a row left without candidates counts as having no eligible site.
+    counts = scored.counts.copy()
+    moved = np.bincount(cand_row[banned], minlength=n_rows)
+    moved = np.where(kept == 0, counts[:, kernels.ELIGIBLE], moved)
+    counts[:, kernels.R_EXCLUDED] += moved
+    counts[:, kernels.ELIGIBLE] -= moved
+    return replace(
+        scored,
+        cand_ptr=ptr,
+        cand_site=scored.cand_site[keep],
+        cand_value=scored.cand_value[keep],
+        cand_cost=scored.cand_cost[keep],
+        counts=counts,
+    )
+
+
 def assemble(enc: Encoded, scored: Scored, params: RunParams) -> MarketProblem:
-    """The AssignmentModel of ``scored``'s candidate lists."""
+    """The AssignmentModel of ``scored``'s candidate lists (forbidden pairs dropped)."""
     t2 = time.perf_counter()
+    scored = drop_forbidden(enc, scored)
     sites, rows = enc.sites, enc.rows
 
     # Resource uses: every candidate uses its row's positive whole-hour loads at its site.

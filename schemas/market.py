@@ -261,6 +261,14 @@ class Proposal(StrictModel):
     second_site_id: Identifier | None = None
 
 
+class PairRef(StrictModel):
+    """A (project, site) pair the optimiser must not propose: declined by the CDMO, or
+    forbidden by an operator."""
+
+    project_id: Identifier
+    site_id: Identifier
+
+
 class MarketSnapshot(StrictModel):
     version: int = Field(ge=0, description="Market version the snapshot was taken at.")
     as_of: dt.date
@@ -269,6 +277,10 @@ class MarketSnapshot(StrictModel):
     projects: list[Project]
     previous: list[Proposal] = Field(default_factory=list)
     pinned: list[Proposal] = Field(default_factory=list)
+    forbidden: list[PairRef] = Field(
+        default_factory=list,
+        description="Pairs never proposed: the site is not a candidate for the project.",
+    )
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Self:
@@ -293,6 +305,9 @@ class MarketSnapshot(StrictModel):
                 for sid in (prop.site_id, prop.second_site_id):
                     if sid is not None and sid not in site_ids:
                         raise ValueError(f"{kind} proposal names unknown site {sid}")
+        for pair in self.forbidden:
+            if pair.project_id not in project_ids or pair.site_id not in site_ids:
+                raise ValueError(f"forbidden pair names an unknown project or site: {pair}")
         return self
 
 

@@ -15,6 +15,7 @@ from service.config import Settings, get_settings
 from service.deps import reject_nul_characters
 from service.docs import STATIC_URL, install_redoc
 from service.errors import install_error_handlers
+from service.housekeeping import Housekeeper
 from service.idempotency import install_idempotency
 from service.metrics import MetricsMiddleware
 from service.middleware import AuthenticationMiddleware, BodyLimitMiddleware
@@ -22,6 +23,7 @@ from service.observability import RequestContextMiddleware, configure_logging
 from service.openapi import build_openapi, operation_id
 from service.routes import (
     candidates,
+    deals,
     explanations,
     health,
     listings,
@@ -88,7 +90,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if start is not None:
             start()
         reaper = worker.Reaper(services.db, jobs, services.events, settings).start()
+        housekeeper = Housekeeper(services.db, settings).start()  # expiry, webhooks
         yield
+        housekeeper.stop()
         reaper.stop()
         services.close()
 
@@ -114,6 +118,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         sites,
         listings,
         proposals,
+        deals,
         market,
         runs,
         explanations,

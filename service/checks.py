@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
-from schemas.api import ACTIVE_PROPOSAL_STATUSES, ProjectStatus, ProposalStatus
+from schemas.api import (
+    ACTIVE_PROPOSAL_STATUSES,
+    HOLDING_PROPOSAL_STATUSES,
+    ProjectStatus,
+    ProposalStatus,
+)
 from schemas.market import Role
 from service.db import Database
 from service.models import IdempotencyRecord, Listing, Project, Proposal
@@ -107,6 +112,27 @@ def _idempotency(session: Session) -> Iterator[str]:
             yield f"{location} was created for {len(keys)} idempotency keys"
 
 
+_HOLDING = {s.value for s in HOLDING_PROPOSAL_STATUSES}
+
+
+@check("holds", "each listing's held hours are exactly what accepted deals hold, within reserved")
+def _holds(session: Session) -> Iterator[str]:
+    held: dict[str, float] = defaultdict(float)
+    for proposal in session.execute(
+        select(Proposal).where(col(Proposal.status).in_(sorted(_HOLDING)))
+    ).scalars():
+        for h in proposal.held or []:
+            held[h["listing_id"]] += float(h["hours"])
+    for lst in session.execute(select(Listing).order_by(col(Listing.id))).scalars():
+        if abs(lst.held_hours - held.get(lst.id, 0.0)) > 1e-6:
+            yield (
+                f"listing {lst.id} records {lst.held_hours:g} h held, its deals hold "
+                f"{held.get(lst.id, 0.0):g} h"
+            )
+        if lst.held_hours > lst.reserved_hours + 1e-6:
+            yield f"listing {lst.id} holds more than it reserves"
+
+
 @check("proposals", "project statuses agree with their active proposals")
 def _proposals(session: Session) -> Iterator[str]:
     active_values = [s.value for s in ACTIVE_PROPOSAL_STATUSES]
@@ -121,12 +147,14 @@ def _proposals(session: Session) -> Iterator[str]:
         roles = [p.role for p in mine]
         if len(roles) != len(set(roles)):
             yield f"project {project.id} has two active proposals for one role"
-        if status in (ProjectStatus.DRAFT, ProjectStatus.CLOSED) and mine:
+        pending = [p for p in mine if p.status != ProposalStatus.CONFIRMED.value]
+        if status in (ProjectStatus.DRAFT, ProjectStatus.CLOSED) and pending:
+            # (a confirmed deal outlives its project's closing: it keeps its hours)
             yield f"project {project.id} is {status.value} but has active proposals"
             continue
         if status not in (ProjectStatus.OPEN, ProjectStatus.PROPOSED, ProjectStatus.MATCHED):
             continue
-        accepted = {Role(p.role) for p in mine if p.status == ProposalStatus.ACCEPTED.value}
+        accepted = {Role(p.role) for p in mine if p.status in _HOLDING}
         needed = {Role.PRIMARY} | (
             {Role.SECOND_SOURCE} if project.second_source_required else set()
         )

@@ -103,6 +103,36 @@ class RunsSettings(BaseModel):
     )
 
 
+class DealsSettings(BaseModel):
+    """Proposal lifecycle (see README, "Deals")."""
+
+    proposal_ttl_s: float = Field(
+        default=7 * 86_400,
+        gt=0,
+        description="A proposed (or accepted, unconfirmed) proposal not acted on this long "
+        "expires.",
+    )
+    expiry_interval_s: float = Field(
+        default=30.0, gt=0, le=3600, description="How often the expiry sweep runs."
+    )
+
+
+class NotificationSettings(BaseModel):
+    """Webhook delivery (see README, "Notifications")."""
+
+    enabled: bool = Field(default=True, description="Run a deliverer in this process.")
+    max_attempts: int = Field(default=6, ge=1, le=30)
+    backoff_base_s: float = Field(
+        default=2.0, gt=0, le=3600, description="Attempt n waits base x 2^(n-1) after failing."
+    )
+    backoff_max_s: float = Field(default=3600.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0, le=60, description="Per delivery attempt.")
+    poll_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="Due retries are looked for at least this often."
+    )
+    stream_maxlen: int = Field(default=100_000, ge=100, description="Redis stream length cap.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CDMO_",
@@ -134,6 +164,8 @@ class Settings(BaseSettings):
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     runs: RunsSettings = Field(default_factory=RunsSettings)
+    deals: DealsSettings = Field(default_factory=DealsSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
 
     @model_validator(mode="after")
     def _safe_in_production(self) -> Self:

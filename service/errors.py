@@ -125,6 +125,20 @@ _TYPES = [
         "finishes (see Retry-After).",
     ),
     ProblemType(
+        "capacity-shortfall",
+        409,
+        "Not enough capacity",
+        "Accepting would over-reserve the site's listings; `shortfalls` lists each process "
+        "and month that is short, by how many hours. Nothing was changed.",
+    ),
+    ProblemType(
+        "capacity-held",
+        409,
+        "Capacity held by deals",
+        "The listing's capacity (or reserved hours) cannot go below the hours held by accepted "
+        "deals (`held_hours`) or reserved (`reserved_hours`).",
+    ),
+    ProblemType(
         "service-unavailable",
         503,
         "Service unavailable",
@@ -195,6 +209,14 @@ class ConflictError(ApiError):
 
 class InvalidStateError(ApiError):
     problem = "invalid-state"
+
+
+class CapacityShortfallError(ApiError):
+    problem = "capacity-shortfall"
+
+
+class CapacityHeldError(ApiError):
+    problem = "capacity-held"
 
 
 class PreconditionRequiredError(ApiError):

@@ -50,6 +50,8 @@ class Organisation(SQLModel, table=True):
     name: str = Field(max_length=200, unique=True)
     kind: str = Field(max_length=16, index=True)
     country: str | None = Field(default=None, max_length=2)
+    webhook_url: str | None = Field(default=None, max_length=2000)
+    webhook_secret: str | None = Field(default=None, max_length=100)
     created_at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
 
 
@@ -97,6 +99,9 @@ class Listing(SQLModel, table=True):
             "reserved_hours >= 0 AND reserved_hours <= capacity_hours", name="reserved_in_range"
         ),
         CheckConstraint("price_per_hour >= 0", name="price_nonnegative"),
+        CheckConstraint(
+            "held_hours >= 0 AND held_hours <= reserved_hours", name="held_in_reserved"
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=64)
@@ -105,6 +110,8 @@ class Listing(SQLModel, table=True):
     month: str = Field(max_length=7, index=True)
     capacity_hours: float
     reserved_hours: float = 0.0
+    # The part of reserved_hours held by accepted/confirmed proposals (service.flows.deals).
+    held_hours: float = 0.0
     price_per_hour: float
     version: int = 1
     created_at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
@@ -160,8 +167,65 @@ class Proposal(SQLModel, table=True):
     status: str = Field(max_length=16, index=True)
     batch_id: str | None = Field(default=None, max_length=64)
     created_by: str = Field(max_length=64)
+    # What an accepted proposal holds: [{listing_id, process, month, hours}] (released exactly).
+    held: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
     created_at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
     updated_at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
+
+
+class PairRule(SQLModel, table=True):
+    """An operator's pin or ban of a (project, site) pair for the next match runs."""
+
+    __tablename__ = "pair_rules"
+    __table_args__ = (UniqueConstraint("project_id", "site_id"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    project_id: str = Field(
+        foreign_key="projects.id", ondelete="CASCADE", max_length=64, index=True
+    )
+    site_id: str = Field(foreign_key="sites.id", ondelete="CASCADE", max_length=64)
+    rule: str = Field(max_length=8)
+    note: str = Field(default="", max_length=500)
+    created_by: str = Field(max_length=64)
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
+
+
+class OrgEvent(SQLModel, table=True):
+    """A notification to one organisation (the outbox): written in the transaction of the
+    change it reports, then delivered to the organisation's webhook by a background deliverer."""
+
+    __tablename__ = "org_events"
+
+    id: str = Field(primary_key=True, max_length=64)
+    org_id: str = Field(
+        foreign_key="organisations.id", ondelete="CASCADE", max_length=64, index=True
+    )
+    kind: str = Field(max_length=40)
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    status: str = Field(max_length=16, index=True)  # schemas.api.DeliveryStatus
+    attempts: int = 0
+    next_attempt_at: dt.datetime | None = Field(default=None, sa_type=Timestamp, index=True)
+    delivered_at: dt.datetime | None = Field(default=None, sa_type=Timestamp)
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=500)
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One attempt to deliver an event to a webhook."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(
+        foreign_key="org_events.id", ondelete="CASCADE", max_length=64, index=True
+    )
+    attempt: int
+    url: str = Field(max_length=2000)
+    status_code: int | None = None
+    error: str | None = Field(default=None, max_length=500)
+    duration_ms: float
+    at: dt.datetime = Field(default_factory=utcnow, sa_type=Timestamp)
 
 
 class MarketState(SQLModel, table=True):

@@ -174,10 +174,14 @@ def serve(settings: Settings, *, threads: int = 1) -> None:
         signal.signal(sig, lambda *_: stop.set())
     worker.start()
     reaper = Reaper(_ctx.db, engine, _ctx.events, settings).start()
+    from service.housekeeping import Housekeeper
+
+    housekeeper = Housekeeper(_ctx.db, settings).start()  # proposal expiry, webhooks
     log.info("worker consuming %s with %d thread(s)", settings.runs.queue_name, threads)
     while not stop.wait(1.0):
         pass
     log.info("worker stopping")
+    housekeeper.stop()
     reaper.stop()
     worker.stop(timeout=int(settings.runs.max_time_limit_s * 1000))
     engine.close()

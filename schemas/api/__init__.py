@@ -6,6 +6,7 @@ matcher speak the same language. Leaf package: imports nothing of ours but ``sch
 
 from schemas.api.common import (
     ACTIVE_PROPOSAL_STATUSES,
+    HOLDING_PROPOSAL_STATUSES,
     ApiModel,
     FieldError,
     OrgKind,
@@ -13,6 +14,20 @@ from schemas.api.common import (
     Problem,
     ProjectStatus,
     ProposalStatus,
+)
+from schemas.api.deals import (
+    ACTION_TARGET,
+    DeliveryStatus,
+    EventDelivery,
+    EventPublic,
+    HeldHours,
+    PairRuleCreate,
+    PairRuleKind,
+    PairRulePublic,
+    ProposalAction,
+    Shortfall,
+    WebhookPublic,
+    WebhookSet,
 )
 from schemas.api.health import Health, Readiness
 from schemas.api.listings import ListingCreate, ListingPublic, ListingUpdate, ListingValues
@@ -67,6 +82,19 @@ __all__ = [
     "RunUnassigned",
     "SkippedPlacement",
     "ACTIVE_PROPOSAL_STATUSES",
+    "ACTION_TARGET",
+    "HOLDING_PROPOSAL_STATUSES",
+    "DeliveryStatus",
+    "EventDelivery",
+    "EventPublic",
+    "HeldHours",
+    "PairRuleCreate",
+    "PairRuleKind",
+    "PairRulePublic",
+    "ProposalAction",
+    "Shortfall",
+    "WebhookPublic",
+    "WebhookSet",
     "ApiKeyCreate",
     "ApiKeyCreated",
     "ApiKeyPublic",

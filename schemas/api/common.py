@@ -62,9 +62,16 @@ class ProposalStatus(StrEnum):
     DECLINED = "declined"
     WITHDRAWN = "withdrawn"
     SUPERSEDED = "superseded"
+    CONFIRMED = "confirmed"
+    EXPIRED = "expired"
 
 
-ACTIVE_PROPOSAL_STATUSES = frozenset({ProposalStatus.PROPOSED, ProposalStatus.ACCEPTED})
+# A proposal still in play (a confirmed one is a deal: it stays, holding its hours).
+ACTIVE_PROPOSAL_STATUSES = frozenset(
+    {ProposalStatus.PROPOSED, ProposalStatus.ACCEPTED, ProposalStatus.CONFIRMED}
+)
+# Proposals whose hours are held in the listings' reserved_hours.
+HOLDING_PROPOSAL_STATUSES = frozenset({ProposalStatus.ACCEPTED, ProposalStatus.CONFIRMED})
 
 
 def _first_model(tp: Any) -> type[BaseModel] | None:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from schemas.api.common import ApiModel, ProposalStatus, UtcDateTime
+from schemas.api.deals import HeldHours
 from schemas.market import Identifier, Region, Role
 
 _PROPOSAL_EXAMPLE: dict[str, Any] = {
@@ -21,6 +22,8 @@ _PROPOSAL_EXAMPLE: dict[str, Any] = {
     "site_country": "HU",
     "site_region": "EU",
     "cdmo_name": "Suzhou Precision Medical CDMO",
+    "held": [],
+    "expires_at": "2026-11-12T08:00:00Z",
     "created_at": "2026-11-05T08:00:00Z",
     "updated_at": "2026-11-05T08:00:00Z",
 }
@@ -48,11 +51,19 @@ class ProposalCreate(ApiModel):
 
 
 class ProposalDecision(ApiModel):
-    """A CDMO accepts or declines a proposal to its site; an operator may withdraw one."""
+    """A move of the proposal's lifecycle: the CDMO accepts or declines, the maker confirms
+    or withdraws, an operator may do any of them (the same rules as the action endpoints)."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "accepted"}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "accepted"}, {"status": "confirmed"}]}
+    )
 
-    status: Literal[ProposalStatus.ACCEPTED, ProposalStatus.DECLINED, ProposalStatus.WITHDRAWN]
+    status: Literal[
+        ProposalStatus.ACCEPTED,
+        ProposalStatus.DECLINED,
+        ProposalStatus.CONFIRMED,
+        ProposalStatus.WITHDRAWN,
+    ]
 
 
 class ProposalPublic(ApiModel):
@@ -69,6 +80,14 @@ class ProposalPublic(ApiModel):
     site_country: str
     site_region: Region
     cdmo_name: str
+    held: list[HeldHours] = Field(
+        default_factory=list,
+        description="Hours this proposal holds in the site's listings (accepted/confirmed).",
+    )
+    expires_at: UtcDateTime | None = Field(
+        default=None,
+        description="When a proposed or accepted proposal not acted on expires; None after.",
+    )
     created_at: UtcDateTime
     updated_at: UtcDateTime
 

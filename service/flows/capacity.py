@@ -4,23 +4,17 @@ optimiser can never disagree about what fits."""
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from matcher.problem import HOURS_TOL
+from matcher.encode import free_whole_hours, whole_hours
 from schemas.market import Role, month_index, month_name
 
 ListingKey = tuple[str, str, str]  # site id, process, month
 
 
-def whole_hours(hours: float, share: float = 1.0) -> int:
-    return max(0, math.ceil(hours * share - HOURS_TOL))
-
-
-def free_whole_hours(capacity_hours: float, reserved_hours: float) -> int:
-    return int(math.floor(max(capacity_hours - reserved_hours, 0.0) + HOURS_TOL))
+__all__ = ["free_whole_hours", "placement_hours", "role_share", "whole_hours"]
 
 
 def role_share(second_source_required: bool, second_source_share: float, role: Role) -> float:

@@ -72,5 +72,6 @@ def run_snapshot(db: Database, *, as_of: dt.date, scope: RunScope) -> MarketSnap
             "listings": listings,
             "previous": [p for p in full.previous if p.project_id in kept],
             "pinned": [p for p in full.pinned if p.project_id in kept],
+            "forbidden": [p for p in full.forbidden if p.project_id in kept],
         }
     )

@@ -13,7 +13,7 @@ from schemas.api import ListingCreate, ListingPublic, ListingUpdate, ListingValu
 from schemas.market import ProcessKind
 from service.auth import Principal
 from service.db import bump_market_version
-from service.errors import ConflictError, InvalidFieldError, NotFoundError
+from service.errors import CapacityHeldError, ConflictError, InvalidFieldError, NotFoundError
 from service.ids import new_id
 from service.models import Listing, Site
 from service.pagination import PageParams, paginate
@@ -121,22 +121,63 @@ def _write(session: Session, listing: Listing, values: dict[str, Any]) -> Listin
     return listing
 
 
+def _lock(session: Session, listing: Listing) -> None:
+    """Re-read the row under a lock: deals hold hours in it concurrently (service.flows.deals)."""
+    session.refresh(listing, with_for_update=True)
+
+
+def _check_holds(listing: Listing, capacity: float, reserved: float) -> None:
+    """Capacity never below what is reserved, reserved never below what deals hold: 409."""
+    held = listing.held_hours
+    if reserved < held - 1e-9:
+        raise CapacityHeldError(
+            f"listing {listing.id}: reserved_hours cannot go below the {held:g} h held by "
+            "accepted deals",
+            held_hours=held,
+            reserved_hours=listing.reserved_hours,
+        )
+    if capacity < max(reserved, held) - 1e-9:
+        raise CapacityHeldError(
+            f"listing {listing.id}: capacity_hours cannot go below the {max(reserved, held):g} "
+            f"h reserved ({held:g} h of them held by accepted deals)",
+            held_hours=held,
+            reserved_hours=max(reserved, held),
+        )
+
+
 def replace_listing(
     *, session: Session, listing: Listing, values: ListingValues, expected: frozenset[int]
 ) -> Listing:
+    _lock(session, listing)
     check_version(listing.version, expected, f"listing {listing.id}")
+    _check_holds(listing, values.capacity_hours, values.reserved_hours)
     return _write(session, listing, values.model_dump(mode="json"))
 
 
 def patch_listing(
     *, session: Session, listing: Listing, patch: ListingUpdate, expected: frozenset[int]
 ) -> Listing:
+    _lock(session, listing)
     check_version(listing.version, expected, f"listing {listing.id}")
+    given = patch.model_dump(exclude_unset=True)
+    capacity = given.get("capacity_hours")
+    reserved = given.get("reserved_hours")
+    _check_holds(
+        listing,
+        listing.capacity_hours if capacity is None else capacity,
+        listing.reserved_hours if reserved is None else reserved,
+    )
     merged = merge_patch(ListingValues, listing, patch.model_dump(mode="json", exclude_unset=True))
     return _write(session, listing, merged.model_dump(mode="json"))
 
 
 def delete_listing(*, session: Session, listing: Listing, expected: frozenset[int] | None) -> None:
+    _lock(session, listing)
     check_version(listing.version, expected, f"listing {listing.id}")
+    if listing.held_hours > 0:
+        raise CapacityHeldError(
+            f"listing {listing.id} holds {listing.held_hours:g} h for accepted deals",
+            held_hours=listing.held_hours,
+        )
     versioned_delete(session, Listing, listing, f"listing {listing.id}")
     bump_market_version(session)

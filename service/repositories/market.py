@@ -9,13 +9,13 @@ from collections import defaultdict
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from schemas.api import ACTIVE_PROPOSAL_STATUSES, ProjectStatus
-from schemas.market import CapacityListing, MarketSnapshot, Role
+from schemas.api import HOLDING_PROPOSAL_STATUSES, PairRuleKind, ProjectStatus, ProposalStatus
+from schemas.market import CapacityListing, MarketSnapshot, PairRef, Role
 from schemas.market import Project as MarketProject
 from schemas.market import Proposal as MarketProposal
 from schemas.market import Site as MarketSite
 from service.db import Database, read_market_version
-from service.models import Listing, Project, Proposal, Site
+from service.models import Listing, PairRule, Project, Proposal, Site
 
 SNAPSHOT_STATUSES = (ProjectStatus.OPEN.value, ProjectStatus.PROPOSED.value)
 
@@ -32,20 +32,36 @@ def build_snapshot(*, session: Session, as_of: dt.date) -> MarketSnapshot:
             col(Listing.site_id), col(Listing.process), col(Listing.month)
         )
     ).all()
+    # A project holding capacity through an accepted proposal or a deal is out of the market:
+    # its hours are already in reserved_hours, so it is neither placed again nor pinned.
+    holding = select(Proposal.project_id).where(
+        Proposal.status.in_([s.value for s in HOLDING_PROPOSAL_STATUSES])  # type: ignore[attr-defined]
+    )
     projects = session.exec(
         select(Project)
-        .where(Project.status.in_(SNAPSHOT_STATUSES))  # type: ignore[attr-defined]
+        .where(
+            Project.status.in_(SNAPSHOT_STATUSES),  # type: ignore[attr-defined]
+            Project.id.not_in(holding),  # type: ignore[attr-defined]
+        )
         .order_by(Project.id)  # type: ignore[arg-type]
     ).all()
     project_ids = {p.id for p in projects}
+    site_ids = {s.id for s in sites}
     proposals = session.exec(
         select(Proposal)
-        .where(Proposal.status.in_([s.value for s in ACTIVE_PROPOSAL_STATUSES]))  # type: ignore[attr-defined]
+        .where(
+            Proposal.status.in_([ProposalStatus.PROPOSED.value, ProposalStatus.DECLINED.value])  # type: ignore[attr-defined]
+        )
         .order_by(Proposal.id)  # type: ignore[arg-type]
     ).all()
     by_project: dict[str, dict[Role, str]] = defaultdict(dict)
+    forbidden: set[tuple[str, str]] = set()
     for prop in proposals:
-        if prop.project_id in project_ids:
+        if prop.project_id not in project_ids:
+            continue
+        if prop.status == ProposalStatus.DECLINED.value:  # never proposed again
+            forbidden.add((prop.project_id, prop.site_id))
+        else:  # live proposals: kept unless moving gains more than the stability weight
             by_project[prop.project_id][Role(prop.role)] = prop.site_id
     previous = [
         MarketProposal(
@@ -56,6 +72,15 @@ def build_snapshot(*, session: Session, as_of: dt.date) -> MarketSnapshot:
         for pid, roles in sorted(by_project.items())
         if Role.PRIMARY in roles
     ]
+    pins: dict[str, str] = {}
+    for rule in session.exec(select(PairRule).order_by(PairRule.id)):  # type: ignore[arg-type]
+        if rule.project_id not in project_ids or rule.site_id not in site_ids:
+            continue
+        if rule.rule == PairRuleKind.FORBID.value:
+            forbidden.add((rule.project_id, rule.site_id))
+        else:
+            pins[rule.project_id] = rule.site_id
+    pinned = [MarketProposal(project_id=pid, site_id=sid) for pid, sid in sorted(pins.items())]
     return MarketSnapshot(
         version=version,
         as_of=as_of,
@@ -74,7 +99,8 @@ def build_snapshot(*, session: Session, as_of: dt.date) -> MarketSnapshot:
             for p in projects
         ],
         previous=previous,
-        pinned=[],
+        pinned=pinned,
+        forbidden=[PairRef(project_id=p, site_id=s) for p, s in sorted(forbidden)],
     )
 
 

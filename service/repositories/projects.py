@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, false, update
+from sqlalchemy import exists, false
 from sqlmodel import Session, col, select
 
 from schemas.api import (
@@ -42,6 +42,7 @@ from service.repositories.common import (
     where_visible,
 )
 from service.repositories.orgs import owning_org
+from service.repositories.proposals import release_hold
 
 _ACTIVE = [s.value for s in ACTIVE_PROPOSAL_STATUSES]
 
@@ -198,13 +199,29 @@ def _check_move(principal: Principal, current: ProjectStatus, target: ProjectSta
         )
 
 
+def _lock_row(session: Session, project_id: str) -> None:
+    """Lock the project before any listing (the order of service.flows.deals), without
+    refreshing the object read for the If-Match check."""
+    session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+
+
 def _withdraw_active(session: Session, project_id: str) -> None:
-    session.execute(
-        update(Proposal)
-        .where(Proposal.project_id == project_id, Proposal.status.in_(_ACTIVE))  # type: ignore[arg-type,attr-defined]
-        .values(status=ProposalStatus.WITHDRAWN.value, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+    """Withdraw the proposed and accepted proposals (releasing what accepted ones hold);
+    confirmed deals stay, holding their hours."""
+    pending = session.exec(
+        select(Proposal).where(
+            Proposal.project_id == project_id,
+            col(Proposal.status).in_(
+                [ProposalStatus.PROPOSED.value, ProposalStatus.ACCEPTED.value]
+            ),
+        )
+    ).all()
+    now = utcnow()
+    for proposal in pending:
+        release_hold(session, proposal)
+        proposal.status = ProposalStatus.WITHDRAWN.value
+        proposal.updated_at = now
+        session.add(proposal)
 
 
 def update_project(
@@ -232,6 +249,7 @@ def update_project(
     if target in (ProjectStatus.CLOSED, ProjectStatus.DRAFT, ProjectStatus.OPEN) and (
         target != current_status
     ):
+        _lock_row(session, project.id)
         _withdraw_active(session, project.id)  # leaving the proposal flow
     values = {**merged.model_dump(mode="json"), "status": target.value}
     versioned_update(session, Project, project, values, f"project {project.id}")
@@ -243,5 +261,8 @@ def delete_project(*, session: Session, project: Project, expected: frozenset[in
     check_version(project.version, expected, f"project {project.id}")
     if ProjectStatus(project.status) not in _DELETABLE:
         raise InvalidStateError(f"a {project.status} project cannot be deleted; close it instead")
+    _lock_row(session, project.id)
+    for proposal in session.exec(select(Proposal).where(Proposal.project_id == project.id)):
+        release_hold(session, proposal)  # a deleted project's deals hold nothing any more
     versioned_delete(session, Project, project, f"project {project.id}")
     bump_market_version(session)

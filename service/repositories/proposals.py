@@ -6,6 +6,7 @@ calls it today, the optimiser's batches will call it later.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,8 @@ from sqlmodel import Session, select
 
 from schemas.api import (
     ACTIVE_PROPOSAL_STATUSES,
+    HOLDING_PROPOSAL_STATUSES,
+    HeldHours,
     ProjectStatus,
     ProposalPublic,
     ProposalStatus,
@@ -22,23 +25,43 @@ from schemas.api import (
 from schemas.market import Role
 from service.auth import Principal
 from service.db import bump_market_version
-from service.errors import ConflictError, InvalidStateError, NotFoundError, PermissionDeniedError
+from service.errors import ConflictError, InvalidStateError, NotFoundError
 from service.ids import new_id
-from service.models import Organisation, Project, Proposal, Site, utcnow
+from service.models import Listing, Organisation, Project, Proposal, Site, utcnow
+from service.notifications import outbox
+from service.notifications.outbox import EventKind
 from service.pagination import PageParams, paginate
 from service.repositories.common import where_visible
 
 _ACTIVE = [s.value for s in ACTIVE_PROPOSAL_STATUSES]
 _PROPOSABLE = frozenset({ProjectStatus.OPEN, ProjectStatus.PROPOSED})
-# (from, to) moves a CDMO may make on a proposal to its own site.
-_CDMO_MOVES = {
-    (ProposalStatus.PROPOSED, ProposalStatus.ACCEPTED),
-    (ProposalStatus.PROPOSED, ProposalStatus.DECLINED),
-}
-_OPERATOR_MOVES = _CDMO_MOVES | {
-    (ProposalStatus.PROPOSED, ProposalStatus.WITHDRAWN),
-    (ProposalStatus.ACCEPTED, ProposalStatus.WITHDRAWN),
-}
+_HOLDING = {s.value for s in HOLDING_PROPOSAL_STATUSES}
+# The lifecycle's moves live in service.flows.deals (they hold and release capacity).
+
+
+def release_hold(session: Session, proposal: Proposal) -> None:
+    """Give back exactly the hours ``proposal`` holds in its site's listings (locked in id
+    order; a listing deleted since is skipped). The caller has locked the project first."""
+    held: list[dict[str, Any]] = proposal.held or []
+    if not held:
+        return
+    amounts = {h["listing_id"]: float(h["hours"]) for h in held}
+    now = utcnow()
+    stmt = (
+        select(Listing)
+        .where(Listing.id.in_(sorted(amounts)))  # type: ignore[attr-defined]
+        .order_by(Listing.id)  # type: ignore[arg-type]
+        .with_for_update()
+    )
+    for lst in session.exec(stmt).all():
+        hours = amounts[lst.id]
+        lst.held_hours = max(0.0, lst.held_hours - hours)
+        lst.reserved_hours = max(lst.held_hours, lst.reserved_hours - hours)
+        lst.version += 1
+        lst.updated_at = now
+        session.add(lst)
+    proposal.held = []
+    session.add(proposal)
 
 
 @dataclass(frozen=True)
@@ -56,7 +79,21 @@ def _joined() -> Any:
     )
 
 
-def _public(proposal: Proposal, site: Site, cdmo: Organisation) -> ProposalPublic:
+def _expires_at(proposal: Proposal, ttl_s: float | None) -> dt.datetime | None:
+    if ttl_s is None or proposal.status not in (
+        ProposalStatus.PROPOSED.value,
+        ProposalStatus.ACCEPTED.value,
+    ):
+        return None
+    updated = proposal.updated_at
+    if updated.tzinfo is None:
+        updated = updated.replace(tzinfo=dt.UTC)
+    return updated + dt.timedelta(seconds=ttl_s)
+
+
+def _public(
+    proposal: Proposal, site: Site, cdmo: Organisation, ttl_s: float | None = None
+) -> ProposalPublic:
     return ProposalPublic(
         id=proposal.id,
         project_id=proposal.project_id,
@@ -69,14 +106,16 @@ def _public(proposal: Proposal, site: Site, cdmo: Organisation) -> ProposalPubli
         site_country=site.country,
         site_region=site.region,  # type: ignore[arg-type]
         cdmo_name=cdmo.name,
+        held=[HeldHours.model_validate(h) for h in proposal.held or []],
+        expires_at=_expires_at(proposal, ttl_s),
         created_at=proposal.created_at,
         updated_at=proposal.updated_at,
     )
 
 
-def to_public(session: Session, proposal: Proposal) -> ProposalPublic:
-    row = session.exec(_joined().where(Proposal.id == proposal.id)).one()
-    return _public(*row)
+def to_public(session: Session, proposal: Proposal, ttl_s: float | None = None) -> ProposalPublic:
+    prop, site, cdmo = session.exec(_joined().where(Proposal.id == proposal.id)).one()
+    return _public(prop, site, cdmo, ttl_s=ttl_s)
 
 
 def _visible(principal: Principal) -> Any:
@@ -98,7 +137,12 @@ def get_proposal(*, session: Session, principal: Principal, proposal_id: str) ->
 
 
 def list_proposals(
-    *, session: Session, principal: Principal, filters: ProposalFilters, page: PageParams
+    *,
+    session: Session,
+    principal: Principal,
+    filters: ProposalFilters,
+    page: PageParams,
+    ttl_s: float | None = None,
 ) -> tuple[list[ProposalPublic], str | None]:
     stmt = where_visible(_joined(), _visible(principal))
     if filters.project_id is not None:
@@ -108,7 +152,7 @@ def list_proposals(
     if filters.status is not None:
         stmt = stmt.where(Proposal.status == filters.status.value)
     rows, cursor = paginate(session, stmt, Proposal.id, page)
-    return [_public(*r) for r in rows], cursor
+    return [_public(r[0], r[1], r[2], ttl_s=ttl_s) for r in rows], cursor
 
 
 def _active(session: Session, project_id: str) -> Sequence[Proposal]:
@@ -120,8 +164,9 @@ def _active(session: Session, project_id: str) -> Sequence[Proposal]:
     ).all()
 
 
-def _sync_project_status(session: Session, project: Project) -> None:
-    """open <-> proposed <-> matched, from the project's active proposals."""
+def sync_project_status(session: Session, project: Project) -> None:
+    """open <-> proposed <-> matched, from the project's active proposals (matched: every
+    source it needs is accepted or confirmed)."""
     if ProjectStatus(project.status) not in (
         ProjectStatus.OPEN,
         ProjectStatus.PROPOSED,
@@ -130,7 +175,7 @@ def _sync_project_status(session: Session, project: Project) -> None:
         return
     session.flush()
     active = _active(session, project.id)
-    accepted = {Role(p.role) for p in active if p.status == ProposalStatus.ACCEPTED.value}
+    accepted = {Role(p.role) for p in active if p.status in _HOLDING}
     needed = {Role.PRIMARY} | ({Role.SECOND_SOURCE} if project.second_source_required else set())
     if needed <= accepted:
         status = ProjectStatus.MATCHED
@@ -171,10 +216,18 @@ def create_proposal(
         if other.role == role.value:
             if other.site_id == site.id:
                 return other, False
+            if other.status in _HOLDING:  # never undo an acceptance or a deal
+                raise InvalidStateError(
+                    f"project {project.id} is already {other.status} at site {other.site_id} "
+                    f"as {role.value}: withdraw that first",
+                    current_state=other.status,
+                )
             superseded.append(other)
         elif other.cdmo_id == site.cdmo_id:
             raise ConflictError("primary and second source must be different CDMOs")
     now = utcnow()
+    if superseded:
+        outbox.record_many(session, [_superseded(old, project.maker_id) for old in superseded])
     for old in superseded:
         old.status = ProposalStatus.SUPERSEDED.value
         old.updated_at = now
@@ -190,30 +243,43 @@ def create_proposal(
         created_by=created_by,
     )
     session.add(proposal)
-    _sync_project_status(session, project)
+    sync_project_status(session, project)
+    _proposed_event(session, proposal, project.maker_id)
     bump_market_version(session)
     return proposal, True
 
 
-def decide_proposal(
-    *, session: Session, principal: Principal, proposal: Proposal, target: ProposalStatus
-) -> Proposal:
-    current = ProposalStatus(proposal.status)
-    moves = _OPERATOR_MOVES if principal.is_operator else _CDMO_MOVES
-    if not (principal.is_operator or principal.org_id == proposal.cdmo_id):
-        raise PermissionDeniedError("only the CDMO it was made to, or an operator, may decide")
-    if (current, target) not in moves:
-        if principal.is_cdmo and target == ProposalStatus.WITHDRAWN:
-            raise PermissionDeniedError("only operators withdraw proposals")
-        raise InvalidStateError(f"a {current.value} proposal cannot become {target.value}")
-    proposal.status = target.value
-    proposal.updated_at = utcnow()
-    session.add(proposal)
-    project = session.get(Project, proposal.project_id, with_for_update=True)
-    assert project is not None  # foreign key
-    _sync_project_status(session, project)
-    bump_market_version(session)
-    return proposal
+def _proposed_event(session: Session, proposal: Proposal, maker_id: str) -> None:
+    outbox.record_many(session, [_proposed(proposal.__dict__, maker_id)])
+
+
+def _superseded(old: Proposal, maker_id: str) -> tuple[list[str], str, dict[str, Any]]:
+    """The ``proposal.superseded`` event: another site was proposed for the same role."""
+    data = {
+        "proposal_id": old.id,
+        "project_id": old.project_id,
+        "site_id": old.site_id,
+        "cdmo_id": old.cdmo_id,
+        "role": old.role,
+        "status": ProposalStatus.SUPERSEDED.value,
+        "previous_status": old.status,
+    }
+    return [old.cdmo_id, maker_id], EventKind.PROPOSAL_SUPERSEDED, data
+
+
+def _proposed(row: dict[str, Any], maker_id: str) -> tuple[list[str], str, dict[str, Any]]:
+    """The ``proposal.proposed`` event of a new proposal, to its CDMO and the project's maker."""
+    data = {
+        "proposal_id": row["id"],
+        "project_id": row["project_id"],
+        "site_id": row["site_id"],
+        "cdmo_id": row["cdmo_id"],
+        "role": row["role"],
+        "status": row["status"],
+        "previous_status": None,
+        "batch_id": row.get("batch_id"),
+    }
+    return [row["cdmo_id"], maker_id], EventKind.PROPOSAL_PROPOSED, data
 
 
 @dataclass(frozen=True)
@@ -261,6 +327,7 @@ def propose_batch(
     now = utcnow()
     new_rows: list[dict[str, Any]] = []
     superseded_ids: list[str] = []
+    superseded_events: list[tuple[list[str], str, dict[str, Any]]] = []
     touched: dict[str, Project] = {}
     for item in placements:
         project, site, role = item.project, item.site, item.role
@@ -287,11 +354,12 @@ def propose_batch(
         if any(p.site_id == site.id for p in same_role):
             outcome.unchanged += 1
             continue
-        accepted = [p for p in same_role if p.status == ProposalStatus.ACCEPTED.value]
-        if accepted:  # a batch never undoes a CDMO's acceptance
+        accepted = [p for p in same_role if p.status in _HOLDING]
+        if accepted:  # a batch never undoes a CDMO's acceptance, nor a deal
             outcome.refused[key] = f"already accepted at site {accepted[0].site_id}"
             continue
         superseded_ids.extend(p.id for p in same_role)
+        superseded_events.extend(_superseded(p, project.maker_id) for p in same_role)
         active[project.id] = [p for p in active[project.id] if p.role != role.value]
         new_rows.append(
             {
@@ -318,6 +386,10 @@ def propose_batch(
             )
     if new_rows:
         session.execute(insert(Proposal), new_rows)
+        makers = {p.project.id: p.project.maker_id for p in placements}
+        outbox.record_many(session, [_proposed(r, makers[r["project_id"]]) for r in new_rows])
+    if superseded_events:
+        outbox.record_many(session, superseded_events)
     # A project that gets a new proposal is proposed (it has an active one and, the new one
     # not being accepted, cannot be fully matched); a superseded accepted proposal of a
     # matched project cannot happen here (matched projects are not proposable).

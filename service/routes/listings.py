@@ -77,7 +77,7 @@ async def get_listing(loaded: ListingDep, response: Response) -> ListingPublic:
     "/{listing_id}",
     summary="Replace a listing's hours and price (If-Match required)",
     response_model=ListingPublic,
-    responses=problems(403, 404, 412, 413, 415, 422, 428),
+    responses=problems(403, 404, 409, 412, 413, 415, 422, 428),
 )
 def replace_listing(
     values: ListingValues, loaded: ListingDep, expected: IfMatch, tx: Tx
@@ -93,7 +93,7 @@ def replace_listing(
     "/{listing_id}",
     summary="Change some of a listing's values (If-Match required)",
     response_model=ListingPublic,
-    responses=problems(403, 404, 412, 413, 415, 422, 428),
+    responses=problems(403, 404, 409, 412, 413, 415, 422, 428),
 )
 def patch_listing(patch: ListingUpdate, loaded: ListingDep, expected: IfMatch, tx: Tx) -> Response:
     listing, cdmo_id = loaded
@@ -107,7 +107,7 @@ def patch_listing(patch: ListingUpdate, loaded: ListingDep, expected: IfMatch, t
     "/{listing_id}",
     status_code=204,
     summary="Delete a listing",
-    responses=problems(403, 404, 412, 422),
+    responses=problems(403, 404, 409, 412, 422),
 )
 def delete_listing(loaded: ListingDep, expected: IfMatchOptional, tx: Tx) -> Response:
     repo.listings.delete_listing(session=tx.session, listing=loaded[0], expected=expected)

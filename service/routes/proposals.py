@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from schemas.api import Page, ProposalCreate, ProposalDecision, ProposalPublic, ProposalStatus
 from service import repositories as repo
-from service.auth import Principal
-from service.deps import ID_PATTERN, CurrentOrg, OperatorOrg, PageDep, ProposalDep, SessionDep
-from service.errors import InvalidFieldError, NotFoundError, PermissionDeniedError
+from service.deps import (
+    ID_PATTERN,
+    CurrentOrg,
+    OperatorOrg,
+    PageDep,
+    ProposalDep,
+    ServicesDep,
+    SessionDep,
+)
+from service.errors import InvalidFieldError, NotFoundError
 from service.idempotency import IdempotencyDep
 from service.openapi import problems
 from service.repositories.proposals import ProposalFilters
+from service.routes.deals import apply_move, lifecycle_problems
 from service.transactions import Tx
 
 router = APIRouter(prefix="/v1/proposals", tags=["proposals"])
@@ -30,7 +38,9 @@ router = APIRouter(prefix="/v1/proposals", tags=["proposals"])
     response_model=ProposalPublic,
     dependencies=[IdempotencyDep],
 )
-def create_proposal(proposal_in: ProposalCreate, tx: Tx, principal: OperatorOrg) -> Response:
+def create_proposal(
+    proposal_in: ProposalCreate, tx: Tx, principal: OperatorOrg, services: ServicesDep
+) -> Response:
     session = tx.session
     try:
         project = repo.projects.get_project(
@@ -53,7 +63,7 @@ def create_proposal(proposal_in: ProposalCreate, tx: Tx, principal: OperatorOrg)
         batch_id=proposal_in.batch_id,
     )
     return tx.respond(
-        repo.proposals.to_public(session, proposal),
+        repo.proposals.to_public(session, proposal, ttl_s=services.settings.deals.proposal_ttl_s),
         status_code=201 if created else 200,
         headers={"Location": f"/v1/proposals/{proposal.id}"},
     )
@@ -67,6 +77,7 @@ def create_proposal(proposal_in: ProposalCreate, tx: Tx, principal: OperatorOrg)
 )
 def list_proposals(
     session: SessionDep,
+    services: ServicesDep,
     principal: CurrentOrg,
     page: PageDep,
     project_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
@@ -75,39 +86,37 @@ def list_proposals(
 ) -> Page[ProposalPublic]:
     filters = ProposalFilters(project_id=project_id, site_id=site_id, status=status)
     rows, cursor = repo.proposals.list_proposals(
-        session=session, principal=principal, filters=filters, page=page
+        session=session,
+        principal=principal,
+        filters=filters,
+        page=page,
+        ttl_s=services.settings.deals.proposal_ttl_s,
     )
     return Page(items=rows, next_cursor=cursor)
 
 
 @router.get("/{proposal_id}", summary="One proposal", responses=problems(404, 422))
-def get_proposal(proposal: ProposalDep, session: SessionDep) -> ProposalPublic:
-    return repo.proposals.to_public(session, proposal)
-
-
-async def _deciding(principal: CurrentOrg) -> Principal:
-    """A role check, so it runs before the proposal is loaded (403 before 404)."""
-    if principal.is_maker:
-        raise PermissionDeniedError("makers do not decide proposals")
-    return principal
+def get_proposal(
+    proposal: ProposalDep, session: SessionDep, services: ServicesDep
+) -> ProposalPublic:
+    ttl = services.settings.deals.proposal_ttl_s
+    return repo.proposals.to_public(session, proposal, ttl_s=ttl)
 
 
 @router.patch(
     "/{proposal_id}",
-    summary="Accept or decline (the CDMO proposed to), or withdraw (operators)",
+    summary="Move the proposal through its lifecycle (same rules as the action endpoints)",
+    description='`{"status": "accepted"|"declined"}` (the CDMO proposed to), '
+    '`"confirmed"|"withdrawn"` (the project\'s maker); operators may make any of them. '
+    "Equivalent to `POST /v1/proposals/{id}/accept|decline|confirm|withdraw`.",
     response_model=ProposalPublic,
-    responses=problems(403, 404, 409, 413, 415, 422),
+    responses={**lifecycle_problems(), **problems(413, 415)},
 )
 def decide_proposal(
     decision: ProposalDecision,
-    principal: Annotated[Principal, Depends(_deciding)],
     proposal: ProposalDep,
+    principal: CurrentOrg,
+    services: ServicesDep,
     tx: Tx,
 ) -> Response:
-    proposal = repo.proposals.decide_proposal(
-        session=tx.session,
-        principal=principal,
-        proposal=proposal,
-        target=ProposalStatus(decision.status),
-    )
-    return tx.respond(repo.proposals.to_public(tx.session, proposal))
+    return apply_move(tx, services, principal, proposal.id, ProposalStatus(decision.status))

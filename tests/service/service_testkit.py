@@ -25,6 +25,9 @@ from service.store import MemoryStore, RedisStore
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 BACKENDS = ["embedded", "services"]
 TABLES = [
+    "webhook_deliveries",
+    "org_events",
+    "pair_rules",
     "idempotency_records",
     "proposals",
     "listings",

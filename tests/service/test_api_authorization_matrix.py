@@ -44,7 +44,21 @@ RULES: dict[str, tuple[Any, Any, Any, Any, Any]] = {
     "POST /v1/proposals": (FORBID, FORBID, FORBID, FORBID, ALLOW),
     "GET /v1/proposals": (ALLOW, ALLOW, ALLOW, ALLOW, ALLOW),
     "GET /v1/proposals/{proposal_id}": (ALLOW, HIDE, ALLOW, HIDE, ALLOW),
-    "PATCH /v1/proposals/{proposal_id}": (FORBID, FORBID, ALLOW, HIDE, ALLOW),
+    # The lifecycle (body: accepted): a maker sees the proposal but accepting is the CDMO's
+    # move (403); confirm from proposed is a state conflict (409) for whoever sees it.
+    "PATCH /v1/proposals/{proposal_id}": (FORBID, HIDE, ALLOW, HIDE, ALLOW),
+    "POST /v1/proposals/{proposal_id}/accept": (FORBID, HIDE, ALLOW, HIDE, ALLOW),
+    "POST /v1/proposals/{proposal_id}/decline": (FORBID, HIDE, ALLOW, HIDE, ALLOW),
+    "POST /v1/proposals/{proposal_id}/confirm": (ALLOW, HIDE, ALLOW, HIDE, ALLOW),
+    "POST /v1/proposals/{proposal_id}/withdraw": (ALLOW, HIDE, FORBID, HIDE, ALLOW),
+    "POST /v1/pair-rules": (FORBID, FORBID, FORBID, FORBID, ALLOW),
+    "GET /v1/pair-rules": (FORBID, FORBID, FORBID, FORBID, ALLOW),
+    "DELETE /v1/pair-rules/{rule_id}": (FORBID, FORBID, FORBID, FORBID, ALLOW),
+    # Every organisation has its own webhook and events feed.
+    "PUT /v1/orgs/me/webhook": (ALLOW, ALLOW, ALLOW, ALLOW, ALLOW),
+    "GET /v1/orgs/me/webhook": (ALLOW, ALLOW, ALLOW, ALLOW, ALLOW),
+    "DELETE /v1/orgs/me/webhook": (ALLOW, ALLOW, ALLOW, ALLOW, ALLOW),
+    "GET /v1/orgs/me/events": (ALLOW, ALLOW, ALLOW, ALLOW, ALLOW),
     "GET /v1/market/snapshot": (FORBID, FORBID, FORBID, FORBID, ALLOW),
     "GET /v1/market/version": (FORBID, FORBID, FORBID, FORBID, ALLOW),
     "POST /v1/orgs": (FORBID, FORBID, FORBID, FORBID, ALLOW),
@@ -88,6 +102,8 @@ def _world(api: Api) -> World:
     project = api.project(maker, status="open")
     proposal = api.propose(project["id"], site["id"])
     spare = ok(api.operator.post(f"/v1/orgs/{maker.id}/keys", json={"label": "spare"}), 201)
+    forbid = {"project_id": project["id"], "site_id": site["id"], "rule": "forbid"}
+    rule = ok(api.operator.post("/v1/pair-rules", json=forbid), 201)
     project = ok(maker.get(f"/v1/projects/{project['id']}"))
     # A finished run (cancelled while queued), so its event stream ends at once.
     run = ok(api.operator.post("/v1/match-runs", json={"params": {"time_limit_s": 1}}), 202)
@@ -108,6 +124,7 @@ def _world(api: Api) -> World:
             "org_id": maker.id,
             "key_id": spare["id"],
             "run_id": run["id"],
+            "rule_id": rule["id"],
             "maker": maker.id,
             "cdmo": cdmo.id,
         },
@@ -142,6 +159,11 @@ BODIES: dict[str, Callable[[World], Request]] = {
         {},
     ),
     "PATCH /v1/proposals/{proposal_id}": lambda w: ({"status": "accepted"}, {}),
+    "POST /v1/pair-rules": lambda w: (
+        {"project_id": w.ids["project_id"], "site_id": w.ids["site_id"], "rule": "pin"},
+        {},
+    ),
+    "PUT /v1/orgs/me/webhook": lambda w: ({"url": "http://127.0.0.1:9/hook"}, {}),
     "POST /v1/orgs": lambda w: ({"name": f"new org {w.ids['maker']}", "kind": "maker"}, {}),
     "POST /v1/orgs/{org_id}/keys": lambda w: ({"label": "k"}, {}),
     "POST /v1/match-runs": lambda w: ({"params": {"time_limit_s": 1}}, {}),

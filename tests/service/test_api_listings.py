@@ -105,15 +105,15 @@ def test_concurrent_writers_with_the_same_etag_exactly_one_wins(api: Api) -> Non
     assert final["capacity_hours"] == 1000 + winner
 
 
-def test_patch_is_validated_after_merging(api: Api) -> None:
+def test_capacity_cannot_go_below_what_is_reserved(api: Api) -> None:
     cdmo, _site, listing = _site_and_listing(api)
     url = f"/v1/listings/{listing['id']}"
     problem = assert_problem(
         cdmo.patch(url, json={"capacity_hours": 10}, headers={"If-Match": '"1"'}),
-        422,
-        "validation-error",
+        409,
+        "capacity-held",
     )
-    assert "reserved_hours exceeds capacity_hours" in problem["detail"]
+    assert problem["reserved_hours"] == 50 and "50 h reserved" in problem["detail"]
     assert ok(cdmo.get(url))["version"] == 1
 
 

@@ -5,9 +5,16 @@ from __future__ import annotations
 from service_testkit import Api, assert_problem, ok
 
 
+def _with_capacity(api: Api, cdmo, site):  # type: ignore[no-untyped-def]
+    """Listings for the default project's window, so accepting can hold its hours."""
+    for month in ("2027-01", "2027-02", "2027-03"):
+        api.listing(cdmo, site["id"], month=month, capacity_hours=500, reserved_hours=0)
+    return site
+
+
 def _setup(api: Api, **project_overrides):  # type: ignore[no-untyped-def]
     maker, cdmo = api.maker(), api.cdmo()
-    site = api.site(cdmo)
+    site = _with_capacity(api, cdmo, api.site(cdmo))
     project = api.project(maker, **project_overrides)
     return maker, cdmo, site, project
 
@@ -100,7 +107,9 @@ def test_accepting_matches_declining_reopens_and_hides_the_project(api: Api) -> 
     assert ok(maker.get(f"/v1/projects/{project['id']}"))["status"] == "matched"
     assert_problem(cdmo.patch(url, json={"status": "declined"}), 409, "invalid-state")
     assert_problem(cdmo.patch(url, json={"status": "withdrawn"}), 403, "forbidden")
-    assert_problem(maker.patch(url, json={"status": "accepted"}), 403, "forbidden")
+    refused = assert_problem(maker.patch(url, json={"status": "accepted"}), 409, "invalid-state")
+    assert refused["current_state"] == "accepted"
+    assert refused["allowed_moves"] == ["confirmed", "withdrawn"]  # the maker's moves
     assert ok(api.operator.patch(url, json={"status": "withdrawn"}))["status"] == "withdrawn"
     assert ok(maker.get(f"/v1/projects/{project['id']}"))["status"] == "open"
     assert_problem(cdmo.get(f"/v1/projects/{project['id']}"), 404, "not-found")
@@ -121,7 +130,8 @@ def test_accepting_matches_declining_reopens_and_hides_the_project(api: Api) -> 
 def test_second_source_projects_match_when_both_accept(api: Api) -> None:
     maker, cdmo = api.maker(), api.cdmo()
     cdmo2 = api.cdmo()
-    s1, s2 = api.site(cdmo), api.site(cdmo2)
+    s1 = _with_capacity(api, cdmo, api.site(cdmo))
+    s2 = _with_capacity(api, cdmo2, api.site(cdmo2))
     project = api.project(maker, second_source_required=True)
     p1 = api.propose(project["id"], s1["id"])
     p2 = api.propose(project["id"], s2["id"], role="second_source")

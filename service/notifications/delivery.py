@@ -1,0 +1,263 @@
+"""The deliverer: one background thread per process (API and workers) that POSTs due events
+to their organisation's webhook, signed, retried with exponential backoff, every attempt
+recorded in ``webhook_deliveries``.
+
+Wake-ups: committed event ids are put in an in-process queue (never blocking the request).
+With Redis the thread appends them to the stream ``<prefix>events`` and reads the stream
+through the consumer group ``deliverers`` (so any process's deliverer wakes for any event);
+without Redis it reads the queue directly. Either way the table is the truth: each round
+takes the due rows with ``FOR UPDATE SKIP LOCKED`` (several deliverers never send one event
+twice at once), and a poll every ``poll_interval_s`` finds retries and anything a wake-up
+missed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import queue
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+import httpx
+import redis
+from sqlmodel import col, select
+
+from schemas.api import DeliveryStatus
+from service.config import NotificationSettings
+from service.db import Database
+from service.models import Organisation, OrgEvent, WebhookDelivery, utcnow
+from service.notifications import outbox
+from service.notifications.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, sign
+
+log = logging.getLogger(__name__)
+
+GROUP = "deliverers"
+BATCH = 50
+
+
+def webhook_body(row: OrgEvent) -> bytes:
+    return json.dumps(
+        {
+            "id": row.id,
+            "type": row.kind,
+            "created_at": row.created_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+            "data": row.data,
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    ).encode()
+
+
+def backoff_s(attempt: int, cfg: NotificationSettings) -> float:
+    """Wait after the ``attempt``-th failure: base x 2^(attempt-1), capped."""
+    return float(min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** (attempt - 1)))
+
+
+class Deliverer:
+    def __init__(
+        self,
+        db: Database,
+        cfg: NotificationSettings,
+        *,
+        redis_url: str | None,
+        prefix: str,
+        socket_timeout_s: float = 2.0,
+    ) -> None:
+        self.db, self.cfg = db, cfg
+        self._local: queue.Queue[str] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="webhook-deliverer", daemon=True)
+        self._http = httpx.Client(timeout=cfg.timeout_s, follow_redirects=False)
+        self.stream = prefix + "events"
+        self.consumer = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+        self._redis: redis.Redis | None = None
+        if redis_url:
+            self._redis = redis.Redis.from_url(
+                redis_url,
+                socket_timeout=max(socket_timeout_s, cfg.poll_interval_s + 2),
+                socket_connect_timeout=socket_timeout_s,
+            )
+
+    # --- wake-ups -----------------------------------------------------------------------
+
+    def wake(self, event_ids: list[str]) -> None:
+        """Called after a commit, on the request's thread: only a queue put."""
+        for event_id in event_ids:
+            self._local.put_nowait(event_id)
+
+    def _publish_local(self) -> None:
+        """Redis mode: move queued ids onto the stream (each event is on the stream once)."""
+        assert self._redis is not None
+        ids = []
+        while True:
+            try:
+                ids.append(self._local.get_nowait())
+            except queue.Empty:
+                break
+        if not ids:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for event_id in ids:
+            pipe.xadd(
+                self.stream, {"event_id": event_id}, maxlen=self.cfg.stream_maxlen, approximate=True
+            )
+        pipe.execute()
+
+    def _wait(self) -> None:
+        timeout = self.cfg.poll_interval_s
+        if self._redis is None:
+            try:
+                self._local.get(timeout=timeout)
+            except queue.Empty:
+                return
+            while not self._local.empty():  # drain: one round delivers all that is due
+                self._local.get_nowait()
+            return
+        self._publish_local()
+        try:
+            self._redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except redis.ResponseError:
+            pass  # the group exists
+        got: Any = self._redis.xreadgroup(
+            GROUP, self.consumer, {self.stream: ">"}, count=100, block=int(timeout * 1000)
+        )
+        for _stream, messages in got or []:
+            if messages:
+                self._redis.xack(self.stream, GROUP, *[m[0] for m in messages])
+
+    # --- delivery -----------------------------------------------------------------------
+
+    def deliver_due(self, now: dt.datetime | None = None) -> int:
+        """Attempt every due event once (each in its own transaction); returns attempts."""
+        done = 0
+        for _ in range(20):  # bounded: at most 20 batches per round
+            attempted = self._deliver_batch(now)
+            done += attempted
+            if attempted < BATCH:
+                break
+        return done
+
+    def _deliver_batch(self, now: dt.datetime | None) -> int:
+        attempted = 0
+        with self.db.session() as session:
+            ids = session.exec(
+                select(OrgEvent.id)
+                .where(
+                    OrgEvent.status == DeliveryStatus.PENDING.value,
+                    col(OrgEvent.next_attempt_at) <= (now or utcnow()),
+                )
+                .order_by(col(OrgEvent.next_attempt_at))
+                .limit(BATCH)
+            ).all()
+        for event_id in ids:
+            if self._stop.is_set():
+                break
+            if self._deliver_one(event_id):
+                attempted += 1
+        return attempted
+
+    def _deliver_one(self, event_id: str) -> bool:
+        with self.db.session() as session:
+            stmt = (
+                select(OrgEvent)
+                .where(OrgEvent.id == event_id, OrgEvent.status == DeliveryStatus.PENDING.value)
+                .with_for_update(skip_locked=True)
+            )
+            row = session.exec(stmt).first()
+            if row is None:  # delivered meanwhile, or another deliverer holds it
+                return False
+            org = session.get(Organisation, row.org_id)
+            if org is None or not org.webhook_url or not org.webhook_secret:
+                row.status = DeliveryStatus.NO_WEBHOOK.value
+                row.next_attempt_at = None
+                session.add(row)
+                session.commit()
+                return False
+            body = webhook_body(row)
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": "cdmo-market-webhooks/1",
+                EVENT_ID_HEADER: row.id,
+                SIGNATURE_HEADER: sign(org.webhook_secret, body),
+            }
+            status_code: int | None = None
+            error: str | None = None
+            t0 = time.perf_counter()
+            try:
+                response = self._http.post(org.webhook_url, content=body, headers=headers)
+                status_code = response.status_code
+                if not 200 <= status_code < 300:
+                    error = f"HTTP {status_code}"
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"[:500]
+            elapsed_ms = (time.perf_counter() - t0) * 1000
+            row.attempts += 1
+            row.last_status_code = status_code
+            row.last_error = error
+            now = utcnow()
+            if error is None:
+                row.status = DeliveryStatus.DELIVERED.value
+                row.delivered_at = now
+                row.next_attempt_at = None
+            elif row.attempts >= self.cfg.max_attempts:
+                row.status = DeliveryStatus.FAILED.value
+                row.next_attempt_at = None
+            else:
+                row.next_attempt_at = now + dt.timedelta(seconds=backoff_s(row.attempts, self.cfg))
+            session.add(row)
+            session.add(
+                WebhookDelivery(
+                    event_id=row.id,
+                    attempt=row.attempts,
+                    url=org.webhook_url,
+                    status_code=status_code,
+                    error=error,
+                    duration_ms=round(elapsed_ms, 3),
+                    at=now,
+                )
+            )
+            session.commit()
+            if error is not None:
+                log.info("webhook delivery failed (%s), attempt %d", error, row.attempts)
+            return True
+
+    # --- thread -------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._wait()
+                if not self._stop.is_set():
+                    self.deliver_due()
+            except Exception:  # noqa: BLE001 - a Redis or database blip: try again shortly
+                log.warning("webhook deliverer round failed", exc_info=True)
+                self._stop.wait(self.cfg.poll_interval_s)
+
+    def start(self) -> Deliverer:
+        outbox.add_wake(self.wake)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        outbox.remove_wake(self.wake)
+        self._stop.set()
+        self._local.put_nowait("")  # unblock the embedded wait
+        self._thread.join(timeout=self.cfg.poll_interval_s + self.cfg.timeout_s + 5)
+        self._http.close()
+        if self._redis is not None:
+            self._redis.close()
+
+
+def make_deliverer(db: Database, settings: Any) -> Deliverer:
+    return Deliverer(
+        db,
+        settings.notifications,
+        redis_url=settings.redis_url,
+        prefix=settings.redis.key_prefix,
+        socket_timeout_s=settings.redis.socket_timeout_s,
+    )
