@@ -1,7 +1,7 @@
 """Explanations and run analytics, computed from a run's stored snapshot and answer.
 
 The run's snapshot (compressed JSON) is decoded and re-encoded by the matcher exactly as the
-run encoded it, and the run's placements are laid over it (``matcher.explain.run_view``);
+run encoded it, and the run's placements are laid over it (``run_explain.run_view``);
 values come from the matcher's one value formula (``matcher.pricing.value_parts``), rules
 from its NumPy twin of the kernels. Nothing is templated from stored reasons: the stored
 reason is shown beside the recomputed one.
@@ -47,7 +47,7 @@ VIEW_CACHE_SIZE = 2  # a large run's view (snapshot objects + arrays) takes hund
 class _Run:
     ref: RunRef
     snapshot: MarketSnapshot
-    view: object  # matcher.explain.RunView (the matcher is imported lazily: JIT, numpy)
+    view: object  # matcher.run_explain.RunView (the matcher is imported lazily: JIT, numpy)
     unassigned: dict[str, str]  # project id -> stored reason
     derived: dict[str, object] = field(default_factory=dict)  # utilisation, bottlenecks
 
@@ -78,7 +78,7 @@ def _load(session: Session, run: MatchRun) -> _Run:
     if run.snapshot_gz is None:
         why = "was pruned" if run.snapshot_pruned else "is not stored"
         raise InvalidStateError(f"the snapshot of run {run.id} {why}: nothing to explain from")
-    from matcher.explain import run_view
+    from matcher.run_explain import run_view
 
     snapshot = decode_snapshot(run.snapshot_gz)
     placements = [
@@ -137,7 +137,7 @@ def _rows(loaded: _Run, project_id: str) -> list[int]:
 
 
 def project_explanation(session: Session, project: Project) -> ProjectExplanation:
-    from matcher.explain import why_here, why_not
+    from matcher.run_explain import why_here, why_not
 
     run = latest_committed_run(session, project.id)
     loaded = _load(session, run)
@@ -191,7 +191,7 @@ def _ordinal(n: int) -> str:
 def proposal_explanation(session: Session, proposal: Proposal) -> ProposalExplanation:
     """Why the proposal's site was chosen, from the run that made it, in the site's own
     figures: nothing of the maker's budget, exclusions, priority or points."""
-    from matcher.explain import row_rules, why_here
+    from matcher.run_explain import row_rules, why_here
 
     run = session.get(MatchRun, proposal.batch_id) if proposal.batch_id else None
     if run is None:
@@ -263,7 +263,7 @@ class UtilisationFilters:
 def run_utilisation(
     session: Session, run: MatchRun, filters: UtilisationFilters, page: PageParams
 ) -> RunUtilisation:
-    from matcher.explain import utilisation
+    from matcher.run_explain import utilisation
 
     _analysable(run)
     loaded = _load(session, run)
@@ -333,7 +333,7 @@ def _position(after: str | None) -> int:
 
 
 def run_bottlenecks(session: Session, run: MatchRun) -> RunBottlenecks:
-    from matcher.explain import bottlenecks
+    from matcher.run_explain import bottlenecks
 
     _analysable(run)
     loaded = _load(session, run)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from market_factories import PM, cert, listings, project, site, snapshot
 
-from matcher.explain import bottlenecks, run_view, utilisation, why_here, why_not
 from matcher.generate import generate_market
 from matcher.market import match
+from matcher.run_explain import bottlenecks, run_view, utilisation, why_here, why_not
 from schemas.market import CertificationKind, Region, RegulatoryClass, Role, RunParams
 
 FAST = RunParams(time_limit_s=2, workers=1, deterministic=True)
