@@ -2,8 +2,7 @@
 whenever an operator doubts the data.
 
 Each check is a function ``(session) -> iterable of violations`` registered in :data:`CHECKS`
-with :func:`check`; a new invariant is one more decorated function (the match-runs branch adds
-"every run final, or live with a recent heartbeat" this way). All checks read in one
+with :func:`check`; a new invariant is one more decorated function. All checks read in one
 REPEATABLE READ snapshot, so they judge one consistent state.
 """
 
@@ -23,8 +22,10 @@ from schemas.api import (
     ProposalStatus,
 )
 from schemas.market import Role
+from service.config import get_settings
 from service.db import Database
 from service.models import IdempotencyRecord, Listing, Project, Proposal
+from service.repositories.runs import check_runs
 
 CheckFn = Callable[[Session], Iterable[str]]
 
@@ -170,3 +171,11 @@ def _proposals(session: Session) -> Iterator[str]:
                 f"project {project.id} is {status.value}, but its active proposals "
                 f"make it {expected.value}"
             )
+
+
+@check("runs", "every match run is final, or live with a recent worker heartbeat")
+def _runs(session: Session) -> Iterable[str]:
+    # The reaper's own timeout (CDMO_RUNS__HEARTBEAT_TIMEOUT_S): a run silent for longer is one
+    # the reaper should already have re-queued or failed.
+    timeout = get_settings().runs.heartbeat_timeout_s
+    return check_runs(session, heartbeat_timeout_s=timeout)

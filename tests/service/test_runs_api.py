@@ -355,6 +355,11 @@ def test_check_runs_and_metrics_report_a_stale_run(env: Env, operator: Key) -> N
     with env.db.session(write=False) as session:
         problems = repo.runs.check_runs(session, heartbeat_timeout_s=20)
     assert any(run["id"] in p and "silent" in p for p in problems), problems
+    # `cdmo check` runs the same invariant among the others.
+    from service.checks import run_checks
+
+    outcomes = {o.check.name: o for o in run_checks(env.db)}
+    assert any(run["id"] in v for v in outcomes["runs"].violations), outcomes["runs"]
     metrics = env.client.get("/metrics").text
     assert 'cdmo_runs{status="running"} 1.0' in metrics
     assert f'cdmo_run_heartbeat_age_seconds{{run_id="{run["id"]}"}}' in metrics
