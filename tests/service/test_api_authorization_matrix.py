@@ -74,6 +74,10 @@ RULES: dict[str, tuple[Any, Any, Any, Any, Any]] = {
     # proposal's to the CDMO proposed to (the maker has the project's); run analytics to
     # operators. Without a committed run the allowed callers get 409, which is "allowed".
     "GET /v1/projects/{project_id}/explanation": (ALLOW, HIDE, HIDE, HIDE, ALLOW),
+    # Instant candidates: a project's to its maker (not to a CDMO: who it competes with is not
+    # its business), a draft's to its maker (as POST /v1/projects: for itself only) and operators.
+    "GET /v1/projects/{project_id}/candidates": (ALLOW, HIDE, HIDE, HIDE, ALLOW),
+    "POST /v1/candidates": (ALLOW, FORBID, FORBID, FORBID, ALLOW),
     "GET /v1/proposals/{proposal_id}/explanation": (HIDE, HIDE, ALLOW, HIDE, ALLOW),
     "GET /v1/match-runs/{run_id}/utilisation": (HIDE, HIDE, HIDE, HIDE, ALLOW),
     "GET /v1/match-runs/{run_id}/bottlenecks": (HIDE, HIDE, HIDE, HIDE, ALLOW),
@@ -139,6 +143,7 @@ def _if_match(version: int) -> dict[str, str]:
 Request = tuple[dict[str, Any] | None, dict[str, str]]
 BODIES: dict[str, Callable[[World], Request]] = {
     "POST /v1/projects": lambda w: (project_body(maker_id=w.ids["maker"]), {}),
+    "POST /v1/candidates": lambda w: (project_body(maker_id=w.ids["maker"]), {}),
     "PATCH /v1/projects/{project_id}": lambda w: (
         {"priority": 3},
         _if_match(w.versions["project"]),
