@@ -97,16 +97,24 @@ def whole_hours(hours: ArrayOrFloat, share: ArrayOrFloat = 1.0) -> Any:
     return int(units) if units.ndim == 0 else units.astype(np.int64)
 
 
+def source_shares(second_source_required: bool, second_source_share: float) -> tuple[float, ...]:
+    """THE split of a project between its sources, in role order (primary, second source):
+    the primary carries ``1 - share`` when a second source is required, else everything."""
+    if second_source_required:
+        return (1.0 - second_source_share, second_source_share)
+    return (1.0,)
+
+
 def free_whole_hours(capacity_hours: ArrayOrFloat, reserved_hours: ArrayOrFloat) -> Any:
     """Free capacity ``capacity - reserved`` rounded DOWN to whole hours (never below 0);
     scalars give an ``int``, arrays an int64 array."""
     free = np.floor(
-        np.maximum(
-            np.asarray(capacity_hours, dtype=np.float64) - np.asarray(reserved_hours), 0.0
-        )
+        np.maximum(np.asarray(capacity_hours, dtype=np.float64) - np.asarray(reserved_hours), 0.0)
         + HOURS_TOL
     )
     return int(free) if free.ndim == 0 else free.astype(np.int64)
+
+
 MAX_HORIZON_MONTHS = 120
 # Site words kept in memory at once (groups x sites serving them); beyond this the snapshot
 # has too many distinct (category, class, window) combinations for its number of sites.
@@ -447,11 +455,7 @@ def encode(
         procs = sum(1 << PROC_IDX[ld.process] for ld in p.loads)
         word = certs | (gated << MKT_SHIFT) | (procs << PROC_SHIFT)
         excluded = sorted({cdmo_idx[c] for c in p.excluded_cdmo_ids if c in cdmo_idx})
-        shares = (
-            (1.0 - p.second_source_share, p.second_source_share)
-            if p.second_source_required
-            else (1.0,)
-        )
+        shares = source_shares(p.second_source_required, p.second_source_share)
         for role, share in enumerate(shares):
             row_project[r] = j
             row_role[r] = role

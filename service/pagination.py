@@ -50,7 +50,8 @@ def paginate(
 ) -> tuple[Sequence[Any], str | None]:
     """Rows of ``stmt`` after the cursor, ordered by ``id_column``; and the next cursor.
 
-    ``stmt`` may select one entity or a tuple; the first element carries the id.
+    ``stmt`` may select one entity or a tuple; the first element carries the key. The key is
+    any unique, string-sortable column of it (an id, or a zero-padded position).
     """
     if page.after is not None:
         stmt = stmt.where(id_column > page.after)
@@ -58,5 +59,5 @@ def paginate(
     next_cursor = None
     if len(rows) > page.limit:
         rows = rows[: page.limit]
-        next_cursor = encode_cursor(rows[-1][0].id)
+        next_cursor = encode_cursor(getattr(rows[-1][0], id_column.key))
     return rows, next_cursor

@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from matcher.encode import free_whole_hours, whole_hours
+from matcher.encode import free_whole_hours, source_shares, whole_hours
 from schemas.market import Role, month_index, month_name
 
 ListingKey = tuple[str, str, str]  # site id, process, month
@@ -18,9 +18,9 @@ __all__ = ["free_whole_hours", "placement_hours", "role_share", "whole_hours"]
 
 
 def role_share(second_source_required: bool, second_source_share: float, role: Role) -> float:
-    if role == Role.SECOND_SOURCE:
-        return second_source_share
-    return 1.0 - second_source_share if second_source_required else 1.0
+    """The share of the project ``role`` carries, by the matcher's own split."""
+    shares = source_shares(second_source_required, second_source_share)
+    return shares[1] if role == Role.SECOND_SOURCE and len(shares) > 1 else shares[0]
 
 
 def placement_hours(project: Any, site_id: str, role: Role) -> dict[ListingKey, int]:

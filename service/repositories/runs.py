@@ -11,8 +11,9 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import case, delete, func, insert, or_, update
 from sqlmodel import Session, col, select
 
@@ -34,7 +35,7 @@ from service.auth import Principal
 from service.errors import InvalidStateError, NotFoundError
 from service.ids import new_id
 from service.models import MatchRun, MatchRunAssignment, MatchRunUnassigned, utcnow
-from service.pagination import PageParams, encode_cursor
+from service.pagination import PageParams, encode_cursor, paginate
 
 _ACTIVE = [s.value for s in ACTIVE_RUN_STATUSES]
 _FINAL = [s.value for s in FINAL_RUN_STATUSES]
@@ -353,37 +354,28 @@ def finish(
 # --- reading results -------------------------------------------------------------------------
 
 
-def _page(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:
-    if len(rows) > limit:
-        rows = rows[:limit]
-        return rows, encode_cursor(rows[-1].pos)
-    return rows, None
+ResultT = TypeVar("ResultT", bound=BaseModel)
+
+
+def _result_rows(
+    session: Session, table: Any, wire: type[ResultT], run_id: str, page: PageParams
+) -> tuple[list[ResultT], str | None]:
+    """One page of a run's stored result rows (assignments or unassigned), in answer order."""
+    stmt = select(table).where(table.run_id == run_id)
+    rows, cursor = paginate(session, stmt, col(table.pos), page)
+    return [wire.model_validate(r[0], from_attributes=True) for r in rows], cursor
 
 
 def list_assignments(
     *, session: Session, run_id: str, page: PageParams
 ) -> tuple[list[RunAssignment], str | None]:
-    stmt = select(MatchRunAssignment).where(MatchRunAssignment.run_id == run_id)
-    if page.after is not None:
-        stmt = stmt.where(col(MatchRunAssignment.pos) > page.after)
-    rows, cursor = _page(
-        list(session.exec(stmt.order_by(col(MatchRunAssignment.pos)).limit(page.limit + 1))),
-        page.limit,
-    )
-    return [RunAssignment.model_validate(r, from_attributes=True) for r in rows], cursor
+    return _result_rows(session, MatchRunAssignment, RunAssignment, run_id, page)
 
 
 def list_unassigned(
     *, session: Session, run_id: str, page: PageParams
 ) -> tuple[list[RunUnassigned], str | None]:
-    stmt = select(MatchRunUnassigned).where(MatchRunUnassigned.run_id == run_id)
-    if page.after is not None:
-        stmt = stmt.where(col(MatchRunUnassigned.pos) > page.after)
-    rows, cursor = _page(
-        list(session.exec(stmt.order_by(col(MatchRunUnassigned.pos)).limit(page.limit + 1))),
-        page.limit,
-    )
-    return [RunUnassigned.model_validate(r, from_attributes=True) for r in rows], cursor
+    return _result_rows(session, MatchRunUnassigned, RunUnassigned, run_id, page)
 
 
 # --- operations: reaper, checks, pruning ------------------------------------------------------
