@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from matcher import kernels, reference
+from matcher import reference
 from matcher.encode import FIT_MARKET, Encoded
 from matcher.kernels import Scored
-from matcher.problem import MarketProblem, assemble
+from matcher.problem import MarketProblem, assemble, score
 from schemas.market import RunParams
 
 
@@ -77,15 +77,7 @@ def extend_problem(problem: MarketProblem, prices: np.ndarray) -> tuple[MarketPr
     Returns the new problem and the number of candidates added.
     """
     enc, params, old = problem.enc, problem.params, problem.scored
-    priced = kernels.score_pairs(
-        enc.sites,
-        enc.rows,
-        enc.words,
-        k=params.candidates_per_project,
-        w_cost=params.weights.cost,
-        fit_market=FIT_MARKET,
-        dual=_site_prices(problem, prices),
-    )
+    priced = score(enc, params, dual=_site_prices(problem, prices))
     n_rows = enc.rows.n_rows
     old_row = np.repeat(np.arange(n_rows), np.diff(old.cand_ptr))
     new_row = np.repeat(np.arange(n_rows), np.diff(priced.cand_ptr))
@@ -135,15 +127,7 @@ def market_bound(problem: MarketProblem, prices: np.ndarray) -> int:
     rounded to the nearest integer by the kernel, hence the half point per row.
     """
     enc, params = problem.enc, problem.params
-    priced = kernels.score_pairs(
-        enc.sites,
-        enc.rows,
-        enc.words,
-        k=1,
-        w_cost=params.weights.cost,
-        fit_market=FIT_MARKET,
-        dual=_site_prices(problem, prices),
-    )
+    priced = score(enc, params, k=1, dual=_site_prices(problem, prices))
     best = priced.outside_best.astype(np.float64)
     has = np.diff(priced.cand_ptr) > 0
     if has.any():

@@ -96,6 +96,22 @@ def find_candidates(model_ptr: np.ndarray, cand_site: np.ndarray, want: np.ndarr
     return out
 
 
+def score(
+    enc: Encoded, params: RunParams, *, k: int | None = None, dual: np.ndarray | None = None
+) -> kernels.Scored:
+    """The kernels' pass over every pair of ``enc``: each row's best ``k`` sites (default: the
+    run's candidates per project) by value, or by reduced value under ``dual`` site prices."""
+    return kernels.score_pairs(
+        enc.sites,
+        enc.rows,
+        enc.words,
+        k=params.candidates_per_project if k is None else k,
+        w_cost=params.weights.cost,
+        fit_market=FIT_MARKET,
+        dual=dual,
+    )
+
+
 def build_problem(
     snapshot: MarketSnapshot,
     params: RunParams,
@@ -110,14 +126,7 @@ def build_problem(
     t1 = time.perf_counter()
     if control is not None:
         control.report("encode")
-    scored = kernels.score_pairs(
-        enc.sites,
-        enc.rows,
-        enc.words,
-        k=params.candidates_per_project,
-        w_cost=params.weights.cost,
-        fit_market=FIT_MARKET,
-    )
+    scored = score(enc, params)
     t2 = time.perf_counter()
     if control is not None:
         control.report("kernels")
