@@ -18,6 +18,7 @@ their own connection (:meth:`Database.ping`), never the request pool.
 from __future__ import annotations
 
 import asyncio
+import random
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -26,14 +27,14 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, col
 
 from service.config import DatabaseSettings
 from service.errors import ServiceUnavailableError
-from service.models import MARKET_STATE_ID, MarketState
+from service.models import MARKET_STATE_STRIPES, MarketState
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -183,24 +184,26 @@ class Database:
             self._probe.dispose()
 
 
-def bump_market_version(session: Session) -> int:
-    """Call last in every transaction that changes the market (it takes the row lock last,
-    so two writers never wait on each other in opposite orders)."""
+def bump_market_version(session: Session) -> None:
+    """Call last in every transaction that changes the market: it adds one to a random stripe
+    of the version (see :class:`service.models.MarketState`), taking that row's lock last, so
+    two writers never wait on each other in opposite orders and rarely on each other at all.
+    The version becomes visible with the transaction's commit, never before."""
     session.flush()
-    bumped = session.execute(
+    session.execute(
         update(MarketState)
-        .where(col(MarketState.id) == MARKET_STATE_ID)
+        .where(col(MarketState.id) == random.randint(1, MARKET_STATE_STRIPES))
         .values(version=MarketState.version + 1)
-        .returning(col(MarketState.version))
         # No ORM synchronisation: it would scan every object in the session (thousands in an
         # optimiser batch) for a row that is never loaded as an object.
         .execution_options(synchronize_session=False)
     )
-    return int(bumped.scalar_one())
 
 
 def read_market_version(session: Session) -> int:
-    stmt = select(col(MarketState.version)).where(col(MarketState.id) == MARKET_STATE_ID)
+    """The market version as of the session's snapshot: it grows by one with every committed
+    market write."""
+    stmt = select(func.coalesce(func.sum(col(MarketState.version)), 0))
     return int(session.execute(stmt).scalar_one())
 
 
