@@ -279,3 +279,43 @@ class SolveParams:
     # Explanations stop (the rest listed as not explained) this far past the deadline.
     explain_grace_share: float = 0.03
     explain_grace_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class GapParams:
+    """Knobs of the plain-GAP path (``matcher.gap_solve``), each with why it has its value.
+
+    Shares are of the solve's time limit; the phases run one after the other on the same
+    cores, and CP-SAT on the reduced model takes whatever is left.
+    """
+
+    # Subgradient steps on the knapsack Lagrangian: ~300 steps reach 0.05 % of the best-known
+    # value on d/e 200-400 job instances, about 1 s on a quiet core.
+    lagrange_share: float = 0.15
+    # A first answer (greedy, short tabu walk): the Lagrangian's Polyak target.
+    first_search_share: float = 0.05
+    # Polyak target while no answer is known: the bound plus this share of it.
+    target_share: float = 0.05
+    # Tabu search seeded from the Lagrangian (pair bounds as greedy costs), over the pairs
+    # that may lie in an answer within ``search_window`` (relative) of the bound.
+    search_share: float = 0.2
+    search_window: float = 0.01
+    # Polyak step factor at the start; halved after 20 steps without a better bound.
+    step_factor: float = 2.0
+    # Steps (or search iterations) per Numba call between two clock checks.
+    lagrange_chunk: int = 10
+    search_chunk: int = 50
+    # Deterministic mode: fixed work instead of clock shares.
+    lagrange_steps_deterministic: int = 400
+    search_iterations_deterministic: int = 4000
+    # Adaptive penalties: x rise per iteration an agent is over capacity, x fall per
+    # feasible iteration (Yagiura-style: the walk oscillates around the feasibility border).
+    penalty_rise: float = 1.05
+    penalty_fall: float = 0.98
+    # Tabu tenure drawn in [n / tenure_lo_div, n / tenure_hi_div] iterations (at least 3..5).
+    tenure_lo_div: int = 20
+    tenure_hi_div: int = 8
+    # Iterations without a better answer before restarting from the best with n / kick_div
+    # random shifts.
+    stall_iterations: int = 2000
+    kick_div: int = 50
