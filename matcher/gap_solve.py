@@ -19,6 +19,7 @@ answer is checked against the capacities and its cost recomputed before it is ke
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -26,7 +27,7 @@ import numpy as np
 from matcher.control import GapParams, RunControl, SolveParams
 from matcher.gap import GapInstance, Sense, gap_objective
 from matcher.gap_lagrange import LagrangeState
-from matcher.gap_search import greedy_start, tabu_search
+from matcher.gap_search import greedy_start, nearest_agents, tabu_search
 from matcher.model import NONE, AssignmentModel
 from matcher.solver import solve
 
@@ -60,8 +61,10 @@ class _Search:
         self.c, self.instance, self.allowed = c, instance, allowed
         self.assign = start.astype(np.int64).copy()
         spread = float(np.ptp(c)) or 1.0
-        self.pen = np.full(m, spread / max(1.0, float(instance.weight.mean())))
+        p0 = spread / max(1.0, float(instance.weight.mean()))
+        self.pen = np.full(m, p0)
         self.tabu = np.zeros((m, n), dtype=np.int64)
+        self.near = nearest_agents(c, allowed, gp.chain_agents)
         self.best = self.assign.copy()
         self.best_cost = np.array([NO_COST], dtype=np.int64)
         self.it = 0
@@ -74,6 +77,8 @@ class _Search:
                 max(5, n // gp.tenure_hi_div),
                 gp.stall_iterations,
                 max(2, n // gp.kick_div),
+                p0 * gp.penalty_min,
+                p0 * gp.penalty_max,
             ],
             dtype=np.float64,
         )
@@ -84,6 +89,7 @@ class _Search:
             self.instance.weight,
             self.instance.capacity,
             self.allowed,
+            self.near,
             self.assign,
             self.pen,
             self.tabu,
@@ -96,8 +102,43 @@ class _Search:
         )
 
 
-def _min_cost(c: np.ndarray, agents: np.ndarray) -> int:
-    return int(c[agents, np.arange(c.shape[1])].sum())
+def _chunked(step, control: RunControl, first: int, least: int = 0) -> int:
+    """Call ``step(count)`` until ``control`` stops it (or ``step`` returns False), with
+    ``count`` doubled while a call takes under 20 ms: few clock checks on small instances,
+    no long overrun on big ones. Gives up after the first call when, at its speed, the phase
+    could not do ``least`` units of work in its time (its time is better left to CP-SAT).
+    Returns the units done."""
+    count, done = first, 0
+    budget = control.left()
+    while not control.stop_requested():
+        started = time.perf_counter()
+        if step(count) is False:
+            return done + count
+        took = time.perf_counter() - started
+        done += count
+        if done == count and least > 0 and budget * count / max(took, 1e-9) < least:
+            return done
+        if took < 0.02 and count < 1 << 20:
+            count *= 2
+    return done
+
+
+def warm_up() -> None:
+    """Compile (or load from Numba's cache) every kernel of this path on a tiny instance, so
+    no timed solve pays for it."""
+    weight = np.array([[2, 3, 4], [3, 2, 2]], dtype=np.int64)
+    instance = GapInstance(
+        "warm-up", np.array([[3, 1, 2], [1, 4, 2]]), weight, np.array([5, 5], dtype=np.int64)
+    )
+    c = instance.cost.astype(np.int64)
+    fits = weight <= instance.capacity[:, None]
+    lagrange = LagrangeState.start(c, weight, instance.capacity, 2.0)
+    lagrange.run(2, 10.0)
+    pair = lagrange.pair_bounds()
+    greedy_start(pair, weight, instance.capacity, fits)
+    _Search(
+        c, instance, fits, greedy_start(c, weight, instance.capacity, fits), GapParams(), 0
+    ).run(5)
 
 
 def _reduced_model(
@@ -164,16 +205,30 @@ def solve_gap_instance(
             best_cost, best_agents = value, np.asarray(agents, dtype=np.int64).copy()
             control.report(phase, objective=-value, placed=n)
 
-    def run_search(search: _Search, share: float, phase: str) -> None:
+    def phase_slice(share: float) -> RunControl:
+        """This phase's share of the limit, never eating into the time kept for CP-SAT."""
+        total = params.time_limit_s
+        return control.slice(min(total * share, control.left() - total * gp.cpsat_reserve_share))
+
+    def run_search(search: _Search, share: float, phase: str, least: int = 0) -> None:
         if det:
             search.run(gp.search_iterations_deterministic)
         else:
-            phase_control = control.slice(params.time_limit_s * share)
-            while not phase_control.stop_requested():
-                search.run(gp.search_chunk)
+
+            def step(count: int) -> bool:
+                before = search.it
+                search.run(count)
+                if search.it < before + count:
+                    return False  # the walk has no move left
+                # Nothing left to find once the answer meets the Lagrangian bound.
+                return lower is None or search.best_cost[0] > lower
+
+            _chunked(step, phase_slice(share), gp.search_chunk, least)
         stats[f"{phase}_iterations"] = float(search.it)
         if search.best_cost[0] < NO_COST:
             consider(search.best, phase)
+
+    lower: int | None = None  # the Lagrangian bound, once known
 
     # 0. A first answer (greedy and a short tabu walk): the Lagrangian steps' target.
     first = _Search(
@@ -188,23 +243,31 @@ def solve_gap_instance(
 
     # 1. Knapsack Lagrangian.
     lagrange = LagrangeState.start(c, instance.weight, instance.capacity, gp.step_factor)
-    phase_control = control.slice(params.time_limit_s * gp.lagrange_share)
     steps = 0
-    while not lagrange.converged:
-        if det and steps >= gp.lagrange_steps_deterministic:
-            break
-        if not det and phase_control.stop_requested():
-            break
+
+    def lagrange_steps(count: int) -> bool:
+        """``count`` steps towards the best answer's cost (or a guess above the bound);
+        False once there is nothing left to gain."""
+        nonlocal steps
+        if lagrange.converged or (det and steps >= gp.lagrange_steps_deterministic):
+            return False
         if best_cost < NO_COST:
+            if math.ceil(lagrange.bound - 1e-6) >= best_cost:
+                return False
             target = float(best_cost)
+        elif lagrange.bound < -1e17:
+            target = float(np.sort(c, axis=0)[min(1, m - 1)].sum())
         else:
             target = lagrange.bound + gp.target_share * abs(lagrange.bound) + 1.0
-            if not math.isfinite(target) or lagrange.bound < -1e17:
-                target = float(np.sort(c, axis=0)[min(1, m - 1)].sum())
-        lagrange.run(gp.lagrange_chunk, target)
-        steps += gp.lagrange_chunk
-        if best_cost < NO_COST and math.ceil(lagrange.bound - 1e-6) >= best_cost:
-            break
+        lagrange.run(count, target)
+        steps += count
+        return True
+
+    if det:
+        while lagrange_steps(gp.lagrange_chunk):
+            pass
+    else:
+        _chunked(lagrange_steps, phase_slice(gp.lagrange_share), 1, gp.lagrange_least_steps)
     # Unbounded steps (an infeasible instance) leave no usable bound.
     finite = math.isfinite(lagrange.bound) and abs(lagrange.bound) < 1e17
     lower = math.ceil(lagrange.bound - 1e-6) if finite else None
@@ -254,7 +317,7 @@ def solve_gap_instance(
         if best_agents is not None:
             search.best[:] = best_agents
             search.best_cost[0] = best_cost
-        run_search(search, gp.search_share, "gap_search")
+        run_search(search, gp.search_share, "gap_search", gp.search_least_iterations)
 
     # 3. Reduced-cost fixing, then CP-SAT on the reduced model, hinted with the best answer.
     keep = kept(best_cost)
