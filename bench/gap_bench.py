@@ -191,8 +191,10 @@ def report(limits: list[float], tag: str = "") -> str:
         for family in FAMILIES:
             keys = sorted({(r["instance"], r["sense"]) for r in records if r["family"] == family})
             pairs = [(by_key.get((*k, "matcher")), by_key.get((*k, "plain-cpsat"))) for k in keys]
+            # Rows with the matcher alone (a run without plain CP-SAT) still count for it.
+            alone = [a for a, b in pairs if a and not b]
             pairs = [(a, b) for a, b in pairs if a and b]
-            if not pairs:
+            if not pairs and not alone:
                 continue
 
             def stats(rs: list[dict]) -> tuple[str, str, str]:
@@ -206,7 +208,8 @@ def report(limits: list[float], tag: str = "") -> str:
                     mean += f" ({missing} without solution)"
                 return mean, worst, hits
 
-            ours, plain = stats([a for a, _ in pairs]), stats([b for _, b in pairs])
+            ours = stats([a for a, _ in pairs] + alone)
+            plain = stats([b for _, b in pairs]) if pairs else ("-", "-", "-")
 
             def better(a: dict, b: dict) -> int:
                 ga = float("inf") if a["gap"] is None else a["gap"]
@@ -216,7 +219,7 @@ def report(limits: list[float], tag: str = "") -> str:
             wins = sum(better(a, b) > 0 for a, b in pairs)
             losses = sum(better(a, b) < 0 for a, b in pairs)
             lines.append(
-                f"| {family} | {limit:g} s | {len(pairs)} | {ours[0]} | {ours[1]} | "
+                f"| {family} | {limit:g} s | {len(pairs) + len(alone)} | {ours[0]} | {ours[1]} | "
                 f"{ours[2]} | {plain[0]} | {plain[1]} | {plain[2]} | {wins} / {losses} |"
             )
     return "\n".join(lines)
