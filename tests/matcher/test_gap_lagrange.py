@@ -186,3 +186,36 @@ def test_knapsack_bound_is_tight_on_a_hard_type_d_instance() -> None:
     assert 12430 * 0.998 <= state.bound <= 12430
     relaxed = instance.cost.min(axis=0).sum()
     assert relaxed < 12430 * 0.95
+
+
+def test_gap_path_cancel_returns_soon_with_a_verified_answer() -> None:
+    """A cancel from another thread stops every phase (tabu, Lagrangian, CP-SAT) quickly."""
+    import threading
+    import time
+
+    from matcher.control import RunControl
+
+    rng = np.random.default_rng(5)
+    m, n = 10, 150
+    weight = rng.integers(5, 25, size=(m, n))
+    instance = GapInstance(
+        "cancel",
+        rng.integers(10, 50, size=(m, n)),
+        weight,
+        (weight.sum(axis=1) * 0.8 / m).astype(np.int64),
+    )
+    seen: list = []
+    control = RunControl(60.0, on_progress=seen.append)
+    timer = threading.Timer(1.5, control.cancel)
+    timer.start()
+    started = time.perf_counter()
+    answer = solve_gap_instance(instance, "min", SolveParams(time_limit_s=60.0, workers=1), control)
+    took = time.perf_counter() - started
+    timer.cancel()
+    assert took < 10.0  # loaded CI machines; the deadline was 60 s
+    if answer.agents is not None:
+        assert gap_objective(instance, answer.agents) == answer.objective
+        assert answer.bound is None or answer.bound <= answer.objective
+    # Progress went out in the model's value terms (-cost): objective <= bound.
+    with_both = [p for p in seen if p.objective is not None and p.bound is not None]
+    assert all(p.objective <= p.bound + 1e-6 for p in with_both)
