@@ -276,15 +276,20 @@ def solve_gap_instance(
     control.report("gap_lagrange", bound=None if lower is None else -lower)
 
     def answer(status: str, bound: float | None) -> GapAnswer:
-        if best_agents is None:
-            return GapAnswer(status, None, None, None, stats)
-        objective = best_cost if sense == "min" else -best_cost
+        """The answer in the instance's sense; ``bound`` is in min form. Costs are integers,
+        so the bound rounds up to one (never past the answer)."""
         if bound is not None:
-            bound = min(bound, best_cost)  # never past the answer
-            if bound >= best_cost:
-                status = "optimal"
-        sense_bound = None if bound is None else (bound if sense == "min" else -bound)
-        return GapAnswer(status, best_agents, objective, sense_bound, stats)
+            bound = math.ceil(bound - 1e-6)
+            if best_agents is not None:
+                bound = min(bound, best_cost)
+                if bound >= best_cost:
+                    status = "optimal"
+        if bound is not None and sense == "max":
+            bound = -bound
+        if best_agents is None:
+            return GapAnswer(status, None, None, bound, stats)
+        objective = best_cost if sense == "min" else -best_cost
+        return GapAnswer(status, best_agents, objective, bound, stats)
 
     if lower is not None and best_cost < NO_COST and lower >= best_cost:
         return answer("optimal", lower)
@@ -346,6 +351,4 @@ def solve_gap_instance(
         stats["cpsat_status_optimal"] = float(str(solution.status) == "optimal")
     bounds = [b for b in (lower, cp_bound) if b is not None]
     bound = max(bounds) if bounds else None
-    if best_agents is None:
-        return GapAnswer("unknown", None, None, bound, stats)
-    return answer("feasible", bound)
+    return answer("feasible" if best_agents is not None else "unknown", bound)
