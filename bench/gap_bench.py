@@ -26,11 +26,16 @@ from pathlib import Path
 from ortools.sat.python import cp_model
 
 from matcher.cli_gap import solve_gap
-from matcher.gap import GapInstance, gap_objective, read_gap_file
-from matcher.solver import SolverParams
+from matcher.gap import GapInstance, agents_of, gap_objective, read_gap_file, to_model
+from matcher.gap_solve import warm_up
+from matcher.solver import SolverParams, solve
+from matcher.verify import verify_assignment
 
 RESULTS = Path(__file__).parent / "results"
 FAMILIES = ("gap1-12", "A", "B", "C", "D", "E")
+# matcher: the GAP path (`cdmo gap`); generic: the market solver on the GAP model (the GAP
+# path before the knapsack Lagrangian and tabu search); plain-cpsat: the textbook model.
+SOLVERS = ("matcher", "plain-cpsat", "generic")
 
 
 def data_dir() -> Path:
@@ -74,14 +79,33 @@ def plain_cpsat(
     return record
 
 
-def instances(families: list[str]) -> list[dict]:
+def generic_solver(instance: GapInstance, sense: str, params: SolverParams) -> dict:
+    """The market solver (CP-SAT portfolio, LNS, capacity Lagrangian) on the GAP model."""
+    started = time.perf_counter()
+    model = to_model(instance, sense)  # type: ignore[arg-type]
+    solution = solve(model, params)
+    record: dict = {"status": str(solution.status)}
+    if solution.status in ("optimal", "feasible"):
+        verify_assignment(model, solution.choice)
+        record["objective"] = gap_objective(instance, agents_of(instance, solution.choice))
+    else:
+        record["objective"] = None
+    record["bound"] = -solution.bound if sense == "min" else solution.bound
+    record["seconds"] = round(time.perf_counter() - started, 3)
+    return record
+
+
+def instances(families: list[str], names: list[str] | None = None) -> list[dict]:
     """Rows of best_known.csv to run, minus the gapa..gapd duplicates."""
     rows = []
     with open(data_dir() / "best_known.csv") as handle:
         for row in csv.DictReader(handle):
             if Path(row["file"]).name in {"gapa.txt", "gapb.txt", "gapc.txt", "gapd.txt"}:
                 continue
-            if family_of(row["file"]) in families:
+            if names is not None:
+                if row["instance_name"] in names:
+                    rows.append(row)
+            elif family_of(row["file"]) in families:
                 rows.append(row)
     return rows
 
@@ -92,9 +116,17 @@ def relative_gap(objective: float | None, best: float, sense: str) -> float | No
     return (objective - best) / best if sense == "min" else (best - objective) / best
 
 
-def run(limit: float, families: list[str], workers: int, seed: int) -> Path:
+def run(
+    limit: float,
+    families: list[str],
+    workers: int,
+    seed: int,
+    names: list[str] | None = None,
+    solvers: tuple[str, ...] = SOLVERS[:2],
+    tag: str = "",
+) -> Path:
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"gap-{limit:g}s.jsonl"
+    out = RESULTS / f"gap-{limit:g}s{tag}.jsonl"
     done = set()
     if out.exists():
         for line in out.read_text().splitlines():
@@ -102,11 +134,12 @@ def run(limit: float, families: list[str], workers: int, seed: int) -> Path:
             done.add((r["instance"], r["sense"], r["solver"]))
     cache: dict[str, list[GapInstance]] = {}
     params = SolverParams(time_limit_s=limit, workers=workers, seed=seed)
-    for row in instances(families):
+    warm_up()  # Numba compilation is not part of any instance's time
+    for row in instances(families, names):
         path = data_dir() / row["file"]
         problems = cache.setdefault(row["file"], read_gap_file(path))
         instance = problems[int(row["problem_index"]) - 1]
-        for solver in ("matcher", "plain-cpsat"):
+        for solver in solvers:
             key = (row["instance_name"], row["objective_sense"], solver)
             if key in done:
                 continue
@@ -114,6 +147,8 @@ def run(limit: float, families: list[str], workers: int, seed: int) -> Path:
             if solver == "matcher":
                 result = solve_gap(instance, sense, params)
                 result.pop("assignment", None)
+            elif solver == "generic":
+                result = generic_solver(instance, sense, params)
             else:
                 result = plain_cpsat(instance, sense, limit, workers, seed)
             best = float(row["best_known"])
@@ -140,7 +175,7 @@ def run(limit: float, families: list[str], workers: int, seed: int) -> Path:
     return out
 
 
-def report(limits: list[float]) -> str:
+def report(limits: list[float], tag: str = "") -> str:
     """Markdown: per family and limit, mean/max gap and optimal hits for both solvers."""
     lines = [
         "| family | limit | instances | matcher mean gap | matcher max gap | matcher at best-known"
@@ -148,7 +183,7 @@ def report(limits: list[float]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for limit in limits:
-        path = RESULTS / f"gap-{limit:g}s.jsonl"
+        path = RESULTS / f"gap-{limit:g}s{tag}.jsonl"
         if not path.exists():
             continue
         records = [json.loads(line) for line in path.read_text().splitlines()]
@@ -156,8 +191,10 @@ def report(limits: list[float]) -> str:
         for family in FAMILIES:
             keys = sorted({(r["instance"], r["sense"]) for r in records if r["family"] == family})
             pairs = [(by_key.get((*k, "matcher")), by_key.get((*k, "plain-cpsat"))) for k in keys]
+            # Rows with the matcher alone (a run without plain CP-SAT) still count for it.
+            alone = [a for a, b in pairs if a and not b]
             pairs = [(a, b) for a, b in pairs if a and b]
-            if not pairs:
+            if not pairs and not alone:
                 continue
 
             def stats(rs: list[dict]) -> tuple[str, str, str]:
@@ -171,7 +208,8 @@ def report(limits: list[float]) -> str:
                     mean += f" ({missing} without solution)"
                 return mean, worst, hits
 
-            ours, plain = stats([a for a, _ in pairs]), stats([b for _, b in pairs])
+            ours = stats([a for a, _ in pairs] + alone)
+            plain = stats([b for _, b in pairs]) if pairs else ("-", "-", "-")
 
             def better(a: dict, b: dict) -> int:
                 ga = float("inf") if a["gap"] is None else a["gap"]
@@ -181,9 +219,40 @@ def report(limits: list[float]) -> str:
             wins = sum(better(a, b) > 0 for a, b in pairs)
             losses = sum(better(a, b) < 0 for a, b in pairs)
             lines.append(
-                f"| {family} | {limit:g} s | {len(pairs)} | {ours[0]} | {ours[1]} | "
+                f"| {family} | {limit:g} s | {len(pairs) + len(alone)} | {ours[0]} | {ours[1]} | "
                 f"{ours[2]} | {plain[0]} | {plain[1]} | {plain[2]} | {wins} / {losses} |"
             )
+    return "\n".join(lines)
+
+
+def per_instance(limits: list[float], tag: str = "") -> str:
+    """Markdown: one row per instance and limit, every solver's objective, gap and bound."""
+    lines = []
+    for limit in limits:
+        path = RESULTS / f"gap-{limit:g}s{tag}.jsonl"
+        if not path.exists():
+            continue
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        solvers = [s for s in SOLVERS if any(r["solver"] == s for r in records)]
+        lines.append(
+            "| instance | limit | best known | "
+            + " | ".join(f"{s} objective (gap) [bound]" for s in solvers)
+            + " |"
+        )
+        lines.append("|---|---|---:|" + "---:|" * len(solvers))
+        by_key = {(r["instance"], r["sense"], r["solver"]): r for r in records}
+        for key in sorted({(r["instance"], r["sense"]) for r in records}):
+            cells = []
+            for solver in solvers:
+                r = by_key.get((*key, solver))
+                if r is None or r["objective"] is None:
+                    cells.append("-")
+                    continue
+                bound = r["bound"]
+                bound_s = "-" if bound is None else f"{bound:.0f}"
+                cells.append(f"{r['objective']:g} ({100 * r['gap']:.3f}%) [{bound_s}]")
+            best = by_key[(*key, solvers[0])]["best_known"] if (*key, solvers[0]) in by_key else 0
+            lines.append(f"| {key[0]} | {limit:g} s | {best:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -200,12 +269,36 @@ def main() -> None:
         metavar="LIMIT",
         help="only print the tables for these recorded limits",
     )
+    parser.add_argument(
+        "--instances",
+        nargs="+",
+        metavar="NAME",
+        help="only these instances (e.g. d10200 e40400); overrides --families",
+    )
+    parser.add_argument(
+        "--solvers",
+        nargs="+",
+        default=list(SOLVERS[:2]),
+        choices=SOLVERS,
+        help="solvers to run (generic: the pre-Lagrangian GAP path)",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the results file (gap-<limit>s<tag>)")
     args = parser.parse_args()
     if args.report:
-        print(report(args.report))
+        print(report(args.report, args.tag))
+        print(per_instance(args.report, args.tag))
         return
-    run(args.time_limit, args.families, args.workers, args.seed)
-    print(report([args.time_limit]))
+    run(
+        args.time_limit,
+        args.families,
+        args.workers,
+        args.seed,
+        args.instances,
+        tuple(args.solvers),
+        args.tag,
+    )
+    print(report([args.time_limit], args.tag))
+    print(per_instance([args.time_limit], args.tag))
 
 
 if __name__ == "__main__":

@@ -279,3 +279,61 @@ class SolveParams:
     # Explanations stop (the rest listed as not explained) this far past the deadline.
     explain_grace_share: float = 0.03
     explain_grace_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class GapParams:
+    """Knobs of the plain-GAP path (``matcher.gap_solve``), each with why it has its value.
+
+    Shares are of the solve's time limit; the phases run one after the other on the same
+    cores, and CP-SAT on the reduced model takes whatever is left.
+    """
+
+    # Subgradient steps on the knapsack Lagrangian: ~300 steps reach 0.05 % of the best-known
+    # value on d/e 200-400 job instances, about 1 s on a quiet core.
+    lagrange_share: float = 0.15
+    # A first answer (greedy, short tabu walk): the Lagrangian's Polyak target.
+    first_search_share: float = 0.05
+    # Polyak target while no answer is known: the bound plus this share of it.
+    target_share: float = 0.05
+    # Tabu search seeded from the Lagrangian (pair bounds as greedy costs), over the pairs
+    # that may lie in an answer within ``search_window`` (relative) of the bound.
+    search_share: float = 0.2
+    search_window: float = 0.01
+    # Polyak step factor at the start; halved after 20 steps without a better bound.
+    step_factor: float = 2.0
+    # Search iterations per Numba call at first (doubled while a call takes under 20 ms).
+    search_chunk: int = 8
+    # Deterministic mode: Lagrangian steps per Numba call.
+    lagrange_chunk: int = 10
+    # Share of the limit always kept for CP-SAT on the reduced model: the earlier phases
+    # stop short of it even when Numba compiles or the machine is loaded, so CP-SAT always
+    # runs (it found answers where the search did not, e.g. e-type starts).
+    cpsat_reserve_share: float = 0.4
+    # A phase that could not do this much work in its share at the speed of its first call
+    # (a big instance on a loaded machine: d801600 got 36 steps and 40 iterations in 10 s)
+    # stops there and leaves its time to CP-SAT, which then did better (measured).
+    lagrange_least_steps: int = 100
+    search_least_iterations: int = 300
+    # Deterministic mode: fixed work instead of clock shares.
+    lagrange_steps_deterministic: int = 400
+    search_iterations_deterministic: int = 4000
+    # Adaptive penalties: x rise per iteration an agent is over capacity, x fall per
+    # feasible iteration (Yagiura-style: the walk oscillates around the feasibility border).
+    penalty_rise: float = 1.01
+    penalty_fall: float = 0.99
+    # ... kept within these multiples of the start (cost spread / mean weight): unbounded,
+    # they drift to extremes and the walk stalls for good (measured on d20200).
+    penalty_min: float = 0.05
+    penalty_max: float = 20.0
+    # Tabu tenure drawn in [n / tenure_lo_div, n / tenure_hi_div] iterations (at least 3..5):
+    # 5..10 on 200 jobs halved the gap left after 8000 iterations on d20200 against 10..25.
+    tenure_lo_div: int = 40
+    tenure_hi_div: int = 20
+    # Ejection chains move each of their two jobs only to one of its this many cheapest
+    # agents (Yagiura et al. restrict the chains the same way): ~9 n^2 / m evaluations.
+    chain_agents: int = 3
+    # Iterations without a better answer before restarting from the best with n / kick_div
+    # random shifts.
+    stall_iterations: int = 2000
+    kick_div: int = 50

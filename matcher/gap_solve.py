@@ -1,0 +1,354 @@
+"""The plain-GAP solve path: tabu search, knapsack Lagrangian, reduced-cost fixing, CP-SAT.
+
+0. A greedy start and a short tabu walk (``gap_search``): a first answer.
+1. Subgradient steps on the knapsack Lagrangian (``gap_lagrange``): a lower bound close to
+   the LP bound of the set-partitioning formulation, and multipliers.
+2. The penalised tabu search (``gap_search``) from a greedy start on the Lagrangian pair
+   bounds, over the pairs whose bound is within a small window of the lower bound.
+3. Reduced-cost fixing: a pair (agent, job) whose Lagrangian bound cannot beat the best
+   answer is dropped.
+4. The matcher's solver (CP-SAT portfolio with LNS, ``solver.solve``) on the reduced model,
+   hinted with the best answer, for the time left. Every answer better than the best one
+   uses only kept pairs, so the reduced model loses nothing, and its bound is a bound of the
+   whole instance (the best answer itself is in the reduced model).
+
+Everything is computed in minimisation form (``c = cost`` for min, ``-cost`` for max); every
+answer is checked against the capacities and its cost recomputed before it is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from matcher.control import GapParams, RunControl, SolveParams
+from matcher.gap import GapInstance, Sense, gap_objective
+from matcher.gap_lagrange import LagrangeState
+from matcher.gap_search import greedy_start, nearest_agents, tabu_search
+from matcher.model import NONE, AssignmentModel
+from matcher.solver import solve
+
+NO_COST = np.iinfo(np.int64).max // 4
+
+
+@dataclass
+class GapAnswer:
+    """A verified answer in the instance's own sense (cost; min or max)."""
+
+    status: str  # optimal, feasible, infeasible, unknown
+    agents: np.ndarray | None  # agent (0-based) per job
+    objective: int | None
+    bound: float | None  # proven: <= every answer's cost for min, >= for max
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class _Search:
+    """The tabu walk's state between two Numba calls (clock checks happen in between)."""
+
+    def __init__(
+        self,
+        c: np.ndarray,
+        instance: GapInstance,
+        allowed: np.ndarray,
+        start: np.ndarray,
+        gp: GapParams,
+        seed: int,
+    ) -> None:
+        m, n = c.shape
+        self.c, self.instance, self.allowed = c, instance, allowed
+        self.assign = start.astype(np.int64).copy()
+        spread = float(np.ptp(c)) or 1.0
+        p0 = spread / max(1.0, float(instance.weight.mean()))
+        self.pen = np.full(m, p0)
+        self.tabu = np.zeros((m, n), dtype=np.int64)
+        self.near = nearest_agents(c, allowed, gp.chain_agents)
+        self.best = self.assign.copy()
+        self.best_cost = np.array([NO_COST], dtype=np.int64)
+        self.it = 0
+        self.seed = seed
+        self.params = np.array(
+            [
+                gp.penalty_rise,
+                gp.penalty_fall,
+                max(3, n // gp.tenure_lo_div),
+                max(5, n // gp.tenure_hi_div),
+                gp.stall_iterations,
+                max(2, n // gp.kick_div),
+                p0 * gp.penalty_min,
+                p0 * gp.penalty_max,
+            ],
+            dtype=np.float64,
+        )
+
+    def run(self, iterations: int) -> None:
+        self.it = tabu_search(
+            self.c,
+            self.instance.weight,
+            self.instance.capacity,
+            self.allowed,
+            self.near,
+            self.assign,
+            self.pen,
+            self.tabu,
+            self.it,
+            iterations,
+            self.seed + self.it,
+            self.best,
+            self.best_cost,
+            self.params,
+        )
+
+
+def _chunked(step, control: RunControl, first: int, least: int = 0) -> int:
+    """Call ``step(count)`` until ``control`` stops it (or ``step`` returns False), with
+    ``count`` doubled while a call takes under 20 ms: few clock checks on small instances,
+    no long overrun on big ones. Gives up after the first call when, at its speed, the phase
+    could not do ``least`` units of work in its time (its time is better left to CP-SAT).
+    Returns the units done."""
+    count, done = first, 0
+    budget = control.left()
+    while not control.stop_requested():
+        started = time.perf_counter()
+        if step(count) is False:
+            return done + count
+        took = time.perf_counter() - started
+        done += count
+        if done == count and least > 0 and budget * count / max(took, 1e-9) < least:
+            return done
+        if took < 0.02 and count < 1 << 20:
+            count *= 2
+    return done
+
+
+def warm_up() -> None:
+    """Compile (or load from Numba's cache) every kernel of this path on a tiny instance, so
+    no timed solve pays for it."""
+    weight = np.array([[2, 3, 4], [3, 2, 2]], dtype=np.int64)
+    instance = GapInstance(
+        "warm-up", np.array([[3, 1, 2], [1, 4, 2]]), weight, np.array([5, 5], dtype=np.int64)
+    )
+    c = instance.cost.astype(np.int64)
+    fits = weight <= instance.capacity[:, None]
+    lagrange = LagrangeState.start(c, weight, instance.capacity, 2.0)
+    lagrange.run(2, 10.0)
+    pair = lagrange.pair_bounds()
+    greedy_start(pair, weight, instance.capacity, fits)
+    _Search(
+        c, instance, fits, greedy_start(c, weight, instance.capacity, fits), GapParams(), 0
+    ).run(5)
+
+
+def _reduced_model(
+    c: np.ndarray, instance: GapInstance, keep: np.ndarray, hint_agents: np.ndarray | None
+) -> AssignmentModel:
+    """Every job with its kept agents as candidates; the value is ``-c`` (maximised)."""
+    m, n = c.shape
+    keep_t = keep.T  # [n, m], job-major like the model
+    counts = keep_t.sum(axis=1)
+    cand_ptr = np.zeros(n + 1, dtype=np.int64)
+    cand_ptr[1:] = np.cumsum(counts)
+    jobs, agents = np.nonzero(keep_t)  # job-major order
+    total = len(agents)
+    hint = np.full(n, NONE, dtype=np.int64)
+    if hint_agents is not None:
+        for j in range(n):
+            row = agents[cand_ptr[j] : cand_ptr[j + 1]]
+            hint[j] = cand_ptr[j] + int(np.searchsorted(row, hint_agents[j]))
+    return AssignmentModel(
+        capacity=instance.capacity.astype(np.int64),
+        cand_ptr=cand_ptr,
+        cand_bin=agents.astype(np.int32),
+        cand_value=(-c[agents, jobs]).astype(np.int64),
+        use_ptr=np.arange(total + 1, dtype=np.int64),
+        use_res=agents.astype(np.int32),
+        use_amt=instance.weight[agents, jobs].astype(np.int64),
+        must_assign=np.ones(n, dtype=bool),
+        partner=np.full(n, NONE, dtype=np.int32),
+        bin_group=np.arange(m, dtype=np.int32),
+        fixed=np.full(n, NONE, dtype=np.int64),
+        hint=hint,
+    )
+
+
+def solve_gap_instance(
+    instance: GapInstance,
+    sense: Sense,
+    params: SolveParams,
+    control: RunControl | None = None,
+    gap_params: GapParams | None = None,
+) -> GapAnswer:
+    """Best verified answer of one GAP instance within ``control`` (default: the time limit
+    of ``params`` from now), with a proven bound."""
+    gp = gap_params or GapParams()
+    if control is None:
+        control = RunControl(params.time_limit_s, deterministic=params.deterministic)
+    det = params.deterministic
+    c = instance.cost.astype(np.int64) if sense == "min" else -instance.cost.astype(np.int64)
+    c = np.ascontiguousarray(c)
+    m, n = c.shape
+    stats: dict[str, float] = {}
+    fits = instance.weight <= instance.capacity[:, None]
+    if not fits.any(axis=0).all():
+        return GapAnswer("infeasible", None, None, None, {"reason_job_fits_nowhere": 1.0})
+
+    best_agents: np.ndarray | None = None
+    best_cost = NO_COST
+
+    def consider(agents: np.ndarray, phase: str) -> None:
+        nonlocal best_agents, best_cost
+        cost = gap_objective(instance, agents)  # checks every capacity, recomputes
+        value = cost if sense == "min" else -cost
+        if value < best_cost:
+            best_cost, best_agents = value, np.asarray(agents, dtype=np.int64).copy()
+            control.report(phase, objective=-value, placed=n)
+
+    def phase_slice(share: float) -> RunControl:
+        """This phase's share of the limit, never eating into the time kept for CP-SAT."""
+        total = params.time_limit_s
+        return control.slice(min(total * share, control.left() - total * gp.cpsat_reserve_share))
+
+    def run_search(search: _Search, share: float, phase: str, least: int = 0) -> None:
+        if det:
+            search.run(gp.search_iterations_deterministic)
+        else:
+
+            def step(count: int) -> bool:
+                before = search.it
+                search.run(count)
+                if search.it < before + count:
+                    return False  # the walk has no move left
+                # Nothing left to find once the answer meets the Lagrangian bound.
+                return lower is None or search.best_cost[0] > lower
+
+            _chunked(step, phase_slice(share), gp.search_chunk, least)
+        stats[f"{phase}_iterations"] = float(search.it)
+        if search.best_cost[0] < NO_COST:
+            consider(search.best, phase)
+
+    lower: int | None = None  # the Lagrangian bound, once known
+
+    # 0. A first answer (greedy and a short tabu walk): the Lagrangian steps' target.
+    first = _Search(
+        c,
+        instance,
+        fits,
+        greedy_start(c, instance.weight, instance.capacity, fits),
+        gp,
+        params.seed,
+    )
+    run_search(first, gp.first_search_share, "gap_search")
+
+    # 1. Knapsack Lagrangian.
+    lagrange = LagrangeState.start(c, instance.weight, instance.capacity, gp.step_factor)
+    steps = 0
+
+    def lagrange_steps(count: int) -> bool:
+        """``count`` steps towards the best answer's cost (or a guess above the bound);
+        False once there is nothing left to gain."""
+        nonlocal steps
+        if lagrange.converged or (det and steps >= gp.lagrange_steps_deterministic):
+            return False
+        if best_cost < NO_COST:
+            if math.ceil(lagrange.bound - 1e-6) >= best_cost:
+                return False
+            target = float(best_cost)
+        elif lagrange.bound < -1e17:
+            target = float(np.sort(c, axis=0)[min(1, m - 1)].sum())
+        else:
+            target = lagrange.bound + gp.target_share * abs(lagrange.bound) + 1.0
+        lagrange.run(count, target)
+        steps += count
+        return True
+
+    if det:
+        while lagrange_steps(gp.lagrange_chunk):
+            pass
+    else:
+        _chunked(lagrange_steps, phase_slice(gp.lagrange_share), 1, gp.lagrange_least_steps)
+    # Unbounded steps (an infeasible instance) leave no usable bound.
+    finite = math.isfinite(lagrange.bound) and abs(lagrange.bound) < 1e17
+    lower = math.ceil(lagrange.bound - 1e-6) if finite else None
+    stats["lagrange_steps"] = float(steps)
+    stats["lagrange_bound"] = lagrange.bound
+    control.report("gap_lagrange", bound=None if lower is None else -lower)
+
+    def answer(status: str, bound: float | None) -> GapAnswer:
+        """The answer in the instance's sense; ``bound`` is in min form. Costs are integers,
+        so the bound rounds up to one (never past the answer)."""
+        if bound is not None:
+            bound = math.ceil(bound - 1e-6)
+            if best_agents is not None:
+                bound = min(bound, best_cost)
+                if bound >= best_cost:
+                    status = "optimal"
+        if bound is not None and sense == "max":
+            bound = -bound
+        if best_agents is None:
+            return GapAnswer(status, None, None, bound, stats)
+        objective = best_cost if sense == "min" else -best_cost
+        return GapAnswer(status, best_agents, objective, bound, stats)
+
+    if lower is not None and best_cost < NO_COST and lower >= best_cost:
+        return answer("optimal", lower)
+
+    # 2. A tabu walk seeded from the Lagrangian.
+    pair = lagrange.pair_bounds() if lower is not None else np.zeros((m, n))
+
+    def kept(threshold: float) -> np.ndarray:
+        keep = fits.copy()
+        if lower is not None and threshold < NO_COST:
+            eps = 1e-6 * max(1.0, abs(threshold))
+            keep &= pair < threshold - 1 + eps
+            if best_agents is not None:
+                keep[best_agents, np.arange(n)] = True
+            # Every job keeps at least its most promising agent.
+            keep[np.argmin(np.where(fits, pair, np.inf), axis=0), np.arange(n)] = True
+        return keep
+
+    # The walk only visits pairs that may lie in an answer within ``search_window`` of the
+    # bound (a heuristic restriction; the exact one, at the best answer's cost, comes next).
+    if lower is not None:
+        window = lower + gp.search_window * max(1.0, abs(lower))
+        keep = kept(min(window, best_cost) if best_cost < NO_COST else window)
+    else:
+        keep = fits
+    stats["kept_pairs_search"] = float(keep.sum())
+    if not control.stop_requested() or det:
+        seed_start = greedy_start(pair, instance.weight, instance.capacity, keep)
+        search = _Search(c, instance, keep, seed_start, gp, params.seed + 1)
+        if best_agents is not None:
+            search.best[:] = best_agents
+            search.best_cost[0] = best_cost
+        run_search(search, gp.search_share, "gap_search", gp.search_least_iterations)
+
+    # 3. Reduced-cost fixing, then CP-SAT on the reduced model, hinted with the best answer.
+    keep = kept(best_cost)
+    stats["kept_pairs"] = float(keep.sum())
+    stats["pairs"] = float(m * n)
+    cp_bound: float | None = None
+    if not control.stop_requested() or det:
+        model = _reduced_model(c, instance, keep, best_agents)
+        left = (
+            control.left()
+            if not det
+            else params.time_limit_s
+            * (1.0 - gp.first_search_share - gp.lagrange_share - gp.search_share)
+        )
+        solution = solve(
+            model,
+            replace(params, time_limit_s=max(0.01, left)),
+            control.slice() if not det else None,
+        )
+        if str(solution.status) in ("optimal", "feasible"):
+            agents = model.cand_bin[solution.choice].astype(np.int64)
+            consider(agents, "cpsat")
+        if str(solution.status) == "infeasible" and best_agents is None:
+            return GapAnswer("infeasible", None, None, None, stats)
+        cp_bound = -float(solution.bound)  # the model maximises -c
+        stats["cpsat_status_optimal"] = float(str(solution.status) == "optimal")
+    bounds = [b for b in (lower, cp_bound) if b is not None]
+    bound = max(bounds) if bounds else None
+    return answer("feasible" if best_agents is not None else "unknown", bound)
