@@ -29,7 +29,7 @@ from schemas.api.deals import (
     WebhookPublic,
     WebhookSet,
 )
-from schemas.api.health import Health, Readiness
+from schemas.api.health import Health, Readiness, WorkersSeen
 from schemas.api.listings import ListingCreate, ListingPublic, ListingUpdate, ListingValues
 from schemas.api.orgs import (
     ApiKeyCreate,
@@ -124,6 +124,7 @@ __all__ = [
     "ProposalPublic",
     "ProposalStatus",
     "Readiness",
+    "WorkersSeen",
     "SiteBase",
     "SiteCreate",
     "SitePublic",
