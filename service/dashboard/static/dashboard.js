@@ -472,6 +472,7 @@
     const view = document.getElementById("run-view");
     view.replaceChildren();
     delete view.dataset.state;
+    delete view.dataset.final;
     const run = await api("v1/match-runs/" + encodeURIComponent(runId));
     const title = el("h2", { text: "Run " + run.id + " " });
     const cancel = el("button", { type: "button", id: "cancel-run", text: "Cancel run" });
@@ -496,9 +497,20 @@
     await followEvents(
       runId,
       (kind, data) => {
-        if (kind === "progress") chart.push(data);
-        if (kind === "status" && data.status) view.dataset.state = data.status;
+        if (kind === "progress") {
+          chart.push(data);
+          run.progress = data; // the figures beside the chart follow the stream too
+        }
+        if (kind === "status" && data.status) {
+          run.status = data.status;
+          view.dataset.state = data.status;
+        }
         if (kind === "final") final = data;
+        if (kind !== "final") {
+          const fresh = runFacts(run);
+          facts.replaceWith(fresh);
+          facts = fresh;
+        }
       },
       abort.signal
     );
@@ -508,6 +520,7 @@
     facts = fresh;
     cancel.hidden = true;
     view.dataset.state = final.status;
+    view.dataset.final = final.status;
     loadRuns().catch(() => {});
     await showAnalytics(runId, analytics, abort.signal);
   }
