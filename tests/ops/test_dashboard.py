@@ -63,7 +63,7 @@ class Browser:
 
 
 @contextmanager
-def browser(viewport_height: int = 1000) -> Iterator[Browser]:
+def browser(viewport_height: int = 1000, scale: float = 1.0) -> Iterator[Browser]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -71,7 +71,9 @@ def browser(viewport_height: int = 1000) -> Iterator[Browser]:
             executable_path=chromium_path(), args=CHROMIUM_FLAGS, headless=True
         )
         try:
-            context = chromium.new_context(viewport={"width": 1280, "height": viewport_height})
+            context = chromium.new_context(
+                viewport={"width": 1280, "height": viewport_height}, device_scale_factor=scale
+            )
             seen = Browser(page=None)
 
             def guard(route, request) -> None:  # type: ignore[no-untyped-def]
@@ -169,6 +171,12 @@ def test_the_dashboard_draws_a_finished_run_with_data(
     assert seen.outside == [], f"requests left the machine: {seen.outside}"
     assert seen.errors == []
     print(f"dashboard screenshot: {tmp_path / 'dashboard.png'}")
+    readme_dir = os.environ.get("CDMO_SCREENSHOT_DIR")  # the README's image (see README)
+    if readme_dir:
+        with browser(viewport_height=1600, scale=0.5) as small:
+            _sign_in(small.page, server, server.key("operator"), f"/dashboard#run={run_id}")
+            small.page.wait_for_selector('#analytics[data-rendered="true"]', timeout=WAIT_MS)
+            small.page.screenshot(path=str(Path(readme_dir) / "dashboard.png"), full_page=True)
 
 
 def test_without_an_operator_key_the_dashboard_shows_nothing(
@@ -211,7 +219,9 @@ def test_without_an_operator_key_the_dashboard_shows_nothing(
 def test_a_live_run_converges_on_the_page_and_is_cancelled_from_it(
     server: LiveServer, finished: dict[str, Any], tmp_path: Path
 ) -> None:
-    run = submit(server, 300)  # far longer than the test: it is cancelled from the page
+    # Long enough that the bound arrives (a fixed share of the limit, about a third) well
+    # before the end: the run is cancelled from the page once both curves have points.
+    run = submit(server, 120)
     try:
         with browser(viewport_height=1200) as seen:
             page = seen.page

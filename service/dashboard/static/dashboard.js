@@ -165,9 +165,10 @@
         "Unmet demand: " + fmt(bottlenecks.unmet_hours, 0) + " h over " + bottlenecks.unplaced_projects + " projects",
         {
           grid: { rows: 1, columns: 2, pattern: "independent" },
+          margin: { l: 70, r: 20, t: 44, b: 120 },
           yaxis: { title: { text: "hours" } },
-          xaxis: { title: { text: "device category" }, type: "category" },
-          xaxis2: { title: { text: "market" }, type: "category" },
+          xaxis: { title: { text: "device category" }, type: "category", automargin: true },
+          xaxis2: { title: { text: "market" }, type: "category", automargin: true },
           showlegend: false,
         }
       ),
