@@ -342,6 +342,7 @@
 
   const KEY = "cdmo.operatorKey";
   let current = null; // {runId, abort}
+  let listTimer = null;
 
   function key() {
     return sessionStorage.getItem(KEY);
@@ -459,6 +460,12 @@
       tbody.append(row);
     }
     document.getElementById("runs").dataset.loaded = String(body.items.length);
+    // While a run is queued or running, the list follows it (every 5 s; the selected run's
+    // view follows its event stream).
+    clearTimeout(listTimer);
+    if (body.items.some((r) => !FINAL.has(r.status))) {
+      listTimer = setTimeout(() => loadRuns().catch(() => {}), 5000);
+    }
     return body.items;
   }
 
@@ -551,6 +558,7 @@
 
   function signOut(message) {
     sessionStorage.removeItem(KEY);
+    clearTimeout(listTimer);
     if (current) current.abort.abort();
     current = null;
     document.getElementById("app").hidden = true;
