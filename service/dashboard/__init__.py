@@ -75,7 +75,9 @@ def render_report(data: dict[str, Any]) -> str:
     ``analytics_error`` (a sentence) when the run has no answer to show.
     """
     run_id = str(data["run"]["id"])
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    # "<" only occurs inside JSON strings: as \u003c no "</script" or "<!--" can end or
+    # confuse the data block.
+    payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
     return (
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>Run {html.escape(run_id)} - CDMO marketplace report</title>\n"

@@ -456,7 +456,7 @@
         el("td", { text: pct(s.gap !== undefined ? s.gap : p.gap) }),
         el("td", { text: s.placed !== undefined ? s.placed + " / " + s.projects : fmt(p.placed) })
       );
-      row.addEventListener("click", () => selectRun(run.id));
+      row.addEventListener("click", () => selectRun(run.id).catch(showError));
       tbody.append(row);
     }
     document.getElementById("runs").dataset.loaded = String(body.items.length);
@@ -554,6 +554,12 @@
       container.replaceChildren(el("p", { class: "error", text: "no analytics: " + error.message }));
       container.dataset.rendered = "error";
     }
+  }
+
+  function showError(error) {
+    if (error instanceof ApiError && error.status === 401) return; // back at the login
+    const view = document.getElementById("run-view");
+    view.append(el("p", { class: "error", text: "The API did not answer: " + error.message }));
   }
 
   function signOut(message) {
