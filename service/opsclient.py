@@ -186,7 +186,8 @@ class OpsClient:
         try:
             data["utilisation"] = self.all_pages(f"{base}/utilisation", "utilisation")
             data["bottlenecks"] = self.request("GET", f"{base}/bottlenecks", "bottlenecks")
-            data["assignments"] = self.all_pages(f"{base}/assignments", "assignments")
+            placements = self.request("GET", f"{base}/placements-by-cdmo", "placements")
+            data["placements"] = placements["items"]
         except OpsError as exc:
             if exc.code != 2:
                 raise

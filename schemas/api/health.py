@@ -16,6 +16,10 @@ class Health(ApiModel):
 
 
 class WorkersSeen(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"engine": "dramatiq", "seen": 2, "window_s": 15.0}]}
+    )
+
     engine: Literal["dramatiq", "local", "none"] = Field(
         description="dramatiq: `cdmo worker` processes on Redis; local: the API's own pool "
         "(no REDIS_URL), which counts as its workers."

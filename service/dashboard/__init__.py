@@ -71,7 +71,7 @@ def render_report(data: dict[str, Any]) -> str:
     the data inlined; opens from disk with no network.
 
     ``data``: ``run`` (RunPublic JSON), ``events`` (the progress events, in order),
-    ``utilisation`` (all rows), ``bottlenecks``, ``assignments`` (all rows), and
+    ``utilisation`` (all rows), ``bottlenecks``, ``placements`` (per CDMO), and
     ``analytics_error`` (a sentence) when the run has no answer to show.
     """
     run_id = str(data["run"]["id"])

@@ -142,10 +142,15 @@ def _assert_run_views(page: Any, expected: dict[str, Any]) -> None:
     assert len(certs["y"]) > 0
     assert page.locator("#chart-certifications .bars .point").count() == len(certs["y"])
     # Placements per CDMO: primary placements add up to the run's placed projects.
+    # (drawn from /placements-by-cdmo, checked here against the assignments themselves)
     primary, second = _trace(page, "chart-placements")
-    placed = {a["project_id"] for a in expected["assignments"] if a["role"] == "primary"}
+    assignments = expected["assignments"]
+    placed = {a["project_id"] for a in assignments if a["role"] == "primary"}
     assert sum(primary["y"]) == len(placed) == expected["run"]["summary"]["placed"]
-    assert set(primary["x"]) == {a["cdmo_id"] for a in expected["assignments"]}
+    assert set(primary["x"]) == {a["cdmo_id"] for a in assignments}
+    seconds = {(a["cdmo_id"], a["project_id"]) for a in assignments if a["role"] != "primary"}
+    assert sum(second["y"]) == len(seconds)
+    assert primary["y"] == sorted(primary["y"], reverse=True)
     assert page.locator("#chart-placements .bars .point").count() >= len(primary["x"])
     # The run's convergence, replayed from its events: objective points, bound points.
     objective, bound = _trace(page, "chart-convergence")

@@ -89,24 +89,6 @@
     return { sites: siteList, months: monthList, z: z };
   };
 
-  /* Projects placed per CDMO, primary and second source apart. */
-  CDMO.placementsData = function (assignments) {
-    const byCdmo = new Map();
-    for (const a of assignments) {
-      const entry = byCdmo.get(a.cdmo_id) || { primary: new Set(), second: new Set() };
-      (a.role === "primary" ? entry.primary : entry.second).add(a.project_id);
-      byCdmo.set(a.cdmo_id, entry);
-    }
-    const cdmos = Array.from(byCdmo.keys()).sort(
-      (x, y) => byCdmo.get(y).primary.size - byCdmo.get(x).primary.size || (x < y ? -1 : 1)
-    );
-    return {
-      cdmos: cdmos,
-      primary: cdmos.map((c) => byCdmo.get(c).primary.size),
-      second: cdmos.map((c) => byCdmo.get(c).second.size),
-    };
-  };
-
   // --- charts ------------------------------------------------------------------------------
 
   CDMO.plotHeatmap = function (div, rows) {
@@ -204,16 +186,23 @@
     );
   };
 
-  CDMO.plotPlacements = function (div, assignments) {
-    const data = CDMO.placementsData(assignments);
-    if (!data.cdmos.length) {
+  /* items: /placements-by-cdmo (cdmo_id, primary, second_source), most placements first. */
+  CDMO.plotPlacements = function (div, items) {
+    if (!items.length) {
       return Plotly.newPlot(div, [], layout("Placements per CDMO", emptyNote("nothing placed")), PLOT_CONFIG);
     }
+    const cdmos = items.map((i) => i.cdmo_id);
     return Plotly.newPlot(
       div,
       [
-        { type: "bar", name: "primary", x: data.cdmos, y: data.primary, marker: { color: "#1f77b4" } },
-        { type: "bar", name: "second source", x: data.cdmos, y: data.second, marker: { color: "#aec7e8" } },
+        { type: "bar", name: "primary", x: cdmos, y: items.map((i) => i.primary), marker: { color: "#1f77b4" } },
+        {
+          type: "bar",
+          name: "second source",
+          x: cdmos,
+          y: items.map((i) => i.second_source),
+          marker: { color: "#aec7e8" },
+        },
       ],
       layout("Placements per CDMO", {
         barmode: "stack",
@@ -312,7 +301,7 @@
       CDMO.plotHeatmap(heat, data.utilisation),
       CDMO.plotUnmet(unmet, data.bottlenecks),
       CDMO.plotCertifications(certs, data.bottlenecks),
-      CDMO.plotPlacements(places, data.assignments),
+      CDMO.plotPlacements(places, data.placements),
     ]);
   };
 
@@ -537,16 +526,16 @@
     const base = "v1/match-runs/" + encodeURIComponent(runId);
     container.replaceChildren(el("p", { class: "muted", text: "loading the run's answer..." }));
     try {
-      const [utilisation, bottlenecks, assignments] = await Promise.all([
+      const [utilisation, bottlenecks, placements] = await Promise.all([
         allPages(base + "/utilisation"),
         api(base + "/bottlenecks"),
-        allPages(base + "/assignments"),
+        api(base + "/placements-by-cdmo"),
       ]);
       if (signal.aborted) return;
       await CDMO.renderAnalytics(container, {
         utilisation: utilisation,
         bottlenecks: bottlenecks,
-        assignments: assignments,
+        placements: placements.items,
       });
       container.dataset.rendered = "true";
     } catch (error) {
