@@ -309,3 +309,29 @@ def test_dashboard_assets_come_from_the_service(server: LiveServer) -> None:
     unknown = httpx.get(server.url + "/static/dashboard/secret.py")
     assert unknown.status_code == 404
     assert unknown.headers["content-type"].startswith("application/problem+json")
+
+
+def test_placements_by_cdmo_add_up_to_the_assignments(
+    server: LiveServer, finished: dict[str, Any]
+) -> None:
+    run_id = finished["run"]["id"]
+    body = httpx.get(
+        f"{server.url}/v1/match-runs/{run_id}/placements-by-cdmo", headers=headers(server)
+    ).json()
+    assert body["run_id"] == run_id
+    expected: dict[str, dict[str, Any]] = {}
+    for a in finished["assignments"]:
+        entry = expected.setdefault(a["cdmo_id"], {"primary": set(), "second_source": set()})
+        entry["primary" if a["role"] == "primary" else "second_source"].add(a["project_id"])
+    got = {i["cdmo_id"]: i for i in body["items"]}
+    assert set(got) == set(expected)
+    for cdmo_id, entry in expected.items():
+        assert got[cdmo_id]["primary"] == len(entry["primary"])
+        assert got[cdmo_id]["second_source"] == len(entry["second_source"])
+        value = sum(a["value"] for a in finished["assignments"] if a["cdmo_id"] == cdmo_id)
+        assert got[cdmo_id]["value"] == pytest.approx(value)
+    for role in ("maker", "cdmo"):  # operators only, like every run endpoint
+        hidden = httpx.get(
+            f"{server.url}/v1/match-runs/{run_id}/placements-by-cdmo", headers=headers(server, role)
+        )
+        assert hidden.status_code == 404
