@@ -23,6 +23,7 @@ from service.observability import RequestContextMiddleware, configure_logging
 from service.openapi import build_openapi, operation_id
 from service.routes import (
     candidates,
+    dashboard,
     deals,
     explanations,
     health,
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         orgs,
         health,
         candidates,
+        dashboard,
     ):
         app.include_router(module.router)
     # Added last = outermost: the request id is bound first, metrics see everything, the body

@@ -96,6 +96,13 @@ class RunsSettings(BaseModel):
     local_workers: int = Field(
         default=1, ge=1, le=64, description="Embedded mode: processes of the local pool."
     )
+    worker_seen_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="/ready counts a worker seen when it beat within this window (workers "
+        "beat every second; 15 s rides out a busy machine without hiding a dead worker long).",
+    )
     queue_name: str = Field(default="match_runs", max_length=100)
     snapshot_keep_days: int = Field(default=90, ge=1, description="`cdmo runs prune` default.")
     commit_delay_s: float = Field(

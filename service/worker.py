@@ -22,6 +22,7 @@ from service.config import Settings
 from service.db import Database
 from service.jobs.engine import DramatiqEngine, JobEngine, LocalPoolEngine, set_handler
 from service.jobs.events import EventChannel, make_event_channel
+from service.jobs.workers import WorkerRegistry, worker_id
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +179,20 @@ def serve(settings: Settings, *, threads: int = 1) -> None:
 
     housekeeper = Housekeeper(_ctx.db, settings).start()  # proposal expiry, webhooks
     log.info("worker consuming %s with %d thread(s)", settings.runs.queue_name, threads)
-    while not stop.wait(1.0):
-        pass
+    beats = WorkerRegistry(engine.broker.client, prefix=settings.redis.key_prefix)
+    me = worker_id()
+    while True:
+        try:
+            beats.beat(me)  # /ready counts the workers that beat recently
+        except Exception:  # noqa: BLE001 - Redis away: the broker reconnects, so do we
+            log.warning("worker heartbeat failed", exc_info=True)
+        if stop.wait(1.0):
+            break
     log.info("worker stopping")
+    try:
+        beats.leave(me)
+    except Exception:  # noqa: BLE001 - it ages out of the window anyway
+        pass
     housekeeper.stop()
     reaper.stop()
     worker.stop(timeout=int(settings.runs.max_time_limit_s * 1000))

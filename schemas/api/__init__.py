@@ -29,7 +29,7 @@ from schemas.api.deals import (
     WebhookPublic,
     WebhookSet,
 )
-from schemas.api.health import Health, Readiness
+from schemas.api.health import Health, Readiness, WorkersSeen
 from schemas.api.listings import ListingCreate, ListingPublic, ListingUpdate, ListingValues
 from schemas.api.orgs import (
     ApiKeyCreate,
@@ -51,11 +51,13 @@ from schemas.api.proposals import MarketVersion, ProposalCreate, ProposalDecisio
 from schemas.api.runs import (
     ACTIVE_RUN_STATUSES,
     FINAL_RUN_STATUSES,
+    CdmoPlacements,
     CommitSummary,
     RunAssignment,
     RunAudit,
     RunCreate,
     RunEvent,
+    RunPlacementsByCdmo,
     RunProgress,
     RunPublic,
     RunScope,
@@ -70,7 +72,9 @@ __all__ = [
     "ACTIVE_RUN_STATUSES",
     "FINAL_RUN_STATUSES",
     "CommitSummary",
+    "CdmoPlacements",
     "RunAssignment",
+    "RunPlacementsByCdmo",
     "RunAudit",
     "RunCreate",
     "RunEvent",
@@ -124,6 +128,7 @@ __all__ = [
     "ProposalPublic",
     "ProposalStatus",
     "Readiness",
+    "WorkersSeen",
     "SiteBase",
     "SiteCreate",
     "SitePublic",

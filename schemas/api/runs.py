@@ -367,3 +367,43 @@ class RunEvent(ApiModel):
 
     kind: str
     data: dict[str, Any]
+
+
+class CdmoPlacements(ApiModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"cdmo_id": "org_demo_cdmo_suzhou", "primary": 2, "second_source": 1, "value": 3e4}
+            ]
+        }
+    )
+
+    cdmo_id: str
+    primary: int = Field(description="Projects placed at this CDMO's sites as primary.")
+    second_source: int = Field(description="Projects with their second source here.")
+    value: float = Field(description="Objective contribution of these placements.")
+
+
+class RunPlacementsByCdmo(ApiModel):
+    """A run's placements per CDMO (the dashboard's chart), most primary placements first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "run_id": "run_01JD8QF6G7H8J9K0M1N2P3Q4R5",
+                    "items": [
+                        {
+                            "cdmo_id": "org_demo_cdmo_suzhou",
+                            "primary": 2,
+                            "second_source": 1,
+                            "value": 30500.0,
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    run_id: str
+    items: list[CdmoPlacements]

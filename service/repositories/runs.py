@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 from schemas.api import (
     ACTIVE_RUN_STATUSES,
     FINAL_RUN_STATUSES,
+    CdmoPlacements,
     RunAssignment,
     RunAudit,
     RunCreate,
@@ -370,6 +371,29 @@ def list_assignments(
     *, session: Session, run_id: str, page: PageParams
 ) -> tuple[list[RunAssignment], str | None]:
     return _result_rows(session, MatchRunAssignment, RunAssignment, run_id, page)
+
+
+def placements_by_cdmo(*, session: Session, run_id: str) -> list[CdmoPlacements]:
+    """Projects placed per CDMO and role, in one grouped query (most primary first)."""
+    stmt = (
+        select(
+            MatchRunAssignment.cdmo_id,
+            MatchRunAssignment.role,
+            func.count(func.distinct(MatchRunAssignment.project_id)),
+            func.coalesce(func.sum(MatchRunAssignment.value), 0.0),
+        )
+        .where(col(MatchRunAssignment.run_id) == run_id)
+        .group_by(col(MatchRunAssignment.cdmo_id), col(MatchRunAssignment.role))
+    )
+    per: dict[str, dict[str, Any]] = {}
+    for cdmo_id, role, projects, value in session.exec(stmt).all():
+        entry = per.setdefault(
+            cdmo_id, {"cdmo_id": cdmo_id, "primary": 0, "second_source": 0, "value": 0.0}
+        )
+        entry["primary" if role == "primary" else "second_source"] += int(projects)
+        entry["value"] += float(value)
+    rows = sorted(per.values(), key=lambda e: (-e["primary"], -e["second_source"], e["cdmo_id"]))
+    return [CdmoPlacements(**row) for row in rows]
 
 
 def list_unassigned(

@@ -8,10 +8,12 @@ import logging
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from schemas.api import Health, Readiness
+from schemas.api import Health, Readiness, WorkersSeen
 from service.deps import ServicesDep
 from service.errors import PROBLEM_TYPES, NotFoundError
+from service.jobs.workers import WorkerRegistry
 from service.openapi import problems
+from service.runtime import Services
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
@@ -29,7 +31,8 @@ async def health() -> Health:
 
 @router.get(
     "/ready",
-    summary="Readiness: database reachable and migrated, key-value store reachable",
+    summary="Readiness: database reachable and migrated, key-value store reachable; workers "
+    "seen recently (informational: no worker does not make the API unready)",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "A backing service is down."}},
 )
@@ -50,8 +53,29 @@ async def ready(services: ServicesDep) -> Response:
         database=services.db.dialect if db_ok else "unreachable",
         store=services.store.kind if store_ok else "unreachable",
         migrated=migrated,
+        workers=await asyncio.to_thread(_workers_seen, services),
     )
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+def _workers_seen(services: Services) -> WorkersSeen:
+    """Workers that beat recently. The API serves without them (runs wait, queued), so the
+    count is reported, never a reason to be unready."""
+    cfg = services.settings.runs
+    jobs = services.jobs
+    if jobs is None:
+        return WorkersSeen(engine="none", seen=0, window_s=cfg.worker_seen_s)
+    if jobs.kind == "local":  # no Redis: the API's own pool runs the jobs
+        return WorkersSeen(engine="local", seen=cfg.local_workers, window_s=cfg.worker_seen_s)
+    client = getattr(services.store, "client", None)
+    seen: int | None = None
+    if client is not None:
+        try:
+            registry = WorkerRegistry(client, prefix=services.settings.redis.key_prefix)
+            seen = len(registry.seen(cfg.worker_seen_s))
+        except Exception:  # noqa: BLE001 - reported as unknown, like the store itself
+            log.warning("readiness: could not read worker heartbeats", exc_info=True)
+    return WorkersSeen(engine="dramatiq", seen=seen, window_s=cfg.worker_seen_s)
 
 
 @router.get(

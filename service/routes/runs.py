@@ -21,6 +21,7 @@ from schemas.api import (
     Page,
     RunAssignment,
     RunCreate,
+    RunPlacementsByCdmo,
     RunPublic,
     RunStatus,
     RunUnassigned,
@@ -193,6 +194,18 @@ def replay_run(run: RunDep, tx: Tx, principal: OperatorOrg, services: ServicesDe
 def list_assignments(run: RunDep, session: SessionDep, page: PageDep) -> Page[RunAssignment]:
     rows, cursor = repo.runs.list_assignments(session=session, run_id=run.id, page=page)
     return Page(items=rows, next_cursor=cursor)
+
+
+@router.get(
+    "/{run_id}/placements-by-cdmo",
+    summary="Projects placed per CDMO (primary and second source) and their value, most "
+    "placements first: the dashboard's chart without paging every assignment",
+    responses=problems(404, 422),
+)
+def placements_by_cdmo(run: RunDep, session: SessionDep) -> RunPlacementsByCdmo:
+    return RunPlacementsByCdmo(
+        run_id=run.id, items=repo.runs.placements_by_cdmo(session=session, run_id=run.id)
+    )
 
 
 @router.get(

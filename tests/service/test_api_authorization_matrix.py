@@ -86,6 +86,7 @@ RULES: dict[str, tuple[Any, Any, Any, Any, Any]] = {
     "GET /v1/match-runs/{run_id}": (HIDE, HIDE, HIDE, HIDE, ALLOW),
     "GET /v1/match-runs/{run_id}/events": (HIDE, HIDE, HIDE, HIDE, ALLOW),
     "GET /v1/match-runs/{run_id}/assignments": (HIDE, HIDE, HIDE, HIDE, ALLOW),
+    "GET /v1/match-runs/{run_id}/placements-by-cdmo": (HIDE, HIDE, HIDE, HIDE, ALLOW),
     "GET /v1/match-runs/{run_id}/unassigned": (HIDE, HIDE, HIDE, HIDE, ALLOW),
     "POST /v1/match-runs/{run_id}/cancel": (HIDE, HIDE, HIDE, HIDE, ALLOW),
     "POST /v1/match-runs/{run_id}/replay": (HIDE, HIDE, HIDE, HIDE, ALLOW),

@@ -59,6 +59,7 @@ ENDPOINTS = {
     ("/v1/match-runs/{run_id}/cancel", "post"),
     ("/v1/match-runs/{run_id}/replay", "post"),
     ("/v1/match-runs/{run_id}/assignments", "get"),
+    ("/v1/match-runs/{run_id}/placements-by-cdmo", "get"),
     ("/v1/match-runs/{run_id}/unassigned", "get"),
     ("/v1/match-runs/{run_id}/events", "get"),
     ("/v1/match-runs/{run_id}/utilisation", "get"),
