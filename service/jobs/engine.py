@@ -81,8 +81,9 @@ def _housekeeping_entry(task: str, period: int | None = None, claim_ttl_s: int =
         raise RuntimeError("no housekeeping handler installed in this worker")
     if period is not None and _housekeeping_claim is not None:
         if not _housekeeping_claim(task, period, claim_ttl_s):
-            log.info("housekeeping %s period %d already swept", task, period)
+            log.info("housekeeping %s period %d: already claimed, skipped", task, period)
             return
+        log.info("housekeeping %s period %d: claimed, sweeping", task, period)
     _housekeeping(task)
 
 
