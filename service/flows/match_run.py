@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
-from schemas.api import FINAL_RUN_STATUSES, RunProgress, RunScope, RunStatus, RunSummary
+from schemas.api import RunProgress, RunScope, RunStatus, RunSummary
 from schemas.market import MarketSnapshot, MatchResult, RunParams
 from service import repositories as repo
 from service.config import RunsSettings
@@ -34,7 +34,6 @@ from service.flows import commit_run
 from service.flows.snapshot import run_snapshot
 from service.jobs.events import EventChannel
 from service.models import MatchRun
-from service.notifications import outbox
 from service.repositories.runs import LostClaim
 
 log = logging.getLogger(__name__)
@@ -175,35 +174,6 @@ def execute(ctx: RunContext, run_id: str) -> None:
         final = repo.runs.load(session, run_id)
         if final is not None:
             _event(ctx, run_id, "status", {"status": final.status})
-    _notify_finished(ctx, run_id)
-
-
-def _notify_finished(ctx: RunContext, run_id: str) -> None:
-    """``run.finished`` to the organisation that started the run (best effort)."""
-    try:
-        with ctx.db.session() as session:
-            run = repo.runs.load(session, run_id)
-            if run is None or run.status not in {s.value for s in FINAL_RUN_STATUSES}:
-                return
-            summary = run.summary or {}
-            commit = summary.get("commit") or {}
-            outbox.record(
-                session,
-                org_ids=[run.created_by],
-                kind=outbox.EventKind.RUN_FINISHED,
-                data={
-                    "run_id": run.id,
-                    "status": run.status,
-                    "dry_run": run.dry_run,
-                    "placed": summary.get("placed"),
-                    "unplaced": summary.get("unplaced"),
-                    "proposed": commit.get("proposed"),
-                    "error": run.error,
-                },
-            )
-            session.commit()
-    except Exception:  # noqa: BLE001 - a notification never fails a run
-        log.warning("could not record run.finished", extra={"run_id": run_id}, exc_info=True)
 
 
 def _fail(ctx: RunContext, run_id: str, token: str, error: str) -> None:
@@ -214,7 +184,6 @@ def _fail(ctx: RunContext, run_id: str, token: str, error: str) -> None:
             )
             session.commit()
         _event(ctx, run_id, "status", {"status": RunStatus.FAILED.value, "error": error})
-        _notify_finished(ctx, run_id)
     except LostClaim:
         pass
 
