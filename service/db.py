@@ -183,14 +183,32 @@ class Database:
             self._probe.dispose()
 
 
-def bump_market_version(session: Session) -> int:
+_SUPPLY_CHANGED = "cdmo_supply_changed"
+
+
+def mark_supply_changed(session: Session) -> None:
+    """This transaction changes the supply side (sites, certifications, listings, held
+    hours): its :func:`bump_market_version` bumps the supply version too."""
+    session.info[_SUPPLY_CHANGED] = True
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_supply_mark(session: Session) -> None:
+    session.info.pop(_SUPPLY_CHANGED, None)
+
+
+def bump_market_version(session: Session, *, supply: bool = False) -> int:
     """Call last in every transaction that changes the market (it takes the row lock last,
-    so two writers never wait on each other in opposite orders)."""
+    so two writers never wait on each other in opposite orders). ``supply`` (or an earlier
+    :func:`mark_supply_changed`): the supply version moves too, in the same statement."""
     session.flush()
+    values: dict[str, Any] = {"version": MarketState.version + 1}
+    if session.info.pop(_SUPPLY_CHANGED, False) or supply:
+        values["supply_version"] = MarketState.supply_version + 1
     bumped = session.execute(
         update(MarketState)
         .where(col(MarketState.id) == MARKET_STATE_ID)
-        .values(version=MarketState.version + 1)
+        .values(**values)
         .returning(col(MarketState.version))
         # No ORM synchronisation: it would scan every object in the session (thousands in an
         # optimiser batch) for a row that is never loaded as an object.
@@ -201,6 +219,11 @@ def bump_market_version(session: Session) -> int:
 
 def read_market_version(session: Session) -> int:
     stmt = select(col(MarketState.version)).where(col(MarketState.id) == MARKET_STATE_ID)
+    return int(session.execute(stmt).scalar_one())
+
+
+def read_supply_version(session: Session) -> int:
+    stmt = select(col(MarketState.supply_version)).where(col(MarketState.id) == MARKET_STATE_ID)
     return int(session.execute(stmt).scalar_one())
 
 

@@ -235,6 +235,11 @@ class MarketState(SQLModel, table=True):
 
     id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     version: int = Field(default=0, sa_type=BigInteger)
+    # Bumped (with ``version``) only by writes that change the supply side: sites and their
+    # certifications, listings, capacity held or released by deals (``mark_supply_changed``).
+    supply_version: int = Field(
+        default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"}
+    )
 
 
 class MatchRun(SQLModel, table=True):

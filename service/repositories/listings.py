@@ -107,7 +107,7 @@ def create_listing(
     )
     session.add(listing)
     try:
-        bump_market_version(session)  # flushes the insert first
+        bump_market_version(session, supply=True)  # flushes the insert first
     except IntegrityError as exc:  # the same listing created concurrently
         raise ConflictError(
             f"site {site.id} already lists {listing_in.process.value} for {listing_in.month}"
@@ -117,7 +117,7 @@ def create_listing(
 
 def _write(session: Session, listing: Listing, values: dict[str, Any]) -> Listing:
     versioned_update(session, Listing, listing, values, f"listing {listing.id}")
-    bump_market_version(session)
+    bump_market_version(session, supply=True)
     return listing
 
 
@@ -180,4 +180,4 @@ def delete_listing(*, session: Session, listing: Listing, expected: frozenset[in
             held_hours=listing.held_hours,
         )
     versioned_delete(session, Listing, listing, f"listing {listing.id}")
-    bump_market_version(session)
+    bump_market_version(session, supply=True)

@@ -114,7 +114,7 @@ class Backend:
             else:
                 for table in TABLES:
                     conn.execute(text(f"DELETE FROM {table}"))
-            conn.execute(text("UPDATE market_state SET version = 0"))
+            conn.execute(text("UPDATE market_state SET version = 0, supply_version = 0"))
         store = self.services.store
         if isinstance(store, RedisStore):
             store.prefix = f"{self.base_prefix}{uuid.uuid4().hex[:8]}:"
