@@ -308,6 +308,21 @@ class MatchRunUnassigned(SQLModel, table=True):
     shortfalls: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
 
 
+class RunExplanation(SQLModel, table=True):
+    """An explanation computed by the worker when its run committed (``kind`` ``project``:
+    the maker's view of ``subject_id``; ``proposal``: the CDMO's view of a proposal the run
+    made), so the API only reads it."""
+
+    __tablename__ = "run_explanations"
+
+    run_id: str = Field(
+        foreign_key="match_runs.id", ondelete="CASCADE", max_length=64, primary_key=True
+    )
+    kind: str = Field(max_length=16, primary_key=True)
+    subject_id: str = Field(max_length=64, primary_key=True)
+    body: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+
+
 class MatchRunEvent(SQLModel, table=True):
     """Progress events of a run when there is no Redis (the embedded default)."""
 

@@ -174,6 +174,34 @@ def execute(ctx: RunContext, run_id: str) -> None:
         final = repo.runs.load(session, run_id)
         if final is not None:
             _event(ctx, run_id, "status", {"status": final.status})
+    if (
+        final is not None
+        and final.status == RunStatus.SUCCEEDED.value
+        and not final.dry_run
+        and final.replay_of is None
+    ):
+        _store_explanations(ctx, run_id)
+
+
+def _store_explanations(ctx: RunContext, run_id: str) -> None:
+    """The run's explanations, computed here once so the API only reads them (best effort:
+    without them the API explains from the run's snapshot)."""
+    from service.flows.explanations import store_run_explanations
+
+    t0 = time.perf_counter()
+    try:
+        stored = store_run_explanations(ctx.db, run_id)
+    except Exception:  # noqa: BLE001 - an explanation never fails a committed run
+        log.warning(
+            "could not store the run's explanations", extra={"run_id": run_id}, exc_info=True
+        )
+        return
+    log.info(
+        "stored %d explanations in %.2f s",
+        stored,
+        time.perf_counter() - t0,
+        extra={"run_id": run_id},
+    )
 
 
 def _fail(ctx: RunContext, run_id: str, token: str, error: str) -> None:

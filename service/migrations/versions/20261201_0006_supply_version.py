@@ -1,6 +1,6 @@
 """Market state: a supply-only version (sites, listings, certifications, holds), bumped with
 the market version by supply writes only, so instant candidates keep their site side across
-project writes.
+project writes. Run explanations: computed by the worker when a run commits, read by the API.
 
 Revision ID: 20261201_0006
 Revises: 20261201_0005
@@ -11,6 +11,9 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
+
+JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
 
 revision: str = "20261201_0006"
 down_revision: str | None = "20261201_0005"
@@ -23,8 +26,23 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("supply_version", sa.BigInteger(), nullable=False, server_default="0")
         )
+    op.create_table(
+        "run_explanations",
+        sa.Column("run_id", sa.String(64), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("subject_id", sa.String(64), nullable=False),
+        sa.Column("body", JSON, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["match_runs.id"],
+            name=op.f("fk_run_explanations_run_id_match_runs"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("run_id", "kind", "subject_id", name=op.f("pk_run_explanations")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("run_explanations")
     with op.batch_alter_table("market_state") as batch:
         batch.drop_column("supply_version")
