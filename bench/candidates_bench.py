@@ -126,6 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=200, help="per endpoint per run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--database-url", default=None, help="an EMPTY database (default SQLite)")
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also profile N project-candidates requests (cProfile, top functions by "
+        "cumulative time: auth, DB read, kernel call, serialisation)",
+    )
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -184,6 +192,17 @@ def main(argv: list[str] | None = None) -> int:
                         samples[kind].append(timer.samples[-1])
                 per_run.append({k: _percentiles(v) for k, v in samples.items()})
                 loads.append(os.getloadavg()[0])
+            if args.profile:
+                import cProfile
+                import pstats
+
+                profiler = cProfile.Profile()
+                profiler.enable()
+                for i in range(args.profile):
+                    call("project", i)
+                profiler.disable()
+                print(f"\nprofile of {args.profile} project-candidates requests:")
+                pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
     cores = os.cpu_count()
     print(
         f"\n{args.runs} runs x {args.requests} requests per endpoint; load average during "

@@ -17,6 +17,8 @@ import datetime as dt
 import threading
 import weakref
 
+from sqlmodel import Session
+
 from matcher.candidates import SiteSide, instant_candidates, warm_up
 from schemas.api import ProjectCreate
 from schemas.api.candidates import CandidatesPublic
@@ -84,19 +86,21 @@ def site_side_cache(db: Database) -> SiteSideCache:
         return cache
 
 
-def _current(db: Database) -> SiteSide:
-    with db.session(write=False) as session:
-        supply_version = read_supply_version(session)
-    return site_side_cache(db).at(supply_version)
+def _current(db: Database, session: Session) -> SiteSide:
+    """The site side at the supply version read now, on the request's own session (one
+    indexed row; no second connection)."""
+    return site_side_cache(db).at(read_supply_version(session))
 
 
-def project_candidates(*, db: Database, project: Project, limit: int) -> CandidatesPublic:
+def project_candidates(
+    *, db: Database, session: Session, project: Project, limit: int
+) -> CandidatesPublic:
     """Candidates of a stored project (any status: a quote changes nothing)."""
     market_project = MarketProject.model_validate(
         {name: getattr(project, name) for name in MarketProject.model_fields}
     )
     return instant_candidates(
-        _current(db), market_project, limit=limit, params=PARAMS, project_id=project.id
+        _current(db, session), market_project, limit=limit, params=PARAMS, project_id=project.id
     )
 
 
@@ -104,11 +108,14 @@ def draft_candidates(
     *, db: Database, principal: Principal, draft: ProjectCreate, limit: int
 ) -> CandidatesPublic:
     """Candidates of a project body before it is posted: checked in context exactly as
-    ``POST /v1/projects`` checks it (its maker, its excluded CDMOs); nothing is written."""
+    ``POST /v1/projects`` checks it (its maker, its excluded CDMOs); nothing is written.
+    Read in an autocommit session of its own (the POST's session would be a transaction)."""
     with db.session(write=False) as session:
         maker_id = repo.projects.check_project_create(
             session=session, principal=principal, project_in=draft
         )
+        supply_version = read_supply_version(session)
+    side = site_side_cache(db).at(supply_version)
     market_project = MarketProject.model_validate(
         {
             **draft.model_dump(mode="json", exclude={"maker_id", "status"}),
@@ -116,4 +123,4 @@ def draft_candidates(
             "maker_id": maker_id,
         }
     )
-    return instant_candidates(_current(db), market_project, limit=limit, params=PARAMS)
+    return instant_candidates(side, market_project, limit=limit, params=PARAMS)
