@@ -61,7 +61,7 @@ class Sweeps:
 
     def expire_once(self) -> int:
         expired = deals.expire_due(self.db, ttl_s=self.settings.deals.proposal_ttl_s)
-        log.info("expiry sweep: %d expired", expired)
+        log.debug("expiry sweep: %d expired", expired)
         return expired
 
     def close(self) -> None:
