@@ -276,8 +276,15 @@ def _rows(env: Environment, statuses: dict[tuple[str, str], int]) -> list[Row]:
 # --- the two modes ---------------------------------------------------------------------------
 
 
-def capacity_run(target: Target, levels: list[int], seconds: float, out: Path) -> dict[str, Any]:
-    order = ["health", *capacity.READS, *capacity.WRITES, "health"]
+def capacity_run(
+    target: Target,
+    levels: list[int],
+    seconds: float,
+    out: Path,
+    endpoints: list[str] | None = None,
+) -> dict[str, Any]:
+    chosen = endpoints or [*capacity.READS, *capacity.WRITES]
+    order = ["health", *chosen, "health"]
     result: dict[str, Any] = {"levels": {}}
     for n_users in levels:
         measured: dict[str, list[Row]] = {}
@@ -378,6 +385,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", DEFAULT_DB))
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", DEFAULT_REDIS))
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--endpoints",
+        nargs="+",
+        choices=[*capacity.READS, *capacity.WRITES],
+        help="capacity mode: only these endpoints (default all; /health is always measured)",
+    )
     args = parser.parse_args(argv)
     levels = args.users or ([20, 100] if args.mode == "capacity" else [50])
     seconds = args.seconds or (15.0 if args.mode == "capacity" else 60.0)
@@ -396,8 +409,10 @@ def main(argv: list[str] | None = None) -> int:
         context = topology(args.processes, args.database_url, args.redis_url)
     with context as target:
         print(f"{args.mode}: {target.description}; results in {out}", flush=True)
-        run = capacity_run if args.mode == "capacity" else scenario_run
-        result = run(target, levels, seconds, out)
+        if args.mode == "capacity":
+            result = capacity_run(target, levels, seconds, out, args.endpoints)
+        else:
+            result = scenario_run(target, levels, seconds, out)
     result.update(
         mode=args.mode,
         topology=target.description,

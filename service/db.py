@@ -18,6 +18,7 @@ their own connection (:meth:`Database.ping`), never the request pool.
 from __future__ import annotations
 
 import asyncio
+import random
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -26,14 +27,14 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, col
 
 from service.config import DatabaseSettings
 from service.errors import ServiceUnavailableError
-from service.models import MARKET_STATE_ID, MarketState
+from service.models import MARKET_STATE_STRIPES, MarketState
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -197,33 +198,38 @@ def _forget_supply_mark(session: Session) -> None:
     session.info.pop(_SUPPLY_CHANGED, None)
 
 
-def bump_market_version(session: Session, *, supply: bool = False) -> int:
-    """Call last in every transaction that changes the market (it takes the row lock last,
-    so two writers never wait on each other in opposite orders). ``supply`` (or an earlier
-    :func:`mark_supply_changed`): the supply version moves too, in the same statement."""
+def bump_market_version(session: Session, *, supply: bool = False) -> None:
+    """Call last in every transaction that changes the market: it adds one to a random stripe
+    of the version (see :class:`service.models.MarketState`), taking that row's lock last, so
+    two writers never wait on each other in opposite orders and rarely on each other at all.
+    The version becomes visible with the transaction's commit, never before. ``supply`` (or
+    an earlier :func:`mark_supply_changed`): the stripe's supply version moves too, in the
+    same statement."""
     session.flush()
     values: dict[str, Any] = {"version": MarketState.version + 1}
     if session.info.pop(_SUPPLY_CHANGED, False) or supply:
         values["supply_version"] = MarketState.supply_version + 1
-    bumped = session.execute(
+    session.execute(
         update(MarketState)
-        .where(col(MarketState.id) == MARKET_STATE_ID)
+        .where(col(MarketState.id) == random.randint(1, MARKET_STATE_STRIPES))
         .values(**values)
-        .returning(col(MarketState.version))
         # No ORM synchronisation: it would scan every object in the session (thousands in an
         # optimiser batch) for a row that is never loaded as an object.
         .execution_options(synchronize_session=False)
     )
-    return int(bumped.scalar_one())
 
 
 def read_market_version(session: Session) -> int:
-    stmt = select(col(MarketState.version)).where(col(MarketState.id) == MARKET_STATE_ID)
+    """The market version as of the session's snapshot: it grows by one with every committed
+    market write."""
+    stmt = select(func.coalesce(func.sum(col(MarketState.version)), 0))
     return int(session.execute(stmt).scalar_one())
 
 
 def read_supply_version(session: Session) -> int:
-    stmt = select(col(MarketState.supply_version)).where(col(MarketState.id) == MARKET_STATE_ID)
+    """The supply version as of the session's snapshot (the sum of its stripes): it grows
+    with every committed write to sites, listings or held hours."""
+    stmt = select(func.coalesce(func.sum(col(MarketState.supply_version)), 0))
     return int(session.execute(stmt).scalar_one())
 
 

@@ -13,7 +13,16 @@ from service_testkit import BACKENDS, PgAdmin
 from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
-from service.db import Database, alembic_config, current_revision, downgrade, upgrade
+from service.db import (
+    Database,
+    alembic_config,
+    bump_market_version,
+    current_revision,
+    downgrade,
+    read_market_version,
+    upgrade,
+)
+from service.models import MARKET_STATE_STRIPES
 
 TABLES = {
     "organisations",
@@ -51,7 +60,8 @@ def test_upgrade_builds_the_models_schema_and_downgrade_removes_it(fresh_db: Dat
             MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata
         )
         assert diff == [], diff
-        assert conn.execute(text("SELECT id, version FROM market_state")).all() == [(1, 0)]
+        stripes = conn.execute(text("SELECT id, version FROM market_state ORDER BY id")).all()
+        assert stripes == [(i, 0) for i in range(1, MARKET_STATE_STRIPES + 1)]
     downgrade(engine, "base")
     assert current_revision(engine) is None
     assert not TABLES & set(inspect(engine).get_table_names())
@@ -76,3 +86,29 @@ def test_migration_files_are_dated() -> None:
     assert names, "no migrations"
     for name in names:
         assert name[:8].isdigit() and name[8] == "_", name
+
+
+def test_market_version_is_the_sum_of_its_stripes_and_survives_a_downgrade(
+    fresh_db: Database,
+) -> None:
+    """Each market write bumps one random stripe: the version still grows by exactly one per
+    committed write, and going back to one row keeps it."""
+    upgrade(fresh_db.engine)
+    for _ in range(40):
+        with fresh_db.session() as session:
+            bump_market_version(session)
+            session.commit()
+    with fresh_db.session() as session:
+        bump_market_version(session)
+        session.rollback()  # an uncommitted write never shows
+    with fresh_db.session(write=False) as session:
+        assert read_market_version(session) == 40
+    with fresh_db.engine.connect() as conn:
+        used = conn.execute(text("SELECT count(*) FROM market_state WHERE version > 0")).scalar()
+    assert used > 1  # spread over stripes (40 draws over 32 stripes: one stripe is ~1e-59)
+    downgrade(fresh_db.engine, "20261201_0005")
+    with fresh_db.engine.connect() as conn:
+        assert conn.execute(text("SELECT id, version FROM market_state")).all() == [(1, 40)]
+    upgrade(fresh_db.engine)
+    with fresh_db.session(write=False) as session:
+        assert read_market_version(session) == 40

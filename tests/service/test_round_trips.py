@@ -72,9 +72,11 @@ class RoundTrips:
 
 
 @pytest.fixture
-def trips(api: Api) -> Iterator[RoundTrips]:
+def trips(api: Api, monkeypatch: pytest.MonkeyPatch) -> Iterator[RoundTrips]:
     if api.backend.name != "services":
         pytest.skip("round trips are counted on PostgreSQL (the services backend)")
+    # keys stay cached for the whole test, however slow a loaded machine makes it
+    monkeypatch.setattr(api.backend.services.auth, "ttl_s", 3600.0)
     with RoundTrips(api.backend.db.engine) as counter:
         yield counter
 

@@ -2,8 +2,8 @@
 the market version by supply writes only, so instant candidates keep their site side across
 project writes. Run explanations: computed by the worker when a run commits, read by the API.
 
-Revision ID: 20261201_0006
-Revises: 20261201_0005
+Revision ID: 20261201_0007
+Revises: 20261201_0006
 Create Date: 2026-12-01
 """
 
@@ -15,8 +15,8 @@ from sqlalchemy.dialects import postgresql
 
 JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
 
-revision: str = "20261201_0006"
-down_revision: str | None = "20261201_0005"
+revision: str = "20261201_0007"
+down_revision: str | None = "20261201_0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
