@@ -117,6 +117,30 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
+def _profile(app: Any, project_ids: list[str], n: int) -> None:
+    """cProfile of the project-candidates request path below HTTP, on this thread (the test
+    client runs the app on another): the project's read, the supply version, the kernels,
+    the serialisation. Authentication is a cache hit in the middleware (see /health's ratio)."""
+    import cProfile
+    import pstats
+
+    from service.flows import candidates as flow
+    from service.models import Project
+
+    db = app.state.services.db
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for i in range(n):
+        with db.session(write=False) as session:
+            project = session.get(Project, project_ids[i % len(project_ids)])
+            assert project is not None
+            body = flow.project_candidates(db=db, session=session, project=project, limit=10)
+        body.model_dump_json()
+    profiler.disable()
+    print(f"\nprofile of {n} project-candidates requests (below HTTP):")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sites", type=int, default=10_000)
@@ -126,6 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=200, help="per endpoint per run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--database-url", default=None, help="an EMPTY database (default SQLite)")
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also profile N project-candidates requests (cProfile, top functions by "
+        "cumulative time: auth, DB read, kernel call, serialisation)",
+    )
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -184,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                         samples[kind].append(timer.samples[-1])
                 per_run.append({k: _percentiles(v) for k, v in samples.items()})
                 loads.append(os.getloadavg()[0])
+            if args.profile:
+                _profile(app, project_ids, args.profile)
     cores = os.cpu_count()
     print(
         f"\n{args.runs} runs x {args.requests} requests per endpoint; load average during "

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One command for the production topology on one machine, without containers:
-#   make stack [API_PROCESSES=2] [WORKERS=2] [PORT=8000] [DEMO=1] [PROCESSES="api worker"]
+#   make stack [API_PROCESSES=2] [WORKERS=2] [PORT=8000] [DEMO=1] [PROCESSES="api worker scheduler"]
 # against the local PostgreSQL (DATABASE_URL, default database `cdmo`, created if missing) and
 # Redis (REDIS_URL). Migrates once, then honcho supervises API_PROCESSES API processes (one
-# uvicorn, one port) and WORKERS match workers (`cdmo worker`); Ctrl-C stops them all.
+# uvicorn, one port), WORKERS match workers (`cdmo worker`) and one scheduler (`cdmo
+# scheduler`: the periodic expiry and webhook jobs the workers run); Ctrl-C stops them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV_BIN="$(pwd)/${VENV:-.venv}/bin"
@@ -40,4 +41,4 @@ if url.get_backend_name() == "postgresql":
 PY
 cdmo db upgrade
 # shellcheck disable=SC2086  # PROCESSES is a list of process names
-exec honcho --procfile deploy/Procfile --app-root . start --concurrency "api=1,worker=$WORKERS" ${PROCESSES:-}
+exec honcho --procfile deploy/Procfile --app-root . start --concurrency "api=1,worker=$WORKERS,scheduler=1" ${PROCESSES:-}

@@ -130,7 +130,9 @@ def topology(processes: int, database_url: str, redis_url: str) -> Iterator[Targ
             base,
             match.group(1),
             f"{processes} API process(es) (uvicorn, httptools/uvloop), "
-            f"{len(workers)} worker(s), PostgreSQL + Redis on this machine",
+            f"{sum(1 for w in workers if w.args[1] == 'worker')} worker(s) and "
+            f"{sum(1 for w in workers if w.args[1] == 'scheduler')} scheduler, "
+            "PostgreSQL + Redis on this machine",
             api.pid,
         )
     finally:
@@ -149,12 +151,17 @@ def topology(processes: int, database_url: str, redis_url: str) -> Iterator[Targ
 
 
 def _start_workers(env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
-    """`cdmo worker` once the match-runs branch provides it; none before."""
+    """`cdmo worker` (and `cdmo scheduler`) once the match-runs branch provides it; none
+    before."""
     cdmo = _bin("cdmo")
     probe = subprocess.run([cdmo, "worker", "--help"], env=env, capture_output=True)
     if probe.returncode != 0:
         return []
-    return [subprocess.Popen([cdmo, "worker"], env=env, cwd=ROOT, start_new_session=True)]
+    return [
+        subprocess.Popen([cdmo, "worker"], env=env, cwd=ROOT, start_new_session=True),
+        # the one scheduler: the periodic expiry and webhook jobs the workers run
+        subprocess.Popen([cdmo, "scheduler"], env=env, cwd=ROOT, start_new_session=True),
+    ]
 
 
 def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:

@@ -264,6 +264,13 @@ def instant_candidates(
     )
 
 
+# The anchor's other fields at their defaults, resolved once (as ``model_construct`` would).
+_ANCHOR_DEFAULTS = {
+    name: Project.model_fields[name].get_default(call_default_factory=True)
+    for name in ("title", "stage", "second_source_separation", "confidential")
+}
+
+
 def _encode(
     side: SiteSide, project: Project, params: RunParams
 ) -> tuple[Encoded, kernels.RowArrays]:
@@ -276,26 +283,28 @@ def _encode(
     lo = min(table.h0, month_index(project.window_start))
     hi = max(table.h0 + table.months - 1, month_index(project.window_end))
     if table.months and hi - lo + 1 <= MAX_HORIZON_MONTHS:
+        # A copy of the project with its differences set (``model_copy``: no per-request
+        # default resolution, which ``model_construct`` pays for every omitted field).
         projects.append(
-            Project.model_construct(
-                id="~horizon",
-                maker_id="~",
-                category=project.category,
-                device_class=project.device_class,
-                target_markets=project.target_markets,
-                required_certifications=[],
-                loads=[
-                    ProcessLoad.model_construct(
-                        process=project.loads[0].process, monthly_hours=[0.0] * table.months
-                    )
-                ],
-                window_start=month_name(table.h0),
-                window_end=month_name(table.h0 + table.months - 1),
-                priority=1,
-                budget_ceiling=None,
-                excluded_cdmo_ids=[],
-                second_source_required=False,
-                second_source_share=0.3,
+            project.model_copy(
+                update={
+                    "id": "~horizon",
+                    "maker_id": "~",
+                    "required_certifications": [],
+                    "loads": [
+                        ProcessLoad.model_construct(
+                            process=project.loads[0].process, monthly_hours=[0.0] * table.months
+                        )
+                    ],
+                    "window_start": month_name(table.h0),
+                    "window_end": month_name(table.h0 + table.months - 1),
+                    "priority": 1,
+                    "budget_ceiling": None,
+                    "excluded_cdmo_ids": [],
+                    "second_source_required": False,
+                    "second_source_share": 0.3,
+                    **_ANCHOR_DEFAULTS,
+                }
             )
         )
     snapshot = MarketSnapshot.model_construct(
@@ -306,6 +315,7 @@ def _encode(
         projects=projects,
         previous=[],
         pinned=[],
+        forbidden=[],  # every field given: no per-request default resolution
     )
     enc = encode(snapshot, params, table)
     # The project comes first: its rows are 0 (and 1), its group is 0.

@@ -11,12 +11,15 @@ from anyio import to_thread
 from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
+from service import housekeeping
 from service.config import Settings, get_settings
 from service.deps import reject_nul_characters
 from service.docs import STATIC_URL, install_redoc
 from service.errors import install_error_handlers
-from service.housekeeping import Housekeeper
+from service.flows.match_run import warm_up
 from service.idempotency import install_idempotency
+from service.jobs.engine import DramatiqEngine, make_job_engine
+from service.jobs.reaper import Reaper, runs_state
 from service.metrics import MetricsMiddleware
 from service.middleware import AuthenticationMiddleware, BodyLimitMiddleware
 from service.observability import RequestContextMiddleware, configure_logging
@@ -66,15 +69,13 @@ TAGS: list[dict[str, Any]] = [
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
-    from service import worker
-
     settings = settings or get_settings()
     services = services or build_services(settings)
     configure_logging(settings.log_level, settings.log_format)
     if services.jobs is None:
-        services.jobs = worker.make_job_engine(settings)
+        services.jobs = make_job_engine(settings)
     jobs = services.jobs
-    services.metrics.watch_runs(lambda: worker.runs_state(services.db))
+    services.metrics.watch_runs(lambda: runs_state(services.db))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -86,14 +87,24 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # Warm the matcher here too, beside serving (the API never solves: nothing waits for
         # it); start the local pool (embedded mode, its processes warm up themselves) and a
         # reaper.
-        threading.Thread(target=worker.warm_up, name="matcher-warm-up", daemon=True).start()
+        threading.Thread(target=warm_up, name="matcher-warm-up", daemon=True).start()
         start = getattr(jobs, "start", None)
         if start is not None:
             start()
-        reaper = worker.Reaper(services.db, jobs, services.events, settings).start()
-        housekeeper = Housekeeper(services.db, settings).start()  # expiry, webhooks
+        reaper = Reaper(services.db, jobs, services.events, settings).start()
+        # Expiry and webhooks: jobs of the engine with Redis (`cdmo scheduler` + workers;
+        # this process only kicks delivery of the events it commits), the same sweeps on a
+        # clock in this process when embedded.
+        background: Any = (
+            housekeeping.announcer(settings, jobs)
+            if isinstance(jobs, DramatiqEngine)
+            else housekeeping.Housekeeper(services.db, settings)
+        )
+        if background is not None:
+            background.start()
         yield
-        housekeeper.stop()
+        if background is not None:
+            background.stop()
         reaper.stop()
         services.close()
 

@@ -193,6 +193,23 @@ def worker(
     serve_worker(settings, threads=threads)
 
 
+@app.command()
+def scheduler() -> None:
+    """Send the periodic jobs (proposal expiry, webhook retries) to the workers through Redis;
+    run exactly one (needs REDIS_URL); stop with SIGTERM."""
+    from service.housekeeping import serve_scheduler
+    from service.jobs.engine import dramatiq_engine
+
+    settings = _settings()
+    if not settings.redis_url:
+        typer.echo(
+            "cdmo scheduler needs REDIS_URL (without it, the API runs the periodic jobs itself)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    serve_scheduler(settings, dramatiq_engine(settings))
+
+
 runs_app = typer.Typer(
     help="Match runs on a server (submit, list, show, cancel) and housekeeping (prune).",
     no_args_is_help=True,

@@ -184,16 +184,35 @@ class Database:
             self._probe.dispose()
 
 
-def bump_market_version(session: Session) -> None:
+_SUPPLY_CHANGED = "cdmo_supply_changed"
+
+
+def mark_supply_changed(session: Session) -> None:
+    """This transaction changes the supply side (sites, certifications, listings, held
+    hours): its :func:`bump_market_version` bumps the supply version too."""
+    session.info[_SUPPLY_CHANGED] = True
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_supply_mark(session: Session) -> None:
+    session.info.pop(_SUPPLY_CHANGED, None)
+
+
+def bump_market_version(session: Session, *, supply: bool = False) -> None:
     """Call last in every transaction that changes the market: it adds one to a random stripe
     of the version (see :class:`service.models.MarketState`), taking that row's lock last, so
     two writers never wait on each other in opposite orders and rarely on each other at all.
-    The version becomes visible with the transaction's commit, never before."""
+    The version becomes visible with the transaction's commit, never before. ``supply`` (or
+    an earlier :func:`mark_supply_changed`): the stripe's supply version moves too, in the
+    same statement."""
     session.flush()
+    values: dict[str, Any] = {"version": MarketState.version + 1}
+    if session.info.pop(_SUPPLY_CHANGED, False) or supply:
+        values["supply_version"] = MarketState.supply_version + 1
     session.execute(
         update(MarketState)
         .where(col(MarketState.id) == random.randint(1, MARKET_STATE_STRIPES))
-        .values(version=MarketState.version + 1)
+        .values(**values)
         # No ORM synchronisation: it would scan every object in the session (thousands in an
         # optimiser batch) for a row that is never loaded as an object.
         .execution_options(synchronize_session=False)
@@ -204,6 +223,13 @@ def read_market_version(session: Session) -> int:
     """The market version as of the session's snapshot: it grows by one with every committed
     market write."""
     stmt = select(func.coalesce(func.sum(col(MarketState.version)), 0))
+    return int(session.execute(stmt).scalar_one())
+
+
+def read_supply_version(session: Session) -> int:
+    """The supply version as of the session's snapshot (the sum of its stripes): it grows
+    with every committed write to sites, listings or held hours."""
+    stmt = select(func.coalesce(func.sum(col(MarketState.supply_version)), 0))
     return int(session.execute(stmt).scalar_one())
 
 

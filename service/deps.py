@@ -229,9 +229,17 @@ def load_site(
 
 
 def load_listing(
-    listing_id: Annotated[str, Path(pattern=_ID)], session: SessionDep, principal: CurrentOrg
+    listing_id: Annotated[str, Path(pattern=_ID)],
+    session: SessionDep,
+    principal: CurrentOrg,
+    request: Request,
 ) -> tuple[Listing, str]:
-    return repo.listings.get_listing(session=session, principal=principal, listing_id=listing_id)
+    return repo.listings.get_listing(
+        session=session,
+        principal=principal,
+        listing_id=listing_id,
+        lock=request.method in ("PUT", "PATCH", "DELETE"),
+    )
 
 
 def load_project(

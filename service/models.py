@@ -239,6 +239,11 @@ class MarketState(SQLModel, table=True):
 
     id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     version: int = Field(default=0, sa_type=BigInteger)
+    # Bumped (with ``version``) only by writes that change the supply side: sites and their
+    # certifications, listings, capacity held or released by deals (``mark_supply_changed``).
+    supply_version: int = Field(
+        default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"}
+    )
 
 
 class MatchRun(SQLModel, table=True):
@@ -305,6 +310,21 @@ class MatchRunUnassigned(SQLModel, table=True):
     reason: str = Field(max_length=32)
     detail: str
     shortfalls: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
+
+
+class RunExplanation(SQLModel, table=True):
+    """An explanation computed by the worker when its run committed (``kind`` ``project``:
+    the maker's view of ``subject_id``; ``proposal``: the CDMO's view of a proposal the run
+    made), so the API only reads it."""
+
+    __tablename__ = "run_explanations"
+
+    run_id: str = Field(
+        foreign_key="match_runs.id", ondelete="CASCADE", max_length=64, primary_key=True
+    )
+    kind: str = Field(max_length=16, primary_key=True)
+    subject_id: str = Field(max_length=64, primary_key=True)
+    body: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
 
 
 class MatchRunEvent(SQLModel, table=True):

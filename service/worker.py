@@ -3,9 +3,9 @@ engine (:mod:`service.jobs`) and the flows (:mod:`service.flows`).
 
 * :func:`init_process` / :func:`run_job`: what a job process does (warm-up once, then the
   match-run flow per job) - used by Dramatiq workers and by the embedded local pool alike;
-* :class:`Reaper`: re-queues runs whose worker died or whose queue message was lost (runs in
-  every worker and in the API process);
-* :func:`serve`: the ``cdmo worker`` main loop.
+* :func:`serve`: the ``cdmo worker`` main loop: the runs' consumer, the housekeeping
+  consumer (expiry, webhooks: :mod:`service.housekeeping`), the reaper
+  (:mod:`service.jobs.reaper`).
 """
 
 from __future__ import annotations
@@ -17,12 +17,25 @@ import threading
 import time
 from typing import Any
 
-from service import repositories as repo
+from service import housekeeping
 from service.config import Settings
 from service.db import Database
-from service.jobs.engine import DramatiqEngine, JobEngine, LocalPoolEngine, set_handler
-from service.jobs.events import EventChannel, make_event_channel
+from service.jobs.engine import dramatiq_engine, make_job_engine, set_handler
+from service.jobs.events import make_event_channel
+from service.jobs.reaper import Reaper, runs_state
 from service.jobs.workers import WorkerRegistry, worker_id
+
+__all__ = [
+    "Reaper",
+    "dramatiq_engine",
+    "init_pool_process",
+    "init_process",
+    "make_job_engine",
+    "run_job",
+    "runs_state",
+    "serve",
+    "warm_up",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,84 +97,6 @@ def run_job(run_id: str) -> None:
     execute(_ctx, run_id)
 
 
-class Reaper:
-    """Every ``reaper_interval_s``: re-queue (or fail) runs whose heartbeat stopped, re-send
-    queued runs the queue may have lost. Several reapers (workers, API) may run at once: rows
-    are taken with ``SKIP LOCKED`` and re-sent messages are harmless duplicates."""
-
-    def __init__(
-        self, db: Database, engine: JobEngine, events: EventChannel, settings: Settings
-    ) -> None:
-        self.db, self.engine, self.events, self.settings = db, engine, events, settings
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="run-reaper", daemon=True)
-
-    def reap_once(self) -> list[Any]:
-        cfg = self.settings.runs
-        with self.db.session() as session:
-            actions = repo.runs.reap(
-                session=session,
-                heartbeat_timeout_s=cfg.heartbeat_timeout_s,
-                requeue_after_s=cfg.requeue_after_s,
-                max_attempts=cfg.max_attempts,
-            )
-            session.commit()
-        for action in actions:
-            log.warning(
-                "reaper: run %s (%s)", action.action, action.reason, extra={"run_id": action.run_id}
-            )
-            if action.action in ("requeued", "resent"):
-                try:
-                    self.engine.submit(action.run_id)
-                except Exception:  # noqa: BLE001 - the broker is down: next round re-sends
-                    log.warning("reaper could not re-send", extra={"run_id": action.run_id})
-            self.events.publish(action.run_id, "status", {"reaper": action.action})
-        return actions
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.settings.runs.reaper_interval_s):
-            try:
-                self.reap_once()
-            except Exception:  # noqa: BLE001 - keep reaping after a database blip
-                log.warning("reaper round failed", exc_info=True)
-
-    def start(self) -> Reaper:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
-def dramatiq_engine(settings: Settings) -> DramatiqEngine:
-    assert settings.redis_url
-    return DramatiqEngine(
-        settings.redis_url,
-        namespace=settings.redis.key_prefix + "dramatiq",
-        queue_name=settings.runs.queue_name,
-        heartbeat_timeout_s=settings.runs.heartbeat_timeout_s,
-    )
-
-
-def make_job_engine(settings: Settings) -> JobEngine:
-    """Dramatiq on Redis when ``REDIS_URL`` is set; otherwise a local pool of processes that
-    run the same job function (the embedded default)."""
-    if settings.redis_url:
-        return dramatiq_engine(settings)
-    return LocalPoolEngine(
-        run_job,
-        processes=settings.runs.local_workers,
-        initializer=init_pool_process,
-        initargs=(settings,),
-    )
-
-
-def runs_state(db: Database) -> Any:
-    with db.session(write=False) as session:
-        return repo.runs.metrics_state(session=session)
-
-
 def serve(settings: Settings, *, threads: int = 1) -> None:
     """Consume match runs from Redis until SIGTERM/SIGINT (``cdmo worker``)."""
     if not settings.redis_url:
@@ -174,10 +109,15 @@ def serve(settings: Settings, *, threads: int = 1) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     worker.start()
+    # Proposal expiry and webhook deliveries: jobs sent by `cdmo scheduler` (one sweep per
+    # period across all workers) and by the announcers of the processes committing events.
+    sweeps = housekeeping.install(engine, _ctx.db, settings)
+    housekeeper = engine.housekeeping_worker(1)
+    housekeeper.start()
+    announcer = housekeeping.announcer(settings, engine)
+    if announcer is not None:
+        announcer.start()
     reaper = Reaper(_ctx.db, engine, _ctx.events, settings).start()
-    from service.housekeeping import Housekeeper
-
-    housekeeper = Housekeeper(_ctx.db, settings).start()  # proposal expiry, webhooks
     log.info("worker consuming %s with %d thread(s)", settings.runs.queue_name, threads)
     beats = WorkerRegistry(engine.broker.client, prefix=settings.redis.key_prefix)
     me = worker_id()
@@ -193,8 +133,11 @@ def serve(settings: Settings, *, threads: int = 1) -> None:
         beats.leave(me)
     except Exception:  # noqa: BLE001 - it ages out of the window anyway
         pass
-    housekeeper.stop()
     reaper.stop()
+    if announcer is not None:
+        announcer.stop()
+    housekeeper.stop(timeout=10_000)
+    sweeps.close()
     worker.stop(timeout=int(settings.runs.max_time_limit_s * 1000))
     engine.close()
     time.sleep(0)

@@ -176,7 +176,7 @@ def load_demo(db: Database, *, secret: str, today: dt.date | None = None) -> dic
                     )
                     added += 1
         if added:
-            bump_market_version(session)
+            bump_market_version(session, supply=True)
             session.commit()
 
         for project_id, maker_id, body in _projects(this_month):

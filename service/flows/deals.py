@@ -37,7 +37,7 @@ from schemas.api import (
 )
 from schemas.market import Role
 from service.auth import Principal
-from service.db import Database, bump_market_version
+from service.db import Database, bump_market_version, mark_supply_changed
 from service.errors import CapacityShortfallError, InvalidStateError, PermissionDeniedError
 from service.flows.capacity import free_whole_hours, placement_hours
 from service.models import Listing, Project, Proposal, utcnow
@@ -157,6 +157,7 @@ def _hold(session: Session, proposal: Proposal, project: Project) -> list[dict[s
         )
     held = []
     now = utcnow()
+    mark_supply_changed(session)  # free capacity moves: the candidates' site side too
     for key in sorted(need):
         lst = listings[key]
         lst.reserved_hours += need[key]

@@ -6,7 +6,12 @@ values come from the matcher's one value formula (``matcher.pricing.value_parts`
 from its NumPy twin of the kernels. Nothing is templated from stored reasons: the stored
 reason is shown beside the recomputed one.
 
-A finished run never changes, so its view is kept in a small in-process cache (by run id).
+The worker computes every explanation of a run when the run commits
+(:func:`store_run_explanations`, table ``run_explanations``), so the API's
+``GET /v1/projects/{id}/explanation`` and ``GET /v1/proposals/{id}/explanation`` are reads;
+a run committed before that existed (or whose explanations are still being stored) is
+explained here from its snapshot, with the same functions. A finished run never changes, so
+its view is kept in a small in-process cache (by run id).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 from sqlalchemy import exists, or_
 from sqlmodel import Session, col, select
 
@@ -35,9 +41,17 @@ from schemas.api.explanations import (
     UtilisationTotal,
 )
 from schemas.market import BlockReason, MarketSnapshot, Role, RunParams
+from service.db import Database
 from service.errors import InvalidFieldError, InvalidStateError
 from service.flows.match_run import decode_snapshot
-from service.models import MatchRun, MatchRunAssignment, MatchRunUnassigned, Project, Proposal
+from service.models import (
+    MatchRun,
+    MatchRunAssignment,
+    MatchRunUnassigned,
+    Project,
+    Proposal,
+    RunExplanation,
+)
 from service.pagination import PageParams, encode_cursor
 
 VIEW_CACHE_SIZE = 2  # a large run's view (snapshot objects + arrays) takes hundreds of MB
@@ -136,24 +150,47 @@ def _rows(loaded: _Run, project_id: str) -> list[int]:
     return [int(r) for r in enc.project_rows[j] if r >= 0]
 
 
+PROJECT, PROPOSAL = "project", "proposal"
+
+
+def _stored(session: Session, run_id: str, kind: str, subject_id: str) -> dict[str, Any] | None:
+    row = session.get(RunExplanation, (run_id, kind, subject_id))
+    return row.body if row is not None else None
+
+
 def project_explanation(session: Session, project: Project) -> ProjectExplanation:
+    run = latest_committed_run(session, project.id)
+    body = _stored(session, run.id, PROJECT, project.id)
+    if body is not None:  # computed by the worker when the run committed: a read
+        return ProjectExplanation.model_validate(body)
+    return _project_explanation(session, run, _load(session, run), project.id)
+
+
+def _project_explanation(
+    session: Session,
+    run: MatchRun,
+    loaded: _Run,
+    project_id: str,
+    outcomes_of: dict[str, dict[str, tuple[str | None, str | None]]] | None = None,
+) -> ProjectExplanation:
     from matcher.run_explain import why_here, why_not
 
-    run = latest_committed_run(session, project.id)
-    loaded = _load(session, run)
     view = loaded.view
-    rows = _rows(loaded, project.id)
-    stored = loaded.unassigned.get(project.id)
+    rows = _rows(loaded, project_id)
+    stored = loaded.unassigned.get(project_id)
     if all(r in view.placed for r in rows):  # type: ignore[attr-defined]
-        outcomes = {
-            a.role: (a.outcome, a.detail)
-            for a in session.exec(
-                select(MatchRunAssignment).where(
-                    MatchRunAssignment.run_id == run.id,
-                    MatchRunAssignment.project_id == project.id,
+        if outcomes_of is not None:
+            outcomes = outcomes_of.get(project_id, {})
+        else:
+            outcomes = {
+                a.role: (a.outcome, a.detail)
+                for a in session.exec(
+                    select(MatchRunAssignment).where(
+                        MatchRunAssignment.run_id == run.id,
+                        MatchRunAssignment.project_id == project_id,
+                    )
                 )
-            )
-        }
+            }
         placements = []
         for r in rows:
             placement = PlacementExplanation.model_validate(why_here(view, r))  # type: ignore[arg-type]
@@ -162,7 +199,7 @@ def project_explanation(session: Session, project: Project) -> ProjectExplanatio
                 placement.model_copy(update={"outcome": outcome, "outcome_detail": detail})
             )
         return ProjectExplanation(
-            project_id=project.id,
+            project_id=project_id,
             run=loaded.ref,
             placed=True,
             placements=placements,
@@ -173,7 +210,7 @@ def project_explanation(session: Session, project: Project) -> ProjectExplanatio
     why = min(whys, key=lambda w: (w.capacity_sites, w.role))
     unplaced = UnplacedExplanation.model_validate(why)
     return ProjectExplanation(
-        project_id=project.id,
+        project_id=project_id,
         run=loaded.ref,
         placed=False,
         placements=[],
@@ -191,15 +228,21 @@ def _ordinal(n: int) -> str:
 def proposal_explanation(session: Session, proposal: Proposal) -> ProposalExplanation:
     """Why the proposal's site was chosen, from the run that made it, in the site's own
     figures: nothing of the maker's budget, exclusions, priority or points."""
-    from matcher.run_explain import row_rules, why_here
-
     run = session.get(MatchRun, proposal.batch_id) if proposal.batch_id else None
     if run is None:
         raise InvalidStateError(
             f"proposal {proposal.id} was made by an operator, not by a match run: "
             "there is no run to explain it from"
         )
-    loaded = _load(session, run)
+    body = _stored(session, run.id, PROPOSAL, proposal.id)
+    if body is not None:  # computed by the worker when the run committed: a read
+        return ProposalExplanation.model_validate(body)
+    return _proposal_explanation(run, _load(session, run), proposal)
+
+
+def _proposal_explanation(run: MatchRun, loaded: _Run, proposal: Proposal) -> ProposalExplanation:
+    from matcher.run_explain import row_rules, why_here
+
     view = loaded.view
     enc = view.enc  # type: ignore[attr-defined]
     j = enc.project_ids.index(proposal.project_id)
@@ -245,6 +288,52 @@ def proposal_explanation(session: Session, proposal: Proposal) -> ProposalExplan
         rank=why.rank,
         summary=summary,
     )
+
+
+def store_run_explanations(db: Database, run_id: str, *, chunk: int = 1000) -> int:
+    """In the worker, once the run has committed: every project's explanation and every
+    proposal's it made, stored with the run (one transaction per ``chunk`` rows; a rerun
+    replaces them). Returns how many were stored."""
+    from sqlalchemy import delete, insert
+
+    with db.session(write=False) as session:
+        run = session.get(MatchRun, run_id)
+        if run is None or run.status != RunStatus.SUCCEEDED.value or run.dry_run:
+            return 0
+        loaded = _load(session, run)
+        outcomes: dict[str, dict[str, tuple[str | None, str | None]]] = {}
+        for a in session.exec(
+            select(MatchRunAssignment).where(MatchRunAssignment.run_id == run_id)
+        ):
+            outcomes.setdefault(a.project_id, {})[a.role] = (a.outcome, a.detail)
+        proposals = list(session.exec(select(Proposal).where(Proposal.batch_id == run_id)))
+        rows: list[dict[str, Any]] = []
+        for project_id in loaded.view.enc.project_ids:  # type: ignore[attr-defined]
+            body = _project_explanation(session, run, loaded, project_id, outcomes)
+            rows.append(_row(run_id, PROJECT, project_id, body))
+        for proposal in proposals:
+            try:
+                body_p = _proposal_explanation(run, loaded, proposal)
+            except InvalidStateError:  # not this run's placement any more: explained on demand
+                continue
+            rows.append(_row(run_id, PROPOSAL, proposal.id, body_p))
+    with db.session() as session:
+        session.execute(delete(RunExplanation).where(col(RunExplanation.run_id) == run_id))
+        session.commit()
+    for i in range(0, len(rows), chunk):
+        with db.session() as session:
+            session.execute(insert(RunExplanation), rows[i : i + chunk])
+            session.commit()
+    return len(rows)
+
+
+def _row(run_id: str, kind: str, subject_id: str, body: BaseModel) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "kind": kind,
+        "subject_id": subject_id,
+        "body": body.model_dump(mode="json"),
+    }
 
 
 def _analysable(run: MatchRun) -> None:

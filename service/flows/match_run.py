@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
-from schemas.api import FINAL_RUN_STATUSES, RunProgress, RunScope, RunStatus, RunSummary
+from schemas.api import RunProgress, RunScope, RunStatus, RunSummary
 from schemas.market import MarketSnapshot, MatchResult, RunParams
 from service import repositories as repo
 from service.config import RunsSettings
@@ -34,7 +34,6 @@ from service.flows import commit_run
 from service.flows.snapshot import run_snapshot
 from service.jobs.events import EventChannel
 from service.models import MatchRun
-from service.notifications import outbox
 from service.repositories.runs import LostClaim
 
 log = logging.getLogger(__name__)
@@ -175,35 +174,34 @@ def execute(ctx: RunContext, run_id: str) -> None:
         final = repo.runs.load(session, run_id)
         if final is not None:
             _event(ctx, run_id, "status", {"status": final.status})
-    _notify_finished(ctx, run_id)
+    if (
+        final is not None
+        and final.status == RunStatus.SUCCEEDED.value
+        and not final.dry_run
+        and final.replay_of is None
+    ):
+        _store_explanations(ctx, run_id)
 
 
-def _notify_finished(ctx: RunContext, run_id: str) -> None:
-    """``run.finished`` to the organisation that started the run (best effort)."""
+def _store_explanations(ctx: RunContext, run_id: str) -> None:
+    """The run's explanations, computed here once so the API only reads them (best effort:
+    without them the API explains from the run's snapshot)."""
+    from service.flows.explanations import store_run_explanations
+
+    t0 = time.perf_counter()
     try:
-        with ctx.db.session() as session:
-            run = repo.runs.load(session, run_id)
-            if run is None or run.status not in {s.value for s in FINAL_RUN_STATUSES}:
-                return
-            summary = run.summary or {}
-            commit = summary.get("commit") or {}
-            outbox.record(
-                session,
-                org_ids=[run.created_by],
-                kind=outbox.EventKind.RUN_FINISHED,
-                data={
-                    "run_id": run.id,
-                    "status": run.status,
-                    "dry_run": run.dry_run,
-                    "placed": summary.get("placed"),
-                    "unplaced": summary.get("unplaced"),
-                    "proposed": commit.get("proposed"),
-                    "error": run.error,
-                },
-            )
-            session.commit()
-    except Exception:  # noqa: BLE001 - a notification never fails a run
-        log.warning("could not record run.finished", extra={"run_id": run_id}, exc_info=True)
+        stored = store_run_explanations(ctx.db, run_id)
+    except Exception:  # noqa: BLE001 - an explanation never fails a committed run
+        log.warning(
+            "could not store the run's explanations", extra={"run_id": run_id}, exc_info=True
+        )
+        return
+    log.info(
+        "stored %d explanations in %.2f s",
+        stored,
+        time.perf_counter() - t0,
+        extra={"run_id": run_id},
+    )
 
 
 def _fail(ctx: RunContext, run_id: str, token: str, error: str) -> None:
@@ -214,7 +212,6 @@ def _fail(ctx: RunContext, run_id: str, token: str, error: str) -> None:
             )
             session.commit()
         _event(ctx, run_id, "status", {"status": RunStatus.FAILED.value, "error": error})
-        _notify_finished(ctx, run_id)
     except LostClaim:
         pass
 

@@ -13,6 +13,7 @@ the source of truth; the reaper re-sends what the queue lost.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing
 import threading
@@ -25,10 +26,15 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import ShutdownNotifications
 
+from service.config import Settings
+
 log = logging.getLogger(__name__)
 
 JobFunction = Callable[[str], None]
+HousekeepingFunction = Callable[[str], None]
 ACTOR_NAME = "match_run"
+HOUSEKEEPING_ACTOR = "housekeeping"
+HOUSEKEEPING_QUEUE_SUFFIX = ".housekeeping"
 
 
 class JobEngine(Protocol):
@@ -56,6 +62,29 @@ def _actor_entry(run_id: str) -> None:
     if _handler is None:  # a consumer that never called set_handler: a wiring bug
         raise RuntimeError("no job handler installed in this worker")
     _handler(run_id)
+
+
+_housekeeping: HousekeepingFunction | None = None
+_housekeeping_claim: Callable[[str, int, int], bool] | None = None
+
+
+def set_housekeeping_handler(task: HousekeepingFunction) -> None:
+    """Called by the consumers of the housekeeping queue: ``task(name)`` runs one sweep."""
+    global _housekeeping
+    _housekeeping = task
+
+
+def _housekeeping_entry(task: str, period: int | None = None, claim_ttl_s: int = 60) -> None:
+    """One periodic sweep (``period`` set: at most once per ``(task, period)`` across every
+    consumer, claimed with ``SET NX`` in Redis) or one outbox batch's kick (``period`` None)."""
+    if _housekeeping is None:
+        raise RuntimeError("no housekeeping handler installed in this worker")
+    if period is not None and _housekeeping_claim is not None:
+        if not _housekeeping_claim(task, period, claim_ttl_s):
+            log.info("housekeeping %s period %d: already claimed, skipped", task, period)
+            return
+        log.info("housekeeping %s period %d: claimed, sweeping", task, period)
+    _housekeeping(task)
 
 
 class DramatiqEngine:
@@ -92,8 +121,48 @@ class DramatiqEngine:
             options={},
         )
 
+        self.housekeeping_queue = queue_name + HOUSEKEEPING_QUEUE_SUFFIX
+        self.housekeeping_actor: dramatiq.Actor[Any, Any] = dramatiq.Actor(
+            _housekeeping_entry,
+            broker=self.broker,
+            actor_name=HOUSEKEEPING_ACTOR,
+            queue_name=self.housekeeping_queue,
+            priority=0,
+            options={},
+        )
+        self._claim_prefix = f"{namespace}:periodic:"
+
     def submit(self, run_id: str) -> None:
         self.actor.send(run_id)
+
+    def send_housekeeping(
+        self, task: str, period: int | None = None, claim_ttl_s: int = 60
+    ) -> None:
+        """Queue one sweep of ``task`` (for ``period``: run at most once, see the entry)."""
+        self.housekeeping_actor.send(task, period, claim_ttl_s)
+
+    def claim_period(self, task: str, period: int, ttl_s: int) -> bool:
+        """True for the first claim of ``(task, period)`` on this broker, False after."""
+        key = f"{self._claim_prefix}{task}:{period}"
+        return bool(self.broker.client.set(key, b"1", nx=True, ex=max(1, int(ttl_s))))
+
+    def install_housekeeping(self, task: HousekeepingFunction) -> None:
+        """In a consumer of the housekeeping queue: what its messages run, and the claims."""
+        global _housekeeping_claim
+        set_housekeeping_handler(task)
+        _housekeeping_claim = self.claim_period
+
+    def housekeeping_worker(self, threads: int = 1) -> dramatiq.Worker:
+        """A consumer of the housekeeping queue only, beside the runs' (a long solve never
+        delays an expiry sweep or a webhook)."""
+        worker = dramatiq.Worker(
+            self.broker,
+            queues={self.housekeeping_queue},
+            worker_threads=threads,
+            worker_timeout=500,
+        )
+        worker.queue_prefetch = threads
+        return worker
 
     def queue_depth(self) -> int:
         client = self.broker.client
@@ -126,13 +195,17 @@ class LocalPoolEngine:
 
     def __init__(
         self,
-        job: JobFunction,
+        job: JobFunction | str,
         *,
         processes: int,
-        initializer: Callable[..., None] | None = None,
+        initializer: Callable[..., None] | str | None = None,
         initargs: tuple[Any, ...] = (),
     ) -> None:
-        self._job = job
+        # A ``"module:function"`` path is imported in the pool's processes only, so the API
+        # process need not import the worker module (nor the matcher) to hand it over.
+        if isinstance(initializer, str):
+            initializer, initargs = _call_path, (initializer, *initargs)
+        self._job: Any = job
         self._processes = processes
         self._initializer = initializer
         self._initargs = initargs
@@ -157,11 +230,14 @@ class LocalPoolEngine:
             pool.submit(_noop)
 
     def submit(self, run_id: str) -> None:
+        call: tuple[Any, ...] = (
+            (_call_path, self._job, run_id) if isinstance(self._job, str) else (self._job, run_id)
+        )
         try:
-            future = self._ensure_pool().submit(self._job, run_id)
+            future = self._ensure_pool().submit(*call)
         except BrokenProcessPool:
             self._discard_broken()
-            future = self._ensure_pool().submit(self._job, run_id)
+            future = self._ensure_pool().submit(*call)
         future.add_done_callback(self._on_done)
 
     def _on_done(self, future: Future[None]) -> None:
@@ -195,15 +271,21 @@ def _noop() -> None:
     return None
 
 
+def _call_path(path: str, *args: Any) -> Any:
+    """Call ``"package.module:function"`` with ``args`` (imported where it runs)."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)(*args)
+
+
 def make_engine(
     redis_url: str | None,
     *,
     namespace: str,
     queue_name: str,
     heartbeat_timeout_s: float,
-    job: JobFunction,
+    job: JobFunction | str,
     local_processes: int,
-    initializer: Callable[..., None] | None = None,
+    initializer: Callable[..., None] | str | None = None,
     initargs: tuple[Any, ...] = (),
 ) -> JobEngine:
     if redis_url:
@@ -215,4 +297,28 @@ def make_engine(
         )
     return LocalPoolEngine(
         job, processes=local_processes, initializer=initializer, initargs=initargs
+    )
+
+
+def dramatiq_engine(settings: Settings) -> DramatiqEngine:
+    assert settings.redis_url
+    return DramatiqEngine(
+        settings.redis_url,
+        namespace=settings.redis.key_prefix + "dramatiq",
+        queue_name=settings.runs.queue_name,
+        heartbeat_timeout_s=settings.runs.heartbeat_timeout_s,
+    )
+
+
+def make_job_engine(settings: Settings) -> JobEngine:
+    """Dramatiq on Redis when ``REDIS_URL`` is set; otherwise a local pool of processes that
+    run the same job function (the embedded default), named by path so that only the pool's
+    processes import :mod:`service.worker`."""
+    if settings.redis_url:
+        return dramatiq_engine(settings)
+    return LocalPoolEngine(
+        "service.worker:run_job",
+        processes=settings.runs.local_workers,
+        initializer="service.worker:init_pool_process",
+        initargs=(settings,),
     )

@@ -1,14 +1,18 @@
-"""The deliverer: one background thread per process (API and workers) that POSTs due events
-to their organisation's webhook, signed, retried with exponential backoff, every attempt
-recorded in ``webhook_deliveries``.
+"""The deliverer: POSTs due events to their organisation's webhook, signed, retried with
+exponential backoff, every attempt recorded in ``webhook_deliveries``.
 
-Wake-ups: committed event ids are put in an in-process queue (never blocking the request).
-With Redis the thread appends them to the stream ``<prefix>events`` and reads the stream
-through the consumer group ``deliverers`` (so any process's deliverer wakes for any event);
-without Redis it reads the queue directly. Either way the table is the truth: each round
-takes the due rows with ``FOR UPDATE SKIP LOCKED`` (several deliverers never send one event
-twice at once), and a poll every ``poll_interval_s`` finds retries and anything a wake-up
-missed.
+Who delivers:
+
+* with Redis, the engine: ``deliver`` housekeeping jobs run :meth:`Deliverer.deliver_due` in
+  the workers. They are sent by ``cdmo scheduler`` every ``poll_interval_s`` (retries, and
+  anything a kick missed) and, for fresh events, by the :class:`Announcer` of the process
+  that committed them: committed ids go to an in-process queue (never blocking the request);
+  the announcer's thread appends them to the stream ``<prefix>events`` (the events' log) and
+  sends one ``deliver`` job per batch. The API processes deliver nothing themselves.
+* embedded (no Redis): a :class:`Deliverer` thread in the API process, woken by the queue.
+
+Either way the table is the truth: each round takes the due rows with ``FOR UPDATE SKIP
+LOCKED`` (several deliverers never send one event twice at once).
 """
 
 from __future__ import annotations
@@ -17,10 +21,8 @@ import datetime as dt
 import json
 import logging
 import queue
-import socket
 import threading
 import time
-import uuid
 from typing import Any
 
 import httpx
@@ -36,7 +38,6 @@ from service.notifications.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, sig
 
 log = logging.getLogger(__name__)
 
-GROUP = "deliverers"
 BATCH = 50
 
 
@@ -59,76 +60,27 @@ def backoff_s(attempt: int, cfg: NotificationSettings) -> float:
 
 
 class Deliverer:
-    def __init__(
-        self,
-        db: Database,
-        cfg: NotificationSettings,
-        *,
-        redis_url: str | None,
-        prefix: str,
-        socket_timeout_s: float = 2.0,
-    ) -> None:
+    def __init__(self, db: Database, cfg: NotificationSettings) -> None:
         self.db, self.cfg = db, cfg
         self._local: queue.Queue[str] = queue.Queue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="webhook-deliverer", daemon=True)
         self._http = httpx.Client(timeout=cfg.timeout_s, follow_redirects=False)
-        self.stream = prefix + "events"
-        self.consumer = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
-        self._redis: redis.Redis | None = None
-        if redis_url:
-            self._redis = redis.Redis.from_url(
-                redis_url,
-                socket_timeout=max(socket_timeout_s, cfg.poll_interval_s + 2),
-                socket_connect_timeout=socket_timeout_s,
-            )
 
     # --- wake-ups -----------------------------------------------------------------------
 
     def wake(self, event_ids: list[str]) -> None:
-        """Called after a commit, on the request's thread: only a queue put."""
+        """Embedded mode, called after a commit on the request's thread: only a queue put."""
         for event_id in event_ids:
             self._local.put_nowait(event_id)
 
-    def _publish_local(self) -> None:
-        """Redis mode: move queued ids onto the stream (each event is on the stream once)."""
-        assert self._redis is not None
-        ids = []
-        while True:
-            try:
-                ids.append(self._local.get_nowait())
-            except queue.Empty:
-                break
-        if not ids:
-            return
-        pipe = self._redis.pipeline(transaction=False)
-        for event_id in ids:
-            pipe.xadd(
-                self.stream, {"event_id": event_id}, maxlen=self.cfg.stream_maxlen, approximate=True
-            )
-        pipe.execute()
-
     def _wait(self) -> None:
-        timeout = self.cfg.poll_interval_s
-        if self._redis is None:
-            try:
-                self._local.get(timeout=timeout)
-            except queue.Empty:
-                return
-            while not self._local.empty():  # drain: one round delivers all that is due
-                self._local.get_nowait()
-            return
-        self._publish_local()
         try:
-            self._redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
-        except redis.ResponseError:
-            pass  # the group exists
-        got: Any = self._redis.xreadgroup(
-            GROUP, self.consumer, {self.stream: ">"}, count=100, block=int(timeout * 1000)
-        )
-        for _stream, messages in got or []:
-            if messages:
-                self._redis.xack(self.stream, GROUP, *[m[0] for m in messages])
+            self._local.get(timeout=self.cfg.poll_interval_s)
+        except queue.Empty:
+            return
+        while not self._local.empty():  # drain: one round delivers all that is due
+            self._local.get_nowait()
 
     # --- delivery -----------------------------------------------------------------------
 
@@ -249,15 +201,84 @@ class Deliverer:
         self._local.put_nowait("")  # unblock the embedded wait
         self._thread.join(timeout=self.cfg.poll_interval_s + self.cfg.timeout_s + 5)
         self._http.close()
-        if self._redis is not None:
-            self._redis.close()
+
+    def close(self) -> None:
+        """A deliverer used without its thread (driven by jobs)."""
+        self._http.close()
 
 
 def make_deliverer(db: Database, settings: Any) -> Deliverer:
-    return Deliverer(
-        db,
-        settings.notifications,
-        redis_url=settings.redis_url,
-        prefix=settings.redis.key_prefix,
-        socket_timeout_s=settings.redis.socket_timeout_s,
-    )
+    """Embedded mode: ``.start()`` it (a thread woken by this process's queue). With Redis:
+    do not start it; ``deliver`` jobs call :meth:`Deliverer.deliver_due`."""
+    return Deliverer(db, settings.notifications)
+
+
+class Announcer:
+    """Redis mode, in every process that commits events (API and workers): moves committed
+    event ids onto the stream ``<prefix>events`` and kicks one ``deliver`` job per batch.
+    Only a queue put happens on the committing thread."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        cfg: NotificationSettings,
+        *,
+        prefix: str,
+        kick: Any,
+        socket_timeout_s: float = 2.0,
+    ) -> None:
+        self.cfg = cfg
+        self.kick = kick
+        self.stream = prefix + "events"
+        self._local: queue.Queue[str] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="event-announcer", daemon=True)
+        self._redis = redis.Redis.from_url(
+            redis_url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
+        )
+
+    def wake(self, event_ids: list[str]) -> None:
+        for event_id in event_ids:
+            self._local.put_nowait(event_id)
+
+    def announce(self, ids: list[str]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for event_id in ids:
+            pipe.xadd(
+                self.stream, {"event_id": event_id}, maxlen=self.cfg.stream_maxlen, approximate=True
+            )
+        pipe.execute()
+        self.kick()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                first = self._local.get(timeout=self.cfg.poll_interval_s)
+            except queue.Empty:
+                continue
+            ids = [first] if first else []
+            while True:
+                try:
+                    event_id = self._local.get_nowait()
+                except queue.Empty:
+                    break
+                if event_id:
+                    ids.append(event_id)
+            if not ids:
+                continue
+            try:
+                self.announce(ids)
+            except Exception:  # noqa: BLE001 - Redis blip: the scheduler's poll delivers them
+                log.warning("could not announce %d event(s)", len(ids), exc_info=True)
+
+    def start(self) -> Announcer:
+        outbox.add_wake(self.wake)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        outbox.remove_wake(self.wake)
+        self._stop.set()
+        self._local.put_nowait("")
+        self._thread.join(timeout=5)
+        self._redis.close()

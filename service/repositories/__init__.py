@@ -6,6 +6,26 @@ Keyword-only; they never commit: they add to the caller's session and flush, and
 batches) call the same functions.
 """
 
-from service.repositories import bulk, listings, market, orgs, projects, proposals, runs, sites
+from service.repositories import (
+    bulk,
+    listings,
+    market,
+    orgs,
+    pair_rules,
+    projects,
+    proposals,
+    runs,
+    sites,
+)
 
-__all__ = ["bulk", "listings", "market", "orgs", "projects", "proposals", "runs", "sites"]
+__all__ = [
+    "bulk",
+    "listings",
+    "market",
+    "orgs",
+    "pair_rules",
+    "projects",
+    "proposals",
+    "runs",
+    "sites",
+]

@@ -118,5 +118,5 @@ def load_market(
             for p in snapshot.projects
         ),
     )
-    bump_market_version(session)
+    bump_market_version(session, supply=True)
     return counts

@@ -19,6 +19,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
 from service.errors import BodyValidationError, PreconditionFailedError
@@ -64,17 +65,24 @@ def versioned_update(
     between that read and the write: a writer that lost the race updates no row and gets 412.
     """
     read_version = obj.version
-    result = session.execute(
-        update(model)
-        .where(model.id == obj.id, model.version == read_version)
-        .values(**values, version=model.version + 1, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
+    table = model.__table__
+    row = (
+        session.execute(
+            update(model)
+            .where(model.id == obj.id, model.version == read_version)
+            .values(**values, version=model.version + 1, updated_at=utcnow())
+            .returning(*table.columns)  # the new row in the same round trip (no refresh)
+            .execution_options(synchronize_session=False)
+        )
+        .mappings()
+        .first()
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if row is None:
         raise PreconditionFailedError(
             f"{what} was changed by another request; re-read it and retry"
         )
-    session.refresh(obj)
+    for column in table.columns:
+        set_committed_value(obj, column.key, row[column])
 
 
 def json_array_contains(session: Session, column: Any, value: str) -> ColumnElement[bool]:

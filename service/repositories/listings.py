@@ -50,15 +50,26 @@ def to_public(listing: Listing, cdmo_id: str) -> ListingPublic:
     )
 
 
-def get_listing(*, session: Session, principal: Principal, listing_id: str) -> tuple[Listing, str]:
-    """The listing and its CDMO's id, or 404 when it does not exist or is not the caller's."""
-    row = session.exec(
+_LOCKED = "cdmo_locked_listings"
+
+
+def get_listing(
+    *, session: Session, principal: Principal, listing_id: str, lock: bool = False
+) -> tuple[Listing, str]:
+    """The listing and its CDMO's id, or 404 when it does not exist or is not the caller's.
+    ``lock`` (a write): read under the row lock the write needs, in the same round trip."""
+    stmt = (
         select(Listing, Site.cdmo_id)
         .join(Site, Site.id == Listing.site_id)  # type: ignore[arg-type]
         .where(Listing.id == listing_id)
-    ).first()
+    )
+    if lock:
+        stmt = stmt.with_for_update(of=Listing)  # type: ignore[arg-type]
+    row = session.exec(stmt).first()
     if row is None or not (principal.is_operator or row[1] == principal.org_id):
         raise NotFoundError(f"listing {listing_id} not found")
+    if lock:
+        session.info.setdefault(_LOCKED, set()).add(listing_id)
     return row[0], row[1]
 
 
@@ -107,7 +118,7 @@ def create_listing(
     )
     session.add(listing)
     try:
-        bump_market_version(session)  # flushes the insert first
+        bump_market_version(session, supply=True)  # flushes the insert first
     except IntegrityError as exc:  # the same listing created concurrently
         raise ConflictError(
             f"site {site.id} already lists {listing_in.process.value} for {listing_in.month}"
@@ -117,12 +128,15 @@ def create_listing(
 
 def _write(session: Session, listing: Listing, values: dict[str, Any]) -> Listing:
     versioned_update(session, Listing, listing, values, f"listing {listing.id}")
-    bump_market_version(session)
+    bump_market_version(session, supply=True)
     return listing
 
 
 def _lock(session: Session, listing: Listing) -> None:
-    """Re-read the row under a lock: deals hold hours in it concurrently (service.flows.deals)."""
+    """Re-read the row under a lock: deals hold hours in it concurrently (service.flows.deals);
+    nothing to do when it was read under the lock already (``get_listing(lock=True)``)."""
+    if listing.id in session.info.get(_LOCKED, ()):
+        return
     session.refresh(listing, with_for_update=True)
 
 
@@ -180,4 +194,4 @@ def delete_listing(*, session: Session, listing: Listing, expected: frozenset[in
             held_hours=listing.held_hours,
         )
     versioned_delete(session, Listing, listing, f"listing {listing.id}")
-    bump_market_version(session)
+    bump_market_version(session, supply=True)

@@ -24,7 +24,7 @@ from schemas.api import (
 )
 from schemas.market import Role
 from service.auth import Principal
-from service.db import bump_market_version
+from service.db import bump_market_version, mark_supply_changed
 from service.errors import ConflictError, InvalidStateError, NotFoundError
 from service.ids import new_id
 from service.models import Listing, Organisation, Project, Proposal, Site, utcnow
@@ -46,6 +46,7 @@ def release_hold(session: Session, proposal: Proposal) -> None:
     if not held:
         return
     amounts = {h["listing_id"]: float(h["hours"]) for h in held}
+    mark_supply_changed(session)  # free capacity moves: the candidates' site side too
     now = utcnow()
     stmt = (
         select(Listing)

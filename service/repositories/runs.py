@@ -36,6 +36,7 @@ from service.auth import Principal
 from service.errors import InvalidStateError, NotFoundError
 from service.ids import new_id
 from service.models import MatchRun, MatchRunAssignment, MatchRunUnassigned, utcnow
+from service.notifications import outbox
 from service.pagination import PageParams, encode_cursor, paginate
 
 _ACTIVE = [s.value for s in ACTIVE_RUN_STATUSES]
@@ -170,6 +171,8 @@ def request_cancel(*, session: Session, run: MatchRun) -> MatchRun:
         run.error = "cancelled before it started"
     session.add(run)
     session.flush()
+    if status == RunStatus.QUEUED:
+        record_finished(session, run.id)
     return run
 
 
@@ -225,6 +228,39 @@ def _update_owned(session: Session, run_id: str, token: str, **values: Any) -> N
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise LostClaim(run_id)
+
+
+def record_finished(session: Session, run_id: str) -> None:
+    """``run.finished`` to the organisation that started the run, written in the transaction
+    that moves the run to its final state (one commit: both or neither). Every move to a
+    final state calls it: :func:`persist_result`, :func:`finish`, a cancel before the start,
+    the reaper's give-ups."""
+    row = session.execute(
+        select(  # type: ignore[call-overload]
+            MatchRun.id,
+            MatchRun.created_by,
+            MatchRun.status,
+            MatchRun.dry_run,
+            MatchRun.summary,
+            MatchRun.error,
+        ).where(MatchRun.id == run_id)
+    ).one()
+    summary = row.summary or {}
+    commit = summary.get("commit") or {}
+    outbox.record(
+        session,
+        org_ids=[row.created_by],
+        kind=outbox.EventKind.RUN_FINISHED,
+        data={
+            "run_id": row.id,
+            "status": row.status,
+            "dry_run": row.dry_run,
+            "placed": summary.get("placed"),
+            "unplaced": summary.get("unplaced"),
+            "proposed": commit.get("proposed"),
+            "error": row.error,
+        },
+    )
 
 
 def heartbeat(*, session: Session, run_id: str, token: str) -> bool:
@@ -284,6 +320,8 @@ def persist_result(
     if next_status in FINAL_RUN_STATUSES:
         values["finished_at"] = now
     _update_owned(session, run_id, token, **values)
+    if next_status in FINAL_RUN_STATUSES:
+        record_finished(session, run_id)
     session.execute(delete(MatchRunAssignment).where(col(MatchRunAssignment.run_id) == run_id))
     session.execute(delete(MatchRunUnassigned).where(col(MatchRunUnassigned.run_id) == run_id))
     if assignments:
@@ -350,6 +388,7 @@ def finish(
     if summary is not None:
         values["summary"] = summary.model_dump(mode="json")
     _update_owned(session, run_id, token, **values)
+    record_finished(session, run_id)
 
 
 # --- reading results -------------------------------------------------------------------------
@@ -473,6 +512,9 @@ def reap(
                 actions.append(ReapAction(run.id, "requeued", why))
         session.add(run)
     session.flush()
+    for action in actions:
+        if action.action in ("cancelled", "failed"):
+            record_finished(session, action.run_id)
     return actions
 
 

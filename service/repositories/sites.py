@@ -100,7 +100,7 @@ def create_site(
     values = site_in.model_dump(mode="json", exclude={"cdmo_id"})
     site = Site(id=site_id or new_id("site"), cdmo_id=cdmo_id, **values)
     session.add(site)
-    bump_market_version(session)
+    bump_market_version(session, supply=True)
     return site
 
 
@@ -111,7 +111,7 @@ def update_site(
     merged = merge_patch(SiteBase, site, patch.model_dump(mode="json", exclude_unset=True))
     values = merged.model_dump(mode="json")
     versioned_update(session, Site, site, values, f"site {site.id}")
-    bump_market_version(session)
+    bump_market_version(session, supply=True)
     return site
 
 
@@ -134,4 +134,4 @@ def delete_site(*, session: Session, site: Site, expected: frozenset[int] | None
             f"site {site.id} has active proposals; have them withdrawn or declined first"
         )
     versioned_delete(session, Site, site, f"site {site.id}")
-    bump_market_version(session)
+    bump_market_version(session, supply=True)

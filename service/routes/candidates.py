@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 import service.flows.candidates as flow
 from schemas.api import ProjectCreate
@@ -37,12 +37,15 @@ def project_candidates(
     project: ProjectDep,
     principal: CurrentOrg,
     services: ServicesDep,
+    session: SessionDep,
     limit: Limit = DEFAULT_CANDIDATES,
-) -> CandidatesPublic:
+) -> Response:
     if not (principal.is_operator or project.maker_id == principal.org_id):
         # A CDMO may see a project proposed to it, never the competition for it.
         raise NotFoundError(f"project {project.id} not found")
-    return flow.project_candidates(db=services.db, project=project, limit=limit)
+    return _json(
+        flow.project_candidates(db=services.db, session=session, project=project, limit=limit)
+    )
 
 
 @router.post(
@@ -59,5 +62,13 @@ def draft_candidates(
     services: ServicesDep,
     _slot: SessionDep,  # holds a request slot; the flow reads in a read-only session
     limit: Limit = DEFAULT_CANDIDATES,
-) -> CandidatesPublic:
-    return flow.draft_candidates(db=services.db, principal=principal, draft=draft, limit=limit)
+) -> Response:
+    return _json(
+        flow.draft_candidates(db=services.db, principal=principal, draft=draft, limit=limit)
+    )
+
+
+def _json(body: CandidatesPublic) -> Response:
+    """Serialised once by pydantic (the flow builds the model; FastAPI would validate and
+    encode it again through ``response_model``, which stays for the OpenAPI document)."""
+    return Response(body.model_dump_json(), media_type="application/json")

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
-from sqlmodel import select
 
 from schemas.api import (
     ACTION_TARGET,
@@ -21,17 +20,15 @@ from schemas.api import (
     WebhookSet,
 )
 from service import repositories as repo
-from service.db import bump_market_version
 from service.deps import ID_PATTERN, CurrentOrg, OperatorOrg, PageDep, ServicesDep, SessionDep
-from service.errors import InvalidFieldError, NotFoundError
+from service.errors import NotFoundError
 from service.flows import deals
 from service.idempotency import IdempotencyDep
-from service.ids import new_id
-from service.models import Organisation, PairRule, utcnow
+from service.models import Organisation
 from service.notifications import outbox
 from service.notifications.signing import SIGNATURE_HEADER, new_secret
 from service.openapi import problems
-from service.pagination import paginate
+from service.repositories import pair_rules
 from service.transactions import Tx
 
 router = APIRouter(tags=["proposals"])
@@ -148,10 +145,6 @@ for _action in ProposalAction:
 # --- pair rules ----------------------------------------------------------------------------
 
 
-def _rule_public(rule: PairRule) -> PairRulePublic:
-    return PairRulePublic.model_validate(rule, from_attributes=True)
-
-
 @router.post(
     "/v1/pair-rules",
     status_code=201,
@@ -165,47 +158,11 @@ def _rule_public(rule: PairRule) -> PairRulePublic:
     dependencies=[IdempotencyDep],
 )
 def put_pair_rule(rule_in: PairRuleCreate, tx: Tx, principal: OperatorOrg) -> Response:
-    session = tx.session
-    try:
-        repo.projects.get_project(
-            session=session, principal=principal, project_id=rule_in.project_id
-        )
-    except NotFoundError as exc:
-        raise InvalidFieldError("project_id", "no such project", code="unknown_reference") from exc
-    try:
-        repo.sites.get_site(session=session, principal=principal, site_id=rule_in.site_id)
-    except NotFoundError as exc:
-        raise InvalidFieldError("site_id", "no such site", code="unknown_reference") from exc
-    existing = session.exec(
-        select(PairRule).where(
-            PairRule.project_id == rule_in.project_id, PairRule.site_id == rule_in.site_id
-        )
-    ).first()
-    if existing is not None:
-        session.delete(existing)
-        session.flush()
-    if rule_in.rule.value == "pin":
-        # One pin per project: a new pin replaces the project's other pins.
-        for other in session.exec(
-            select(PairRule).where(
-                PairRule.project_id == rule_in.project_id, PairRule.rule == "pin"
-            )
-        ).all():
-            session.delete(other)
-        session.flush()
-    rule = PairRule(
-        id=new_id("rule"),
-        project_id=rule_in.project_id,
-        site_id=rule_in.site_id,
-        rule=rule_in.rule.value,
-        note=rule_in.note,
-        created_by=principal.org_id,
-        created_at=utcnow(),
-    )
-    session.add(rule)
-    bump_market_version(session)
+    rule = pair_rules.put_rule(session=tx.session, principal=principal, rule_in=rule_in)
     return tx.respond(
-        _rule_public(rule), status_code=201, headers={"Location": f"/v1/pair-rules/{rule.id}"}
+        pair_rules.to_public(rule),
+        status_code=201,
+        headers={"Location": f"/v1/pair-rules/{rule.id}"},
     )
 
 
@@ -221,11 +178,8 @@ def list_pair_rules(
     page: PageDep,
     project_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
 ) -> Page[PairRulePublic]:
-    stmt = select(PairRule)
-    if project_id is not None:
-        stmt = stmt.where(PairRule.project_id == project_id)
-    rows, cursor = paginate(session, stmt, PairRule.id, page)
-    return Page(items=[_rule_public(r[0]) for r in rows], next_cursor=cursor)
+    rows, cursor = pair_rules.list_rules(session=session, page=page, project_id=project_id)
+    return Page(items=rows, next_cursor=cursor)
 
 
 @router.delete(
@@ -238,11 +192,7 @@ def list_pair_rules(
 def delete_pair_rule(
     rule_id: Annotated[str, Path(pattern=ID_PATTERN)], tx: Tx, _op: OperatorOrg
 ) -> Response:
-    rule = tx.session.get(PairRule, rule_id)
-    if rule is None:
-        raise NotFoundError(f"pair rule {rule_id} not found")
-    tx.session.delete(rule)
-    bump_market_version(tx.session)
+    pair_rules.delete_rule(session=tx.session, rule_id=rule_id)
     tx.commit()
     return Response(status_code=204)
 

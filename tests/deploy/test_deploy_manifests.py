@@ -67,13 +67,15 @@ def test_compose_file_matches_the_compose_spec() -> None:
 def test_compose_runs_api_workers_migration_postgres_and_redis() -> None:
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"api", "worker", "migrate", "postgres", "redis"} <= set(services)
-    app_images = {services[name]["image"] for name in ("api", "worker", "migrate")}
-    assert len(app_images) == 1, "API, workers and migration run the same image"
+    assert {"api", "worker", "scheduler", "migrate", "postgres", "redis"} <= set(services)
+    app_images = {services[name]["image"] for name in ("api", "worker", "scheduler", "migrate")}
+    assert len(app_images) == 1, "API, workers, scheduler and migration run the same image"
     assert services["migrate"]["command"] == ["cdmo", "db", "upgrade"]
     assert services["worker"]["command"] == ["cdmo", "worker"]
+    assert services["scheduler"]["command"] == ["cdmo", "scheduler"]
+    assert services["scheduler"]["deploy"]["replicas"] == 1
     assert "--no-migrate" in services["api"]["command"]
-    for name in ("api", "worker"):
+    for name in ("api", "worker", "scheduler"):
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully", name
         assert deps["postgres"]["condition"] == "service_healthy", name
@@ -134,6 +136,7 @@ def test_production_overlay_has_the_whole_topology() -> None:
     docs = render(K8S / "overlays" / "production")
     deployments = _by_kind(docs, "Deployment")
     api, worker = deployments["cdmo-api"], deployments["cdmo-worker"]
+    scheduler = deployments["cdmo-scheduler"]
     job = _by_kind(docs, "Job")["cdmo-migrate"]
     hpas = _by_kind(docs, "HorizontalPodAutoscaler")
     config = _by_kind(docs, "ConfigMap")
@@ -141,7 +144,7 @@ def test_production_overlay_has_the_whole_topology() -> None:
 
     # Everything namespaced, one pinned image for API, workers and migration.
     assert all(d["metadata"].get("namespace") == "cdmo" for d in docs if d["kind"] != "Namespace")
-    images = {c["image"] for d in (api, worker, job) for c in _pod(d)["containers"]}
+    images = {c["image"] for d in (api, worker, scheduler, job) for c in _pod(d)["containers"]}
     assert images == {"registry.example.com/cdmo/cdmo-market:0.1.0"}
 
     api_container = _pod(api)["containers"][0]
@@ -149,9 +152,14 @@ def test_production_overlay_has_the_whole_topology() -> None:
     assert api_container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert "--no-migrate" in api_container["command"]
     assert _pod(worker)["containers"][0]["command"] == ["cdmo", "worker"]
+    # exactly one scheduler, replaced rather than rolled, never autoscaled
+    assert _pod(scheduler)["containers"][0]["command"] == ["cdmo", "scheduler"]
+    assert scheduler["spec"]["replicas"] == 1
+    assert scheduler["spec"]["strategy"]["type"] == "Recreate"
+    assert "cdmo-scheduler" not in hpas
     assert _pod(job)["containers"][0]["command"] == ["cdmo", "db", "upgrade"]
 
-    for deployment in (api, worker, job):
+    for deployment in (api, worker, scheduler, job):
         selector = deployment["spec"].get("selector", {}).get("matchLabels", {})
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert selector.items() <= labels.items(), deployment["metadata"]["name"]

@@ -19,7 +19,15 @@ from collections.abc import Iterator
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from service_testkit import BACKENDS, Api, Backend, PgAdmin, open_backend, unavailable
+from service_testkit import (
+    BACKENDS,
+    Api,
+    Backend,
+    PgAdmin,
+    engine_housekeeping,
+    open_backend,
+    unavailable,
+)
 from sqlalchemy.engine import make_url
 
 from service.app import create_app
@@ -85,7 +93,7 @@ def backend(
     tmp = tmp_path_factory.mktemp(f"backend-{request.param}")
     settings, services = open_backend(request, request.param, tmp, key_prefix)
     app = create_app(settings, services)
-    with TestClient(app) as client:
+    with TestClient(app) as client, engine_housekeeping(settings, services):
         yield Backend(request.param, settings, services, client, key_prefix)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from schemas.api import OrganisationCreate, OrgKind
+from service import housekeeping
 from service import repositories as repo
 from service.config import DatabaseSettings, RateLimitSettings, RedisSettings, Settings
 from service.db import upgrade
+from service.jobs.engine import DramatiqEngine
 from service.runtime import Services, build_services
 from service.store import MemoryStore, RedisStore
 
@@ -110,13 +114,33 @@ class Backend:
             else:
                 for table in TABLES:
                     conn.execute(text(f"DELETE FROM {table}"))
-            conn.execute(text("UPDATE market_state SET version = 0"))
+            conn.execute(text("UPDATE market_state SET version = 0, supply_version = 0"))
         store = self.services.store
         if isinstance(store, RedisStore):
             store.prefix = f"{self.base_prefix}{uuid.uuid4().hex[:8]}:"
         elif isinstance(store, MemoryStore):
             store.close()
         self.services.auth.clear()
+
+
+@contextmanager
+def engine_housekeeping(settings: Settings, services: Services) -> Iterator[None]:
+    """With Redis, what a deployment's ``cdmo scheduler`` and workers do for housekeeping
+    (expiry, webhook deliveries), here in the test process; embedded, the app does it."""
+    engine = services.jobs
+    if not isinstance(engine, DramatiqEngine):
+        yield
+        return
+    sweeps = housekeeping.install(engine, services.db, settings)
+    consumer = engine.housekeeping_worker(1)
+    consumer.start()
+    clock = housekeeping.scheduler(settings, engine).start()
+    try:
+        yield
+    finally:
+        clock.stop()
+        consumer.stop(timeout=10_000)
+        sweeps.close()
 
 
 def open_backend(

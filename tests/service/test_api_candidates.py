@@ -13,6 +13,7 @@ from service_testkit import Api, Tenant, assert_problem, ok, project_body
 from matcher.kernels import ELIGIBLE, RULES
 from matcher.problem import build_problem
 from schemas.market import MarketSnapshot, RunParams
+from service.db import read_supply_version
 from service.flows import candidates as flow
 
 CERT = {
@@ -282,6 +283,69 @@ def test_site_side_is_cached_per_market_version(api: Api) -> None:
     assert miss["rule"] == "capacity" and miss["capacity"][0]["short_months"] == ["2027-03"]
 
 
+def _supply_version(api: Api) -> int:
+    with api.backend.db.session(write=False) as session:
+        return read_supply_version(session)
+
+
+def test_the_site_side_follows_the_supply_version_not_project_writes(api: Api) -> None:
+    m = _market(api)
+    maker = api.maker()
+    project = api.project(maker, **_project())
+    cache = flow.site_side_cache(api.backend.db)
+    path = f"/v1/projects/{project['id']}/candidates"
+    first = ok(maker.get(path))
+    builds, supply = cache.builds, _supply_version(api)
+
+    # Project writes (a new project, an edit) move the market version, not the supply's:
+    # the cached site side serves them, and the answer is the same.
+    other = api.project(maker, **_project(priority=2))
+    edited = ok(
+        maker.patch(
+            f"/v1/projects/{other['id']}",
+            json={"priority": 4},
+            headers={"If-Match": f'"{other["version"]}"'},
+        )
+    )
+    assert api.market_version() > first["market_version"]
+    assert _supply_version(api) == supply
+    assert ok(maker.get(path))["sources"] == first["sources"]
+    assert ok(maker.get(f"/v1/projects/{edited['id']}/candidates"))["sources"]
+    assert cache.builds == builds
+
+    # A listing write moves the supply version: the next answer is rebuilt and reflects it.
+    cheap, cdmo = m["cheap"]["id"], m["cdmos"][0]
+    listing = next(
+        x for x in ok(cdmo.get(f"/v1/sites/{cheap}/listings"))["items"] if x["month"] == "2027-03"
+    )
+    ok(
+        cdmo.patch(
+            f"/v1/listings/{listing['id']}",
+            json={"capacity_hours": 10},
+            headers={"If-Match": f'"{listing["version"]}"'},
+        )
+    )
+    assert _supply_version(api) == supply + 1
+    moved = ok(maker.get(path))
+    assert cache.builds == builds + 1
+    assert cheap not in {c["site_id"] for c in moved["sources"][0]["candidates"]}
+
+    # Never an older supply version: a side built at an older version is not served.
+    stale_side = cache.at(supply + 1)
+    ok(
+        cdmo.patch(
+            f"/v1/listings/{listing['id']}",
+            json={"capacity_hours": 500},
+            headers={"If-Match": f'"{listing["version"] + 1}"'},
+        )
+    )
+    assert cache.at(_supply_version(api)) is not stale_side
+    assert cache.builds == builds + 2
+    back = ok(maker.get(path))
+    assert cheap in {c["site_id"] for c in back["sources"][0]["candidates"]}
+    assert cache.builds == builds + 2
+
+
 def test_candidates_equal_the_batch_on_the_same_market(api: Api) -> None:
     """What the matcher would consider for each project, from the operator's snapshot."""
     _market(api)
@@ -323,11 +387,12 @@ def test_threads_asking_at_a_new_version_share_one_build(api: Api) -> None:
     project = api.project(maker, **_project())
     cache = flow.site_side_cache(api.backend.db)
     version = api.market_version()
+    supply = _supply_version(api)
     builds = cache.builds
     sides: list[Any] = []
 
     def ask() -> None:
-        sides.append(cache.at(version))
+        sides.append(cache.at(supply))
 
     threads = [threading.Thread(target=ask) for _ in range(6)]
     for t in threads:

@@ -184,6 +184,62 @@ def test_proposal_explanation_hides_the_makers_confidential_fields(market: Marke
     assert_problem(m.api.maker().get(f"/v1/projects/{m.placed}/explanation"), 404, "not-found")
 
 
+def _stored_kinds(api: Api, run_id: str) -> dict[str, set[str]]:
+    from sqlmodel import select
+
+    from service.models import RunExplanation
+
+    with api.backend.db.session(write=False) as session:
+        rows = session.exec(
+            select(RunExplanation.kind, RunExplanation.subject_id).where(
+                RunExplanation.run_id == run_id
+            )
+        ).all()
+    out: dict[str, set[str]] = {}
+    for kind, subject in rows:
+        out.setdefault(kind, set()).add(subject)
+    return out
+
+
+def test_explanations_are_computed_by_the_worker_and_read_by_the_api(
+    market: Market, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from service.flows import explanations as flow
+    from service.models import MatchRun
+
+    m, op = market, market.api.operator
+    (proposal,) = ok(op.get(f"/v1/proposals?project_id={m.placed}"))["items"]
+    for _ in range(200):  # the job stores them right after the commit (bounded wait)
+        stored = _stored_kinds(m.api, m.run_id)
+        if proposal["id"] in stored.get("proposal", set()):
+            break
+        time.sleep(0.1)
+    assert {m.placed, m.crowded, m.no_cert} <= stored["project"]
+    assert proposal["id"] in stored["proposal"]
+    # Recomputed from the snapshot, as before the worker stored them: the same bodies.
+    with m.api.backend.db.session(write=False) as session:
+        run = session.get(MatchRun, m.run_id)
+        assert run is not None
+        loaded = flow._load(session, run)
+        fresh = {
+            p: flow._project_explanation(session, run, loaded, p).model_dump(mode="json")
+            for p in (m.placed, m.crowded, m.no_cert)
+        }
+
+    # The API process no longer touches the matcher for them: a read of the stored rows.
+    def no_matcher(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("the API computed an explanation")
+
+    monkeypatch.setattr(flow, "_load", no_matcher)
+    for project_id, body in fresh.items():
+        assert ok(m.maker.get(f"/v1/projects/{project_id}/explanation")) == body
+    placed = fresh[m.placed]["placements"][0]["breakdown"]
+    assert _parts_sum(placed) == pytest.approx(placed["value"], abs=1e-6)
+    assert ok(m.cdmo_a.get(f"/v1/proposals/{proposal['id']}/explanation"))["rank"] >= 1
+
+
 def test_run_utilisation_and_bottlenecks(market: Market) -> None:
     m, op = market, market.api.operator
     body = ok(op.get(f"/v1/match-runs/{m.run_id}/utilisation?limit=200"))

@@ -269,3 +269,54 @@ def test_superseding_a_proposal_tells_both_parties(api: Api) -> None:
         feed = ok(party.get("/v1/orgs/me/events?type=proposal.superseded"))["items"]
         assert [e["data"]["proposal_id"] for e in feed] == [first["id"]]
         assert feed[0]["data"]["previous_status"] == "proposed"
+
+
+def test_run_finished_is_written_in_the_transaction_of_the_final_state(api: Api) -> None:
+    from schemas.api import RunStatus
+    from service import repositories as repo
+    from service.models import MatchRun, OrgEvent
+
+    if api.backend.name != "services":
+        pytest.skip("embedded, the local pool would race this test for its runs")
+    _market(api)
+    db = api.backend.db
+
+    def run_events(run_id: str) -> list[OrgEvent]:
+        with db.session(write=False) as session:
+            rows = session.exec(select(OrgEvent).where(OrgEvent.kind == "run.finished")).all()
+        return [r for r in rows if r.data["run_id"] == run_id]
+
+    def status(run_id: str) -> str:
+        with db.session(write=False) as session:
+            run = session.get(MatchRun, run_id)
+            assert run is not None
+            return run.status
+
+    body = {"params": {"time_limit_s": 2, "deterministic": True}}
+    run = ok(api.operator.post("/v1/match-runs", json=body), 202)
+    with db.session() as session:
+        claimed = repo.runs.claim(session=session, run_id=run["id"], token="t1")
+        session.commit()
+    assert claimed is not None
+    # a crash before the commit: neither the final state nor the event
+    with db.session() as session:
+        repo.runs.finish(
+            session=session, run_id=run["id"], token="t1", status=RunStatus.FAILED, error="boom"
+        )
+        session.rollback()
+    assert status(run["id"]) == "running" and run_events(run["id"]) == []
+    # the commit: both at once
+    with db.session() as session:
+        repo.runs.finish(
+            session=session, run_id=run["id"], token="t1", status=RunStatus.FAILED, error="boom"
+        )
+        session.commit()
+    assert status(run["id"]) == "failed"
+    [event] = run_events(run["id"])
+    assert event.data["status"] == "failed" and event.data["error"] == "boom"
+
+    # a run cancelled before it started is finished too, and says so
+    queued = ok(api.operator.post("/v1/match-runs", json=body), 202)
+    ok(api.operator.post(f"/v1/match-runs/{queued['id']}/cancel"), 202)
+    [cancelled] = run_events(queued["id"])
+    assert cancelled.data["status"] == "cancelled"

@@ -49,3 +49,16 @@ RUN_FLOWS = ("service.flows.match_run", "service.flows.commit_run", "service.flo
 def test_routes_never_import_the_run_flows() -> None:
     for p in _modules(SERVICE / "routes"):
         assert not {n for n in _imports(p) if n.startswith(RUN_FLOWS)}, p.name
+
+
+def test_the_api_does_not_import_the_worker_module() -> None:
+    """The API process hands the local pool its job by path; only the pool's processes (and
+    ``cdmo worker``) import :mod:`service.worker`."""
+    import subprocess
+    import sys
+
+    code = "import sys, service.app; print('service.worker' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "False"
