@@ -72,6 +72,7 @@ def init_process(settings: Settings, *, commit_delay_s: float | None = None) -> 
     )
     delay = settings.runs.commit_delay_s if commit_delay_s is None else commit_delay_s
     _ctx = RunContext(db=db, events=events, settings=settings.runs, commit_delay_s=delay)
+    _ctx.heartbeats.start()  # its imports overlap the warm-up; no run waits for them
     warm_up()
 
 
@@ -139,7 +140,10 @@ def dramatiq_engine(settings: Settings) -> DramatiqEngine:
         settings.redis_url,
         namespace=settings.redis.key_prefix + "dramatiq",
         queue_name=settings.runs.queue_name,
-        heartbeat_timeout_s=settings.runs.heartbeat_timeout_s,
+        # Dramatiq's own consumer heartbeat is a thread of the solving interpreter: give it
+        # room (a duplicate delivery would be harmless, the claim is conditional). The runs'
+        # heartbeat, which the reaper reads, comes from the heartbeat process.
+        heartbeat_timeout_s=max(60.0, settings.runs.heartbeat_timeout_s),
     )
 
 
@@ -184,5 +188,6 @@ def serve(settings: Settings, *, threads: int = 1) -> None:
     housekeeper.stop()
     reaper.stop()
     worker.stop(timeout=int(settings.runs.max_time_limit_s * 1000))
+    _ctx.heartbeats.close()
     engine.close()
     time.sleep(0)

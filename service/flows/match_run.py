@@ -2,9 +2,11 @@
 
 Idempotent and safe to deliver twice: the claim is a conditional update in PostgreSQL, every
 later write names the claim token, an answer already persisted by an earlier attempt is
-committed rather than solved again, and the commit is one transaction. A heartbeat thread
-refreshes ``heartbeat_at`` every ``heartbeat_interval_s`` and turns a cancel asked through the
-API into ``RunControl.cancel()``; the reaper re-queues a run whose heartbeat stops.
+committed rather than solved again, and the commit is one transaction. The worker's heartbeat
+process (:mod:`service.jobs.heartbeat`, outside the solving interpreter) refreshes
+``heartbeat_at`` every ``heartbeat_interval_s`` and polls the cancel flag every
+``cancel_poll_s``; a cancel asked through the API becomes ``RunControl.cancel()``; the reaper
+re-queues a run whose heartbeat stops.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
 from schemas.api import FINAL_RUN_STATUSES, RunProgress, RunScope, RunStatus, RunSummary
@@ -33,6 +35,7 @@ from service.db import Database
 from service.flows import commit_run
 from service.flows.snapshot import run_snapshot
 from service.jobs.events import EventChannel
+from service.jobs.heartbeat import CANCEL, LOST, HeartbeatConfig, HeartbeatProcess
 from service.models import MatchRun
 from service.notifications import outbox
 from service.repositories.runs import LostClaim
@@ -50,6 +53,18 @@ class RunContext:
     events: EventChannel
     settings: RunsSettings
     commit_delay_s: float = 0.0  # fault injection for tests: wait before the commit
+    heartbeats: HeartbeatProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Started on the first run; ends with this process (its pipe closes).
+        self.heartbeats = HeartbeatProcess(
+            HeartbeatConfig(
+                database_url=self.db.url,
+                interval_s=self.settings.heartbeat_interval_s,
+                cancel_poll_s=self.settings.cancel_poll_s,
+                stall_timeout_s=self.settings.worker_stall_timeout_s,
+            )
+        )
 
 
 def warm_up() -> float:
@@ -102,48 +117,35 @@ def _event(ctx: RunContext, run_id: str, kind: str, data: dict[str, object]) -> 
 
 
 class Heartbeat:
-    """Background heartbeat of one claimed run; sets ``cancelled``/``lost`` and calls
-    ``on_stop`` when the API asked to cancel or the claim was lost."""
+    """The heartbeat of one claimed run, beaten by this worker's heartbeat process (not a
+    thread of the solving interpreter: see :mod:`service.jobs.heartbeat`). Sets
+    ``cancelled``/``lost`` and calls ``on_stop`` when the API asked to cancel or the claim was
+    lost."""
 
     def __init__(self, ctx: RunContext, run_id: str, token: str) -> None:
         self.ctx, self.run_id, self.token = ctx, run_id, token
         self.cancelled = threading.Event()
         self.lost = threading.Event()
-        self.on_stop: list[object] = []
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run_id}", daemon=True)
+        self.on_stop: list[Callable[[], None]] = []
 
-    def _loop(self) -> None:
-        interval = self.ctx.settings.heartbeat_interval_s
-        while not self._done.wait(interval):
-            try:
-                with self.ctx.db.session() as session:
-                    cancel = repo.runs.heartbeat(
-                        session=session, run_id=self.run_id, token=self.token
-                    )
-                    session.commit()
-            except LostClaim:
-                self.lost.set()
-                self._stop()
+    def _on_event(self, kind: str) -> None:
+        if kind == LOST:
+            self.lost.set()
+        elif kind == CANCEL:
+            if self.cancelled.is_set():
                 return
-            except Exception:  # noqa: BLE001 - a database blip: try again next beat
-                log.warning("heartbeat failed", extra={"run_id": self.run_id}, exc_info=True)
-                continue
-            if cancel and not self.cancelled.is_set():
-                self.cancelled.set()
-                self._stop()
-
-    def _stop(self) -> None:
+            self.cancelled.set()
+        else:
+            return
         for callback in self.on_stop:
-            callback()  # type: ignore[operator]
+            callback()
 
     def __enter__(self) -> Heartbeat:
-        self._thread.start()
+        self.ctx.heartbeats.watch(self.run_id, self.token, self._on_event)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join(timeout=5)
+        self.ctx.heartbeats.unwatch(self.run_id)
 
 
 def execute(ctx: RunContext, run_id: str) -> None:

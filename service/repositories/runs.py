@@ -233,6 +233,12 @@ def heartbeat(*, session: Session, run_id: str, token: str) -> bool:
     return bool(session.exec(stmt).one())
 
 
+def cancel_requested(*, session: Session, run_id: str) -> bool:
+    """Whether a cancel was asked for ``run_id`` (polled between heartbeats)."""
+    stmt = select(MatchRun.cancel_requested).where(MatchRun.id == run_id)
+    return bool(session.exec(stmt).one_or_none())
+
+
 def record_progress(*, session: Session, run_id: str, token: str, progress: RunProgress) -> None:
     _update_owned(
         session, run_id, token, progress=progress.model_dump(mode="json"), heartbeat_at=utcnow()
