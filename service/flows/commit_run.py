@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import select as sa_select
@@ -34,14 +35,34 @@ log = logging.getLogger(__name__)
 MAX_SKIPPED_IN_SUMMARY = 200
 
 
-def _lock_projects(session: Session, ids: list[str]) -> dict[str, Project]:
-    out: dict[str, Project] = {}
+@dataclass(frozen=True)
+class ProjectRow:
+    """What the commit reads of a project (plain columns, not an ORM object: ~20k of them)."""
+
+    id: str
+    status: str
+    maker_id: str
+    excluded_cdmo_ids: list[str]
+    second_source_required: bool
+    second_source_share: float
+    window_start: str
+    loads: list[dict[str, Any]]
+
+
+_PROJECT_COLUMNS = [col(getattr(Project, f.name)) for f in fields(ProjectRow)]
+
+
+def _lock_projects(session: Session, ids: list[str]) -> dict[str, ProjectRow]:
+    out: dict[str, ProjectRow] = {}
     for i in range(0, len(ids), 5000):
         chunk = ids[i : i + 5000]
         stmt = (
-            select(Project).where(col(Project.id).in_(chunk)).order_by(col(Project.id))
-        ).with_for_update()
-        out.update({p.id: p for p in session.exec(stmt)})
+            sa_select(*_PROJECT_COLUMNS)
+            .where(col(Project.id).in_(chunk))
+            .order_by(col(Project.id))
+            .with_for_update()
+        )
+        out.update({row[0]: ProjectRow(*row) for row in session.execute(stmt)})
     return out
 
 

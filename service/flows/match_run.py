@@ -233,15 +233,32 @@ def _snapshot_for(ctx: RunContext, run: MatchRun) -> MarketSnapshot:
     return run_snapshot(ctx.db, as_of=as_of, scope=RunScope.model_validate(run.scope))
 
 
-def _solve_and_persist(ctx: RunContext, run: MatchRun, token: str, beat: Heartbeat) -> MatchRun:
-    from matcher.control import Progress, RunControl
-    from matcher.market import match
+class _Background:
+    """One function on a thread of its own; ``join()`` returns its duration in seconds or
+    raises what it raised."""
 
-    run_id = run.id
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    _event(ctx, run_id, "progress", {"phase": "snapshot", "elapsed_s": 0.0})
-    snapshot = _snapshot_for(ctx, run)
+    def __init__(self, fn: Callable[[], None], name: str) -> None:
+        self._fn, self._seconds = fn, 0.0
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        started = time.perf_counter()
+        try:
+            self._fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to join()
+            self._error = exc
+        self._seconds = time.perf_counter() - started
+
+    def join(self) -> float:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._seconds
+
+
+def _store_snapshot(ctx: RunContext, run_id: str, token: str, snapshot: MarketSnapshot) -> None:
     blob, digest = encode_snapshot(snapshot)
     with ctx.db.session() as session:
         repo.runs.record_snapshot(
@@ -254,7 +271,21 @@ def _solve_and_persist(ctx: RunContext, run: MatchRun, token: str, beat: Heartbe
             versions=software_versions(),
         )
         session.commit()
+
+
+def _solve_and_persist(ctx: RunContext, run: MatchRun, token: str, beat: Heartbeat) -> MatchRun:
+    from matcher.control import Progress, RunControl
+    from matcher.market import match
+
+    run_id = run.id
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    _event(ctx, run_id, "progress", {"phase": "snapshot", "elapsed_s": 0.0})
+    snapshot = _snapshot_for(ctx, run)
     timings["snapshot"] = time.perf_counter() - t0
+    # Compress, hash and store the snapshot (audit, replay) beside the solve, not before it:
+    # zlib and the database write release the GIL; joined before the answer is persisted.
+    store = _Background(lambda: _store_snapshot(ctx, run_id, token, snapshot), "snapshot-store")
     log.info(
         "snapshot: %d projects, %d sites, version %d",
         len(snapshot.projects),
@@ -263,6 +294,7 @@ def _solve_and_persist(ctx: RunContext, run: MatchRun, token: str, beat: Heartbe
         extra={"run_id": run_id},
     )
     if not snapshot.projects:
+        store.join()
         raise RuntimeError("the scope selects no open project any more")
 
     params = RunParams.model_validate(run.params)
@@ -297,8 +329,12 @@ def _solve_and_persist(ctx: RunContext, run: MatchRun, token: str, beat: Heartbe
     )
     beat.on_stop.append(control.cancel)
     t1 = time.perf_counter()
-    result = match(snapshot, params, control)
-    timings["solve"] = time.perf_counter() - t1
+    try:
+        result = match(snapshot, params, control)
+    finally:
+        timings["solve"] = time.perf_counter() - t1
+        stored_in = store.join()  # raises what the store raised (e.g. LostClaim)
+    timings["snapshot_store"] = stored_in
     if beat.lost.is_set():
         raise LostClaim(run_id)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import case, delete, func, insert, or_, update
+from sqlalchemy import case, delete, func, or_, update
 from sqlmodel import Session, col, select
 
 from schemas.api import (
@@ -36,6 +36,7 @@ from service.errors import InvalidStateError, NotFoundError
 from service.ids import new_id
 from service.models import MatchRun, MatchRunAssignment, MatchRunUnassigned, utcnow
 from service.pagination import PageParams, encode_cursor, paginate
+from service.repositories.bulk import copy_rows
 
 _ACTIVE = [s.value for s in ACTIVE_RUN_STATUSES]
 _FINAL = [s.value for s in FINAL_RUN_STATUSES]
@@ -291,16 +292,16 @@ def persist_result(
     _update_owned(session, run_id, token, **values)
     session.execute(delete(MatchRunAssignment).where(col(MatchRunAssignment.run_id) == run_id))
     session.execute(delete(MatchRunUnassigned).where(col(MatchRunUnassigned.run_id) == run_id))
-    if assignments:
-        session.execute(
-            insert(MatchRunAssignment),
-            [{"run_id": run_id, "pos": f"{i:08d}", **a} for i, a in enumerate(assignments)],
-        )
-    if unassigned:
-        session.execute(
-            insert(MatchRunUnassigned),
-            [{"run_id": run_id, "pos": f"{i:08d}", **u} for i, u in enumerate(unassigned)],
-        )
+    copy_rows(
+        session,
+        MatchRunAssignment,
+        [{"run_id": run_id, "pos": f"{i:08d}", **a} for i, a in enumerate(assignments)],
+    )
+    copy_rows(
+        session,
+        MatchRunUnassigned,
+        [{"run_id": run_id, "pos": f"{i:08d}", **u} for i, u in enumerate(unassigned)],
+    )
 
 
 def run_assignments(session: Session, run_id: str) -> list[Any]:
