@@ -183,10 +183,10 @@ def commit(
             skip([a], why)
         else:
             outcomes.setdefault(a.pos, ("proposed", None))
-    # Mark what was already proposed there as "unchanged" (propose_batch counted them).
-    active_same = _already_active(session, run.id, accepted)
-    for pos in active_same:
-        outcomes[pos] = ("unchanged", None)
+    # What was already proposed there (by an earlier run or by hand) is "unchanged".
+    for a, _ in accepted:
+        if (a.project_id, a.role) in result.unchanged_keys:
+            outcomes[a.pos] = ("unchanged", None)
     repo.runs.record_outcomes(
         session,
         run.id,
@@ -223,27 +223,3 @@ def commit(
         extra={"run_id": run.id},
     )
     return commit_summary
-
-
-def _already_active(session: Session, run_id: str, accepted: list[tuple[Any, Any]]) -> list[str]:
-    """Positions of accepted placements whose active proposal was not made by this run."""
-    from service.models import Proposal
-
-    if not accepted:
-        return []
-    pairs = {(a.project_id, a.role, a.site_id): a.pos for a, _ in accepted}
-    project_ids = sorted({a.project_id for a, _ in accepted})
-    out = []
-    for i in range(0, len(project_ids), 5000):
-        chunk = project_ids[i : i + 5000]
-        stmt = select(
-            Proposal.project_id, Proposal.role, Proposal.site_id, Proposal.batch_id
-        ).where(
-            col(Proposal.project_id).in_(chunk),
-            col(Proposal.status).in_(["proposed", "accepted"]),
-        )
-        for pid, role, site_id, batch_id in session.exec(stmt):
-            pos = pairs.get((pid, role, site_id))
-            if pos is not None and batch_id != run_id:
-                out.append(pos)
-    return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import update
@@ -311,6 +311,7 @@ class BatchOutcome:
     unchanged: int = 0
     superseded: int = 0
     refused: dict[tuple[str, str], str] | None = None  # (project id, role) -> why
+    unchanged_keys: set[tuple[str, str]] = field(default_factory=set)  # (project id, role)
 
 
 def propose_batch(
@@ -369,6 +370,7 @@ def propose_batch(
         same_role = [p for p in active[project.id] if p.role == role.value]
         if any(p.site_id == site.id for p in same_role):
             outcome.unchanged += 1
+            outcome.unchanged_keys.add(key)
             continue
         accepted = [p for p in same_role if p.status in _HOLDING]
         if accepted:  # a batch never undoes a CDMO's acceptance, nor a deal
