@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 overhead_share=round(overhead / args.time_limit, 3),
                 loadavg=[round(x, 2) for x in os.getloadavg()],
                 worker_warm_up_s=_warm_up_s(tmp / "bench-worker-0.log"),
+                commit_parts={k: v for k, v in timings.items() if k.startswith("commit.")},
                 proposals=(s.get("commit") or {}).get("proposed"),
                 skipped=len((s.get("commit") or {}).get("skipped", [])),
                 placed=s.get("placed"),

@@ -112,6 +112,7 @@ def commit(
     commits the session (one transaction). ``started`` (perf_counter) dates the commit phase
     in the summary's timings."""
     started = time.perf_counter() if started is None else started
+    marks = [("start", time.perf_counter())]
     rows = repo.runs.run_assignments(session, run.id)
     projects = _lock_projects(session, sorted({a.project_id for a in rows}))
     site_ids = sorted({a.site_id for a in rows})
@@ -120,6 +121,7 @@ def commit(
     placed_pairs = {(a.project_id, a.role) for a in rows}
     held = held_by_proposals(session, exclude=placed_pairs)
     free = {key: hours - held.get(key, 0) for key, hours in listings.items()}
+    marks.append(("read_lock", time.perf_counter()))
 
     by_project: dict[str, list[Any]] = defaultdict(list)
     for a in rows:
@@ -170,6 +172,7 @@ def commit(
         for b in items:
             accepted.append((b, BatchPlacement(project, sites[b.site_id], Role(b.role))))
 
+    marks.append(("check", time.perf_counter()))
     result = repo.proposals.propose_batch(
         session=session,
         placements=[p for _, p in accepted],
@@ -187,6 +190,7 @@ def commit(
     for a, _ in accepted:
         if (a.project_id, a.role) in result.unchanged_keys:
             outcomes[a.pos] = ("unchanged", None)
+    marks.append(("propose", time.perf_counter()))
     repo.runs.record_outcomes(
         session,
         run.id,
@@ -210,7 +214,18 @@ def commit(
                 ]
             }
         )
-    timings = {**summary.timings, "commit": round(time.perf_counter() - started, 3)}
+    marks.append(("outcomes", time.perf_counter()))
+    # The commit's parts: read + lock, capacity check, proposals (+ their notifications),
+    # outcomes; the last mark to the final write is the summary and the run's status.
+    parts = {
+        f"commit.{name}": round(at - before, 3)
+        for (_, before), (name, at) in zip(marks, marks[1:], strict=False)
+    }
+    timings = {
+        **summary.timings,
+        **parts,
+        "commit": round(time.perf_counter() - started, 3),
+    }
     final = summary.model_copy(update={"commit": commit_summary, "timings": timings})
     repo.runs.finish(
         session=session, run_id=run.id, token=token, status=RunStatus.SUCCEEDED, summary=final
