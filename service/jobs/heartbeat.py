@@ -250,6 +250,7 @@ def main() -> None:
     parent = os.getppid()
     state = _ChildState()
     threading.Thread(target=_read_commands, args=(state,), daemon=True).start()
+    holding = False
     _emit(None, READY)
     while True:
         time.sleep(poll)
@@ -259,6 +260,12 @@ def main() -> None:
         with state.lock:
             runs = dict(state.runs)
             parent_alive = now - state.last_ping < stall
+        if not runs:
+            if holding:  # idle: hold no database connection until the next run
+                db.engine.dispose()
+                holding = False
+            continue
+        holding = True
         for run_id, token in runs.items():
             try:
                 with db.session() as session:

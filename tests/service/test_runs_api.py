@@ -49,12 +49,19 @@ MAX_ACTIVE = 2
 class Env:
     def __init__(self, client: TestClient, db: Database, settings: Settings) -> None:
         self.client, self.db, self.settings = client, db, settings
+        self._contexts: dict[float, RunContext] = {}
 
     def ctx(self, commit_delay_s: float = 0.0) -> RunContext:
-        events = make_event_channel(
-            self.settings.redis_url, db=self.db, prefix=self.settings.redis.key_prefix
-        )
-        return RunContext(self.db, events, self.settings.runs, commit_delay_s=commit_delay_s)
+        """One context per delay, as a worker process has one (each owns a heartbeat
+        process)."""
+        if commit_delay_s not in self._contexts:
+            events = make_event_channel(
+                self.settings.redis_url, db=self.db, prefix=self.settings.redis.key_prefix
+            )
+            self._contexts[commit_delay_s] = RunContext(
+                self.db, events, self.settings.runs, commit_delay_s=commit_delay_s
+            )
+        return self._contexts[commit_delay_s]
 
 
 @pytest.fixture(scope="module")
