@@ -17,6 +17,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,8 +32,10 @@ WORKER = textwrap.dedent(
     import re, sys, time
     from service.jobs.heartbeat import HeartbeatConfig, HeartbeatProcess
 
-    url, run_id, hold_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
-    beats = HeartbeatProcess(HeartbeatConfig(url, interval_s=0.2, cancel_poll_s=0.1))
+    url, run_id, hold_s, stall_s = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+    beats = HeartbeatProcess(
+        HeartbeatConfig(url, interval_s=0.2, cancel_poll_s=0.1, stall_timeout_s=stall_s)
+    )
     assert beats.start(wait_s=60), "the heartbeat process did not start"
     beats.watch(run_id, "tok", lambda kind: print("event", kind, time.monotonic(), flush=True))
     n = 16
@@ -108,11 +111,11 @@ def _heartbeat_at(db: Database, run_id: str) -> object:
         ).scalar_one()
 
 
-@pytest.fixture
-def stand_in(database: Database) -> Iterator[StandIn]:
+@contextmanager
+def _stand_in(database: Database, *, hold_s: float, stall_s: float) -> Iterator[StandIn]:
     _claimed_run(database, "run_beat")
     proc = subprocess.Popen(
-        [sys.executable, "-c", WORKER, database.url, "run_beat", "3"],
+        [sys.executable, "-c", WORKER, database.url, "run_beat", str(hold_s), str(stall_s)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -122,6 +125,32 @@ def stand_in(database: Database) -> Iterator[StandIn]:
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def stand_in(database: Database) -> Iterator[StandIn]:
+    with _stand_in(database, hold_s=3, stall_s=600) as worker:
+        yield worker
+
+
+def _beats_until_released(database: Database, worker: StandIn) -> tuple[float, float, list[float]]:
+    """(held from, released at, times heartbeat_at changed) while the stand-in holds the GIL."""
+    held_from, _ = worker.wait_for("holding")
+    changes: list[float] = []
+    last = _heartbeat_at(database, "run_beat")
+    while True:
+        time.sleep(0.05)
+        now = _heartbeat_at(database, "run_beat")
+        if now != last:
+            changes.append(time.monotonic())
+            last = now
+        try:
+            at, line = worker.lines.get_nowait()
+            if line == "released":
+                return held_from, at, changes
+        except queue.Empty:
+            if time.monotonic() - held_from > 120:
+                raise AssertionError("the stand-in never released the GIL") from None
 
 
 def _alive(pid: int) -> bool:
@@ -137,23 +166,7 @@ def test_a_worker_holding_the_gil_keeps_beating_and_kill_9_stops_the_beats(
 ) -> None:
     _, line = stand_in.wait_for("pid")
     child = int(line.split()[1])
-    held_from, _ = stand_in.wait_for("holding")
-    changes: list[float] = []
-    last = _heartbeat_at(database, "run_beat")
-    released_at: float | None = None
-    while released_at is None:
-        time.sleep(0.05)
-        now = _heartbeat_at(database, "run_beat")
-        if now != last:
-            changes.append(time.monotonic())
-            last = now
-        try:
-            at, line = stand_in.lines.get_nowait()
-            if line == "released":
-                released_at = at
-        except queue.Empty:
-            if time.monotonic() - held_from > 120:
-                raise AssertionError("the stand-in never released the GIL") from None
+    held_from, released_at, changes = _beats_until_released(database, stand_in)
     during = [t for t in changes if held_from < t < released_at]
     held = released_at - held_from
     assert held > 1.0, f"the GIL was held only {held:.2f} s: calibration too short"
@@ -185,3 +198,24 @@ def test_cancel_and_lost_claim_reach_the_worker_within_a_second(
     with database.engine.begin() as conn:
         conn.execute(text("UPDATE match_runs SET worker_id = 'other' WHERE id = 'run_beat'"))
     stand_in.wait_for("event lost", timeout_s=10)
+
+
+def test_a_worker_stuck_longer_than_the_stall_timeout_stops_being_beaten(
+    database: Database,
+) -> None:
+    """Alive but stuck (no ping from the worker for ``stall_timeout_s``): its runs' beats stop,
+    so the reaper takes them; they resume when the worker comes back."""
+    with _stand_in(database, hold_s=7, stall_s=1.0) as worker:
+        held_from, released_at, changes = _beats_until_released(database, worker)
+        assert released_at - held_from > 4.5, "calibration too short for this test"
+        early = [t for t in changes if t < held_from + 0.8]
+        # Margin for a loaded machine: a beat decided just before the stall timeout may land
+        # (and be seen here) a second or two later.
+        late = [t for t in changes if held_from + 3.5 < t < released_at]
+        assert early, changes  # still beaten within the stall timeout
+        assert late == [], (held_from, released_at, changes)  # then silent: reapable
+        resumed = _heartbeat_at(database, "run_beat")
+        deadline = time.monotonic() + 10
+        while _heartbeat_at(database, "run_beat") == resumed:
+            assert time.monotonic() < deadline, "beats did not resume after the stall"
+            time.sleep(0.1)
