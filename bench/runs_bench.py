@@ -19,8 +19,10 @@ Prints one JSON line per measurement and a table; nothing is committed to the re
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -77,6 +79,16 @@ def _wait(
             return body
         time.sleep(0.5)
     raise SystemExit(f"run {run_id} did not finish in {timeout_s} s")
+
+
+def _seconds(stamp: str) -> float:
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def _warm_up_s(log: Path) -> float | None:
+    """The worker's warm-up (at its start, before any run: not part of a run's overhead)."""
+    found = re.search(r"warm-up took ([0-9.]+) s", log.read_text(errors="replace"))
+    return float(found.group(1)) if found else None
 
 
 def _ready(client: TestClient, headers: dict[str, str], n: int) -> None:
@@ -165,17 +177,30 @@ def main(argv: list[str] | None = None) -> int:
             wall = time.perf_counter() - t3
             s = done["summary"] or {}
             timings = s.get("timings", {})
-            overhead = wall - timings.get("solve", 0.0)
+            # Overhead = everything around the solve's time limit: queueing (submit -> claim),
+            # snapshot, persist, commit, the solve's overrun beyond its limit, and the rest
+            # (claim, events, summary writes, this loop's 0.5 s polling).
+            overhead = wall - min(timings.get("solve", 0.0), args.time_limit)
+            queued = _seconds(done["started_at"]) - _seconds(done["created_at"])
+            named = ("snapshot", "persist", "commit")
+            parts = {k: round(timings.get(k, -1), 2) for k in named}
+            overrun = max(0.0, timings.get("solve", 0.0) - args.time_limit)
+            other = overhead - queued - overrun - sum(timings.get(k, 0.0) for k in named)
             _emit(
                 "run",
                 status=done["status"],
                 wall_s=round(wall, 2),
-                snapshot_s=round(timings.get("snapshot", -1), 2),
+                queue_s=round(queued, 2),
+                **{f"{k}_s": v for k, v in parts.items()},
+                snapshot_store_s=round(timings.get("snapshot_store", -1), 2),
                 solve_s=round(timings.get("solve", -1), 2),
-                persist_s=round(timings.get("persist", -1), 2),
-                commit_s=round(timings.get("commit", -1), 2),
+                solve_overrun_s=round(overrun, 2),
+                other_s=round(other, 2),
                 overhead_s=round(overhead, 2),
                 overhead_share=round(overhead / args.time_limit, 3),
+                loadavg=[round(x, 2) for x in os.getloadavg()],
+                worker_warm_up_s=_warm_up_s(tmp / "bench-worker-0.log"),
+                commit_parts={k: v for k, v in timings.items() if k.startswith("commit.")},
                 proposals=(s.get("commit") or {}).get("proposed"),
                 skipped=len((s.get("commit") or {}).get("skipped", [])),
                 placed=s.get("placed"),

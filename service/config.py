@@ -82,11 +82,25 @@ class RunsSettings(BaseModel):
     )
     heartbeat_interval_s: float = Field(default=1.0, gt=0, le=60)
     heartbeat_timeout_s: float = Field(
-        default=60.0,
+        default=15.0,
         gt=0,
         le=3600,
-        description="A running run silent this long is reaped (long enough for a solver "
-        "phase that holds the GIL on a loaded machine).",
+        description="A running run silent this long is reaped. The heartbeat comes from a "
+        "process of its own (a solver holding the GIL cannot delay it), so this only has to "
+        "cover database and scheduling hiccups.",
+    )
+    cancel_poll_s: float = Field(
+        default=0.2,
+        gt=0,
+        le=10,
+        description="How often the heartbeat process reads the cancel flag.",
+    )
+    worker_stall_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        le=86_400,
+        description="A worker alive but silent this long (stuck) has its runs' heartbeats "
+        "stopped, so they are reaped.",
     )
     requeue_after_s: float = Field(
         default=30.0, gt=0, le=3600, description="A queued run untouched this long is re-sent."

@@ -86,6 +86,7 @@ def init_process(settings: Settings, *, commit_delay_s: float | None = None) -> 
     )
     delay = settings.runs.commit_delay_s if commit_delay_s is None else commit_delay_s
     _ctx = RunContext(db=db, events=events, settings=settings.runs, commit_delay_s=delay)
+    _ctx.heartbeats.start()  # its imports overlap the warm-up; no run waits for them
     warm_up()
 
 
@@ -139,5 +140,6 @@ def serve(settings: Settings, *, threads: int = 1) -> None:
     housekeeper.stop(timeout=10_000)
     sweeps.close()
     worker.stop(timeout=int(settings.runs.max_time_limit_s * 1000))
+    _ctx.heartbeats.close()
     engine.close()
     time.sleep(0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import select as sa_select
@@ -34,14 +35,34 @@ log = logging.getLogger(__name__)
 MAX_SKIPPED_IN_SUMMARY = 200
 
 
-def _lock_projects(session: Session, ids: list[str]) -> dict[str, Project]:
-    out: dict[str, Project] = {}
+@dataclass(frozen=True)
+class ProjectRow:
+    """What the commit reads of a project (plain columns, not an ORM object: ~20k of them)."""
+
+    id: str
+    status: str
+    maker_id: str
+    excluded_cdmo_ids: list[str]
+    second_source_required: bool
+    second_source_share: float
+    window_start: str
+    loads: list[dict[str, Any]]
+
+
+_PROJECT_COLUMNS = [col(getattr(Project, f.name)) for f in fields(ProjectRow)]
+
+
+def _lock_projects(session: Session, ids: list[str]) -> dict[str, ProjectRow]:
+    out: dict[str, ProjectRow] = {}
     for i in range(0, len(ids), 5000):
         chunk = ids[i : i + 5000]
         stmt = (
-            select(Project).where(col(Project.id).in_(chunk)).order_by(col(Project.id))
-        ).with_for_update()
-        out.update({p.id: p for p in session.exec(stmt)})
+            sa_select(*_PROJECT_COLUMNS)
+            .where(col(Project.id).in_(chunk))
+            .order_by(col(Project.id))
+            .with_for_update()
+        )
+        out.update({row[0]: ProjectRow(*row) for row in session.execute(stmt)})
     return out
 
 
@@ -91,6 +112,7 @@ def commit(
     commits the session (one transaction). ``started`` (perf_counter) dates the commit phase
     in the summary's timings."""
     started = time.perf_counter() if started is None else started
+    marks = [("start", time.perf_counter())]
     rows = repo.runs.run_assignments(session, run.id)
     projects = _lock_projects(session, sorted({a.project_id for a in rows}))
     site_ids = sorted({a.site_id for a in rows})
@@ -99,6 +121,7 @@ def commit(
     placed_pairs = {(a.project_id, a.role) for a in rows}
     held = held_by_proposals(session, exclude=placed_pairs)
     free = {key: hours - held.get(key, 0) for key, hours in listings.items()}
+    marks.append(("read_lock", time.perf_counter()))
 
     by_project: dict[str, list[Any]] = defaultdict(list)
     for a in rows:
@@ -149,6 +172,7 @@ def commit(
         for b in items:
             accepted.append((b, BatchPlacement(project, sites[b.site_id], Role(b.role))))
 
+    marks.append(("check", time.perf_counter()))
     result = repo.proposals.propose_batch(
         session=session,
         placements=[p for _, p in accepted],
@@ -162,10 +186,11 @@ def commit(
             skip([a], why)
         else:
             outcomes.setdefault(a.pos, ("proposed", None))
-    # Mark what was already proposed there as "unchanged" (propose_batch counted them).
-    active_same = _already_active(session, run.id, accepted)
-    for pos in active_same:
-        outcomes[pos] = ("unchanged", None)
+    # What was already proposed there (by an earlier run or by hand) is "unchanged".
+    for a, _ in accepted:
+        if (a.project_id, a.role) in result.unchanged_keys:
+            outcomes[a.pos] = ("unchanged", None)
+    marks.append(("propose", time.perf_counter()))
     repo.runs.record_outcomes(
         session,
         run.id,
@@ -189,7 +214,18 @@ def commit(
                 ]
             }
         )
-    timings = {**summary.timings, "commit": round(time.perf_counter() - started, 3)}
+    marks.append(("outcomes", time.perf_counter()))
+    # The commit's parts: read + lock, capacity check, proposals (+ their notifications),
+    # outcomes; the last mark to the final write is the summary and the run's status.
+    parts = {
+        f"commit.{name}": round(at - before, 3)
+        for (_, before), (name, at) in zip(marks, marks[1:], strict=False)
+    }
+    timings = {
+        **summary.timings,
+        **parts,
+        "commit": round(time.perf_counter() - started, 3),
+    }
     final = summary.model_copy(update={"commit": commit_summary, "timings": timings})
     repo.runs.finish(
         session=session, run_id=run.id, token=token, status=RunStatus.SUCCEEDED, summary=final
@@ -202,27 +238,3 @@ def commit(
         extra={"run_id": run.id},
     )
     return commit_summary
-
-
-def _already_active(session: Session, run_id: str, accepted: list[tuple[Any, Any]]) -> list[str]:
-    """Positions of accepted placements whose active proposal was not made by this run."""
-    from service.models import Proposal
-
-    if not accepted:
-        return []
-    pairs = {(a.project_id, a.role, a.site_id): a.pos for a, _ in accepted}
-    project_ids = sorted({a.project_id for a, _ in accepted})
-    out = []
-    for i in range(0, len(project_ids), 5000):
-        chunk = project_ids[i : i + 5000]
-        stmt = select(
-            Proposal.project_id, Proposal.role, Proposal.site_id, Proposal.batch_id
-        ).where(
-            col(Proposal.project_id).in_(chunk),
-            col(Proposal.status).in_(["proposed", "accepted"]),
-        )
-        for pid, role, site_id, batch_id in session.exec(stmt):
-            pos = pairs.get((pid, role, site_id))
-            if pos is not None and batch_id != run_id:
-                out.append(pos)
-    return out

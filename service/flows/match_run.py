@@ -2,9 +2,11 @@
 
 Idempotent and safe to deliver twice: the claim is a conditional update in PostgreSQL, every
 later write names the claim token, an answer already persisted by an earlier attempt is
-committed rather than solved again, and the commit is one transaction. A heartbeat thread
-refreshes ``heartbeat_at`` every ``heartbeat_interval_s`` and turns a cancel asked through the
-API into ``RunControl.cancel()``; the reaper re-queues a run whose heartbeat stops.
+committed rather than solved again, and the commit is one transaction. The worker's heartbeat
+process (:mod:`service.jobs.heartbeat`, outside the solving interpreter) refreshes
+``heartbeat_at`` every ``heartbeat_interval_s`` and polls the cancel flag every
+``cancel_poll_s``; a cancel asked through the API becomes ``RunControl.cancel()``; the reaper
+re-queues a run whose heartbeat stops.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
 from schemas.api import RunProgress, RunScope, RunStatus, RunSummary
@@ -33,6 +35,7 @@ from service.db import Database
 from service.flows import commit_run
 from service.flows.snapshot import run_snapshot
 from service.jobs.events import EventChannel
+from service.jobs.heartbeat import CANCEL, LOST, HeartbeatConfig, HeartbeatProcess
 from service.models import MatchRun
 from service.repositories.runs import LostClaim
 
@@ -49,6 +52,18 @@ class RunContext:
     events: EventChannel
     settings: RunsSettings
     commit_delay_s: float = 0.0  # fault injection for tests: wait before the commit
+    heartbeats: HeartbeatProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Started on the first run; ends with this process (its pipe closes).
+        self.heartbeats = HeartbeatProcess(
+            HeartbeatConfig(
+                database_url=self.db.url,
+                interval_s=self.settings.heartbeat_interval_s,
+                cancel_poll_s=self.settings.cancel_poll_s,
+                stall_timeout_s=self.settings.worker_stall_timeout_s,
+            )
+        )
 
 
 def warm_up() -> float:
@@ -101,48 +116,35 @@ def _event(ctx: RunContext, run_id: str, kind: str, data: dict[str, object]) -> 
 
 
 class Heartbeat:
-    """Background heartbeat of one claimed run; sets ``cancelled``/``lost`` and calls
-    ``on_stop`` when the API asked to cancel or the claim was lost."""
+    """The heartbeat of one claimed run, beaten by this worker's heartbeat process (not a
+    thread of the solving interpreter: see :mod:`service.jobs.heartbeat`). Sets
+    ``cancelled``/``lost`` and calls ``on_stop`` when the API asked to cancel or the claim was
+    lost."""
 
     def __init__(self, ctx: RunContext, run_id: str, token: str) -> None:
         self.ctx, self.run_id, self.token = ctx, run_id, token
         self.cancelled = threading.Event()
         self.lost = threading.Event()
-        self.on_stop: list[object] = []
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run_id}", daemon=True)
+        self.on_stop: list[Callable[[], None]] = []
 
-    def _loop(self) -> None:
-        interval = self.ctx.settings.heartbeat_interval_s
-        while not self._done.wait(interval):
-            try:
-                with self.ctx.db.session() as session:
-                    cancel = repo.runs.heartbeat(
-                        session=session, run_id=self.run_id, token=self.token
-                    )
-                    session.commit()
-            except LostClaim:
-                self.lost.set()
-                self._stop()
+    def _on_event(self, kind: str) -> None:
+        if kind == LOST:
+            self.lost.set()
+        elif kind == CANCEL:
+            if self.cancelled.is_set():
                 return
-            except Exception:  # noqa: BLE001 - a database blip: try again next beat
-                log.warning("heartbeat failed", extra={"run_id": self.run_id}, exc_info=True)
-                continue
-            if cancel and not self.cancelled.is_set():
-                self.cancelled.set()
-                self._stop()
-
-    def _stop(self) -> None:
+            self.cancelled.set()
+        else:
+            return
         for callback in self.on_stop:
-            callback()  # type: ignore[operator]
+            callback()
 
     def __enter__(self) -> Heartbeat:
-        self._thread.start()
+        self.ctx.heartbeats.watch(self.run_id, self.token, self._on_event)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join(timeout=5)
+        self.ctx.heartbeats.unwatch(self.run_id)
 
 
 def execute(ctx: RunContext, run_id: str) -> None:
@@ -228,15 +230,32 @@ def _snapshot_for(ctx: RunContext, run: MatchRun) -> MarketSnapshot:
     return run_snapshot(ctx.db, as_of=as_of, scope=RunScope.model_validate(run.scope))
 
 
-def _solve_and_persist(ctx: RunContext, run: MatchRun, token: str, beat: Heartbeat) -> MatchRun:
-    from matcher.control import Progress, RunControl
-    from matcher.market import match
+class _Background:
+    """One function on a thread of its own; ``join()`` returns its duration in seconds or
+    raises what it raised."""
 
-    run_id = run.id
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    _event(ctx, run_id, "progress", {"phase": "snapshot", "elapsed_s": 0.0})
-    snapshot = _snapshot_for(ctx, run)
+    def __init__(self, fn: Callable[[], None], name: str) -> None:
+        self._fn, self._seconds = fn, 0.0
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        started = time.perf_counter()
+        try:
+            self._fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to join()
+            self._error = exc
+        self._seconds = time.perf_counter() - started
+
+    def join(self) -> float:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._seconds
+
+
+def _store_snapshot(ctx: RunContext, run_id: str, token: str, snapshot: MarketSnapshot) -> None:
     blob, digest = encode_snapshot(snapshot)
     with ctx.db.session() as session:
         repo.runs.record_snapshot(
@@ -249,7 +268,21 @@ def _solve_and_persist(ctx: RunContext, run: MatchRun, token: str, beat: Heartbe
             versions=software_versions(),
         )
         session.commit()
+
+
+def _solve_and_persist(ctx: RunContext, run: MatchRun, token: str, beat: Heartbeat) -> MatchRun:
+    from matcher.control import Progress, RunControl
+    from matcher.market import match
+
+    run_id = run.id
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    _event(ctx, run_id, "progress", {"phase": "snapshot", "elapsed_s": 0.0})
+    snapshot = _snapshot_for(ctx, run)
     timings["snapshot"] = time.perf_counter() - t0
+    # Compress, hash and store the snapshot (audit, replay) beside the solve, not before it:
+    # zlib and the database write release the GIL; joined before the answer is persisted.
+    store = _Background(lambda: _store_snapshot(ctx, run_id, token, snapshot), "snapshot-store")
     log.info(
         "snapshot: %d projects, %d sites, version %d",
         len(snapshot.projects),
@@ -258,6 +291,7 @@ def _solve_and_persist(ctx: RunContext, run: MatchRun, token: str, beat: Heartbe
         extra={"run_id": run_id},
     )
     if not snapshot.projects:
+        store.join()
         raise RuntimeError("the scope selects no open project any more")
 
     params = RunParams.model_validate(run.params)
@@ -292,8 +326,12 @@ def _solve_and_persist(ctx: RunContext, run: MatchRun, token: str, beat: Heartbe
     )
     beat.on_stop.append(control.cancel)
     t1 = time.perf_counter()
-    result = match(snapshot, params, control)
-    timings["solve"] = time.perf_counter() - t1
+    try:
+        result = match(snapshot, params, control)
+    finally:
+        timings["solve"] = time.perf_counter() - t1
+        stored_in = store.join()  # raises what the store raised (e.g. LostClaim)
+    timings["snapshot_store"] = stored_in
     if beat.lost.is_set():
         raise LostClaim(run_id)
 

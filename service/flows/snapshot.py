@@ -8,8 +8,10 @@ commit's re-check does not throw it away. Accepted deals are already in ``reserv
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any, NamedTuple
 
-from sqlmodel import Session, col, select
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col
 
 from schemas.api import ProposalStatus, RunScope
 from schemas.market import MarketSnapshot, Role
@@ -22,22 +24,40 @@ from service.repositories.runs import in_scope
 
 def held_by_proposals(session: Session, *, exclude: set[tuple[str, str]]) -> dict[ListingKey, int]:
     """Whole hours held by active ``proposed`` proposals, except those of (project, role)
-    pairs in ``exclude`` (the ones the caller is about to re-decide)."""
-    rows = session.exec(
-        select(Proposal, Project)
-        .join(Project, col(Project.id) == Proposal.project_id)
-        .where(Proposal.status == ProposalStatus.PROPOSED.value)
+    pairs in ``exclude`` (the ones the caller is about to re-decide). Plain rows: a market
+    can hold ~20k live proposals."""
+    rows = session.execute(
+        sa_select(
+            col(Proposal.project_id),
+            col(Proposal.role),
+            col(Proposal.site_id),
+            col(Project.second_source_required),
+            col(Project.second_source_share),
+            col(Project.window_start),
+            col(Project.loads),
+        )
+        .join(Project, col(Project.id) == col(Proposal.project_id))
+        .where(col(Proposal.status) == ProposalStatus.PROPOSED.value)
     ).all()
     held = empty_hours()
     add_hours(
         held,
         (
-            placement_hours(project, prop.site_id, Role(prop.role))
-            for prop, project in rows
-            if (prop.project_id, prop.role) not in exclude
+            placement_hours(_Needs(*row[3:]), row[2], Role(row[1]))
+            for row in rows
+            if (row[0], row[1]) not in exclude
         ),
     )
     return held
+
+
+class _Needs(NamedTuple):
+    """The columns of a project that :func:`placement_hours` reads."""
+
+    second_source_required: bool
+    second_source_share: float
+    window_start: str
+    loads: list[dict[str, Any]]
 
 
 def run_snapshot(db: Database, *, as_of: dt.date, scope: RunScope) -> MarketSnapshot:

@@ -306,7 +306,10 @@ def dramatiq_engine(settings: Settings) -> DramatiqEngine:
         settings.redis_url,
         namespace=settings.redis.key_prefix + "dramatiq",
         queue_name=settings.runs.queue_name,
-        heartbeat_timeout_s=settings.runs.heartbeat_timeout_s,
+        # Dramatiq's own consumer heartbeat is a thread of the solving interpreter: give it
+        # room (a duplicate delivery would be harmless, the claim is conditional). The runs'
+        # heartbeat, which the reaper reads, comes from the heartbeat process.
+        heartbeat_timeout_s=max(60.0, settings.runs.heartbeat_timeout_s),
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import JSON, insert
 from sqlmodel import Session
 
 from schemas.api import OrgKind, ProjectStatus
@@ -28,6 +28,40 @@ def _batches(rows: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
             batch = []
     if batch:
         yield batch
+
+
+def copy_rows(session: Session, model: Any, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert ``rows`` (dicts with the same keys) into ``model``'s table inside the session's
+    transaction: PostgreSQL ``COPY ... FROM STDIN`` (no statement per row, no ORM object),
+    executemany batches elsewhere. Columns missing from the rows take their column defaults
+    (evaluated once for the whole batch: e.g. one ``created_at``)."""
+    if not rows:
+        return 0
+    if session.get_bind().dialect.name != "postgresql":
+        return _insert(session, model, rows)
+    table = model.__table__
+    keys = list(rows[0])
+    extra: dict[str, Any] = {}
+    for column in table.columns:
+        if column.name in keys or column.default is None:
+            continue
+        default = column.default
+        extra[column.name] = default.arg if default.is_scalar else default.arg(None)
+    from psycopg.types.json import Jsonb
+
+    json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
+    names = ", ".join(f'"{name}"' for name in [*keys, *extra])
+    tail = [Jsonb(v) if k in json_columns and v is not None else v for k, v in extra.items()]
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+        for row in rows:
+            values = [row[k] for k in keys]
+            for i, k in enumerate(keys):
+                if k in json_columns and values[i] is not None:
+                    values[i] = Jsonb(values[i])
+            copy.write_row([*values, *tail])
+    return len(rows)
 
 
 def _insert(session: Session, model: Any, rows: Iterable[dict[str, Any]]) -> int:

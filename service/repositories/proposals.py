@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from sqlalchemy import insert, update
+from sqlalchemy import update
 from sqlmodel import Session, select
 
 from schemas.api import (
@@ -31,6 +31,7 @@ from service.models import Listing, Organisation, Project, Proposal, Site, utcno
 from service.notifications import outbox
 from service.notifications.outbox import EventKind
 from service.pagination import PageParams, paginate
+from service.repositories.bulk import copy_rows
 from service.repositories.common import where_visible
 
 _ACTIVE = [s.value for s in ACTIVE_PROPOSAL_STATUSES]
@@ -283,9 +284,24 @@ def _proposed(row: dict[str, Any], maker_id: str) -> tuple[list[str], str, dict[
     return [row["cdmo_id"], maker_id], EventKind.PROPOSAL_PROPOSED, data
 
 
+class ProposableProject(Protocol):
+    """What :func:`propose_batch` reads of a project (an ORM row or a plain row)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def maker_id(self) -> str: ...
+    @property
+    def excluded_cdmo_ids(self) -> list[str]: ...
+    @property
+    def second_source_required(self) -> bool: ...
+
+
 @dataclass(frozen=True)
 class BatchPlacement:
-    project: Project
+    project: ProposableProject
     site: Site
     role: Role
 
@@ -296,6 +312,7 @@ class BatchOutcome:
     unchanged: int = 0
     superseded: int = 0
     refused: dict[tuple[str, str], str] | None = None  # (project id, role) -> why
+    unchanged_keys: set[tuple[str, str]] = field(default_factory=set)  # (project id, role)
 
 
 def propose_batch(
@@ -329,7 +346,7 @@ def propose_batch(
     new_rows: list[dict[str, Any]] = []
     superseded_ids: list[str] = []
     superseded_events: list[tuple[list[str], str, dict[str, Any]]] = []
-    touched: dict[str, Project] = {}
+    touched: dict[str, ProposableProject] = {}
     for item in placements:
         project, site, role = item.project, item.site, item.role
         key = (project.id, role.value)
@@ -354,6 +371,7 @@ def propose_batch(
         same_role = [p for p in active[project.id] if p.role == role.value]
         if any(p.site_id == site.id for p in same_role):
             outcome.unchanged += 1
+            outcome.unchanged_keys.add(key)
             continue
         accepted = [p for p in same_role if p.status in _HOLDING]
         if accepted:  # a batch never undoes a CDMO's acceptance, nor a deal
@@ -386,7 +404,7 @@ def propose_batch(
                 .execution_options(synchronize_session=False)
             )
     if new_rows:
-        session.execute(insert(Proposal), new_rows)
+        copy_rows(session, Proposal, new_rows)
         makers = {p.project.id: p.project.maker_id for p in placements}
         outbox.record_many(session, [_proposed(r, makers[r["project_id"]]) for r in new_rows])
     if superseded_events:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import case, delete, func, insert, or_, update
+from sqlalchemy import case, delete, func, or_, update
 from sqlmodel import Session, col, select
 
 from schemas.api import (
@@ -38,6 +38,7 @@ from service.ids import new_id
 from service.models import MatchRun, MatchRunAssignment, MatchRunUnassigned, utcnow
 from service.notifications import outbox
 from service.pagination import PageParams, encode_cursor, paginate
+from service.repositories.bulk import copy_rows
 
 _ACTIVE = [s.value for s in ACTIVE_RUN_STATUSES]
 _FINAL = [s.value for s in FINAL_RUN_STATUSES]
@@ -270,6 +271,12 @@ def heartbeat(*, session: Session, run_id: str, token: str) -> bool:
     return bool(session.exec(stmt).one())
 
 
+def cancel_requested(*, session: Session, run_id: str) -> bool:
+    """Whether a cancel was asked for ``run_id`` (polled between heartbeats)."""
+    stmt = select(MatchRun.cancel_requested).where(MatchRun.id == run_id)
+    return bool(session.exec(stmt).one_or_none())
+
+
 def record_progress(*, session: Session, run_id: str, token: str, progress: RunProgress) -> None:
     _update_owned(
         session, run_id, token, progress=progress.model_dump(mode="json"), heartbeat_at=utcnow()
@@ -324,16 +331,16 @@ def persist_result(
         record_finished(session, run_id)
     session.execute(delete(MatchRunAssignment).where(col(MatchRunAssignment.run_id) == run_id))
     session.execute(delete(MatchRunUnassigned).where(col(MatchRunUnassigned.run_id) == run_id))
-    if assignments:
-        session.execute(
-            insert(MatchRunAssignment),
-            [{"run_id": run_id, "pos": f"{i:08d}", **a} for i, a in enumerate(assignments)],
-        )
-    if unassigned:
-        session.execute(
-            insert(MatchRunUnassigned),
-            [{"run_id": run_id, "pos": f"{i:08d}", **u} for i, u in enumerate(unassigned)],
-        )
+    copy_rows(
+        session,
+        MatchRunAssignment,
+        [{"run_id": run_id, "pos": f"{i:08d}", **a} for i, a in enumerate(assignments)],
+    )
+    copy_rows(
+        session,
+        MatchRunUnassigned,
+        [{"run_id": run_id, "pos": f"{i:08d}", **u} for i, u in enumerate(unassigned)],
+    )
 
 
 def run_assignments(session: Session, run_id: str) -> list[Any]:

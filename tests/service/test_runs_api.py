@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,12 +49,19 @@ MAX_ACTIVE = 2
 class Env:
     def __init__(self, client: TestClient, db: Database, settings: Settings) -> None:
         self.client, self.db, self.settings = client, db, settings
+        self._contexts: dict[float, RunContext] = {}
 
     def ctx(self, commit_delay_s: float = 0.0) -> RunContext:
-        events = make_event_channel(
-            self.settings.redis_url, db=self.db, prefix=self.settings.redis.key_prefix
-        )
-        return RunContext(self.db, events, self.settings.runs, commit_delay_s=commit_delay_s)
+        """One context per delay, as a worker process has one (each owns a heartbeat
+        process)."""
+        if commit_delay_s not in self._contexts:
+            events = make_event_channel(
+                self.settings.redis_url, db=self.db, prefix=self.settings.redis.key_prefix
+            )
+            self._contexts[commit_delay_s] = RunContext(
+                self.db, events, self.settings.runs, commit_delay_s=commit_delay_s
+            )
+        return self._contexts[commit_delay_s]
 
 
 @pytest.fixture(scope="module")
@@ -236,13 +244,18 @@ def test_a_second_run_moves_proposals_and_supersedes_the_old_ones(env: Env, oper
     done = wait_run(env.client, operator, second["id"], FINAL)
     commit = done["summary"]["commit"]
     # Stability: the same answer again changes nothing; every placement is accounted for.
-    assert commit["proposed"] + commit["unchanged"] + len(commit["skipped"]) == len(
-        http_ok(
-            env.client.get(
-                f"/v1/match-runs/{second['id']}/assignments?limit=200", headers=operator.headers
-            )
-        )["items"]
-    )
+    items = http_ok(
+        env.client.get(
+            f"/v1/match-runs/{second['id']}/assignments?limit=200", headers=operator.headers
+        )
+    )["items"]
+    assert commit["proposed"] + commit["unchanged"] + len(commit["skipped"]) == len(items)
+    # Each placement's outcome agrees with the summary (the unchanged ones are the pairs
+    # propose_batch found already active at the same site).
+    outcomes = Counter(a["outcome"] for a in items)
+    assert commit["unchanged"] > 0
+    assert outcomes["unchanged"] == commit["unchanged"]
+    assert outcomes["proposed"] == commit["proposed"]
     _held_hours_fit(env)
     with env.db.engine.connect() as conn:
         superseded = conn.execute(

@@ -199,10 +199,10 @@ def test_cancel_a_long_run_keeps_a_partial_answer_and_commits_nothing_reads_answ
     assert final["status"] == "cancelled", final
     assert final["summary"]["partial"] is True and final["summary"]["placed"] > 0
     assert final["summary"]["commit"] is None
-    # Long before its time limit would have ended it (the matcher on this branch checks the
-    # cancel between solve rounds; with the run control threaded through every phase it is
-    # about a second).
-    assert stopped_after < 30
+    # About a second end to end: the heartbeat process polls the cancel flag every 0.2 s, the
+    # run control stops every phase; the rest is persisting the partial answer and this
+    # test's polling. Loose (5 s) for a loaded machine; the time limit was 30 s.
+    assert stopped_after < 5, stopped_after
     proposals = http_ok(env.client.get("/v1/proposals", headers=operator.headers))["items"]
     assert proposals == []
     # Cancelling it again: a finished run cannot be cancelled.
