@@ -200,6 +200,7 @@ def assemble(enc: Encoded, scored: Scored, params: RunParams) -> MarketProblem:
     use_res = res_id[keys].astype(np.int32)
     use_amt = rows.ent_units[use_ent]
     # The rules joining two sources (separation, blended budget) as side resources.
+    side_from = len(res_key)
     capacity, res_key, use_ptr, use_res, use_amt = with_side_resources(
         enc, scored, capacity, res_key, use_ptr, use_res, use_amt
     )
@@ -227,6 +228,7 @@ def assemble(enc: Encoded, scored: Scored, params: RunParams) -> MarketProblem:
         fixed=fixed,
         hint=hint,
         outside_best=scored.outside_best,
+        side_from=side_from,
     )
     t3 = time.perf_counter()
     counts = scored.counts
