@@ -101,3 +101,15 @@ def test_pair_lagrangian_is_an_upper_bound(model: AssignmentModel) -> None:
     if optimum is not None:
         assert verify_assignment(model, solution.choice) == solution.objective == optimum
         assert solution.bound >= optimum
+
+
+def test_merge_uses_appends_each_candidates_side_uses_after_its_own():
+    from matcher.pairs import merge_uses
+
+    use_ptr = np.array([0, 2, 2, 3], dtype=np.int64)  # candidate 1 has no own use
+    keys, amts = np.array([5, 6, 7]), np.array([50, 60, 70])
+    ptr, k, a = merge_uses(use_ptr, keys, amts, np.array([0, 1, 1]), np.array([90, 91, 92]),
+                           np.array([1, 2, 3]))  # fmt: skip
+    assert ptr.tolist() == [0, 3, 5, 6]
+    assert k.tolist() == [5, 6, 90, 91, 92, 7]
+    assert a.tolist() == [50, 60, 1, 2, 3, 70]
