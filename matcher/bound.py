@@ -83,6 +83,7 @@ def _lagrangian(
     cand_bin,
     bin_group,
     side_from,
+    red,
 ):
     """Returns L(lam); writes the maximising candidate of each item (or -1) into best_cand.
 
@@ -93,6 +94,8 @@ def _lagrangian(
     total = 0.0
     for r in range(side_from):
         total += lam[r] * capacity[r]
+    for c in range(len(cand_value)):  # reduced values once (``red``: a buffer, n_cand)
+        red[c] = _reduced(c, lam, cand_value, use_ptr, use_res, use_amt, side_from)
     for i in range(n):
         p = partner[i]
         if p >= 0 and p < i:
@@ -110,12 +113,11 @@ def _lagrangian(
                 lo = fixed[i]
                 hi = fixed[i] + 1
             for c in range(lo, hi):
-                red = _reduced(c, lam, cand_value, use_ptr, use_res, use_amt, side_from)
-                if red > best and (
+                if red[c] > best and (
                     side_from >= len(capacity)
                     or _side_fits(c, -1, capacity, use_ptr, use_res, use_amt, side_from)
                 ):
-                    best = red
+                    best = red[c]
                     bc = c
             best_cand[i] = bc
             total += best
@@ -138,16 +140,15 @@ def _lagrangian(
         best_p_alone = out_p  # best option of p with i outside: any candidate or outside
         arg_p_alone = -1
         for d in range(lo_p, hi_p):
-            red = _reduced(d, lam, cand_value, use_ptr, use_res, use_amt, side_from)
-            if red > best_p_alone:
-                best_p_alone = red
+            if red[d] > best_p_alone:
+                best_p_alone = red[d]
                 arg_p_alone = d
         if out_i + best_p_alone > best:
             best = out_i + best_p_alone
             bi = -1
             bp = arg_p_alone
         for c in range(lo_i, hi_i):
-            rc = _reduced(c, lam, cand_value, use_ptr, use_res, use_amt, side_from)
+            rc = red[c]
             if rc + out_p > best:
                 best = rc + out_p
                 bi = c
@@ -156,7 +157,7 @@ def _lagrangian(
                 continue  # no partner option can beat the best pair so far
             gc = bin_group[cand_bin[c]]
             for d in range(lo_p, hi_p):
-                rd = _reduced(d, lam, cand_value, use_ptr, use_res, use_amt, side_from)
+                rd = red[d]
                 if rc + rd <= best or bin_group[cand_bin[d]] == gc:
                     continue
                 if _side_fits(c, d, capacity, use_ptr, use_res, use_amt, side_from):
@@ -196,6 +197,7 @@ def _subgradient(
     prices of the best bound."""
     n = len(cand_ptr) - 1
     best_cand = np.empty(n, np.int64)
+    red = np.empty(len(cand_value), np.float64)
     best_bound = state[0]
     theta = state[1]
     stall = int(state[2])
@@ -217,6 +219,7 @@ def _subgradient(
             cand_bin,
             bin_group,
             side_from,
+            red,
         )
         if bound < best_bound - 1e-9:
             best_bound = bound
@@ -318,8 +321,8 @@ def lagrangian_bound(
         # so the clock is only obeyed after those, fewer on huge models.
         if deadline is not None and time.perf_counter() > deadline and done >= min_steps:
             break
-        if control is not None and control.cancelled:
-            break
+        if control is not None and (control.cancelled or control.run_over()):
+            break  # the whole run's deadline is never overrun for the first steps
     lam = best_lam
     best = _lagrangian(
         lam,
@@ -337,6 +340,7 @@ def lagrangian_bound(
         m.cand_bin,
         m.bin_group,
         m.side_from,
+        np.empty(m.n_cand, np.float64),
     )
     # Values are integers, so the optimum is at most floor(L); the epsilon absorbs rounding.
     return int(np.floor(best + 1e-6)), lam

@@ -41,6 +41,10 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
+class Stopped(Exception):  # noqa: N818 (a signal, not an error)
+    """A phase was stopped (a cancel) before it produced anything usable."""
+
+
 @dataclass
 class RunControl:
     """Deadline, cancel flag and progress sink of one solve.
@@ -128,6 +132,13 @@ class RunControl:
     def cancelled(self) -> bool:
         return (self._root or self)._cancel.is_set()
 
+    def run_over(self) -> bool:
+        """True once cancelled or (outside deterministic mode) past the deadline of the whole
+        run (the root control), whatever this slice's own deadline: a phase that may outlive
+        its slice (e.g. the bound's first steps) still stops there."""
+        root = self._root or self
+        return root.stop_requested()
+
     def stop_requested(self) -> bool:
         """True once cancelled or (outside deterministic mode) past the deadline."""
         if self.cancelled:
@@ -151,9 +162,7 @@ class RunControl:
         with root._lock:
             last = root._last
             if last is not None:
-                if last.objective is not None and (
-                    objective is None or objective < last.objective
-                ):
+                if last.objective is not None and (objective is None or objective < last.objective):
                     objective, placed = last.objective, last.placed
                 if last.bound is not None and (bound is None or bound > last.bound):
                     bound = last.bound

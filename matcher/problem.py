@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from matcher import kernels
-from matcher.control import RunControl
+from matcher.control import RunControl, Stopped
 from matcher.encode import (  # re-exported: imported from here by callers and tests
     CATEGORIES,
     CERT_KINDS,
@@ -97,10 +97,16 @@ def find_candidates(model_ptr: np.ndarray, cand_site: np.ndarray, want: np.ndarr
 
 
 def score(
-    enc: Encoded, params: RunParams, *, k: int | None = None, dual: np.ndarray | None = None
+    enc: Encoded,
+    params: RunParams,
+    *,
+    k: int | None = None,
+    dual: np.ndarray | None = None,
+    control: RunControl | None = None,
 ) -> kernels.Scored:
     """The kernels' pass over every pair of ``enc``: each row's best ``k`` sites (default: the
-    run's candidates per project) by value, or by reduced value under ``dual`` site prices."""
+    run's candidates per project) by value, or by reduced value under ``dual`` site prices.
+    A cancel of ``control`` stops it between chunks of rows (``matcher.control.Stopped``)."""
     return kernels.score_pairs(
         enc.sites,
         enc.rows,
@@ -109,6 +115,7 @@ def score(
         w_cost=params.weights.cost,
         fit_market=FIT_MARKET,
         dual=dual,
+        stop=None if control is None else (lambda: control.cancelled),
     )
 
 
@@ -120,13 +127,17 @@ def build_problem(
     site_table: SiteTable | None = None,
 ) -> MarketProblem:
     """Encode, score all pairs with the kernels, and build the AssignmentModel (progress is
-    reported to ``control`` after each step; ``site_table`` may come from a cache)."""
+    reported to ``control`` after each step; ``site_table`` may come from a cache). A cancel
+    of ``control`` raises ``matcher.control.Stopped`` (after encoding, or between chunks of
+    the kernel pass)."""
     t0 = time.perf_counter()
     enc = encode(snapshot, params, site_table)
     t1 = time.perf_counter()
     if control is not None:
         control.report("encode")
-    scored = score(enc, params)
+        if control.cancelled:
+            raise Stopped("cancelled after encoding")
+    scored = score(enc, params, control=control)
     t2 = time.perf_counter()
     if control is not None:
         control.report("kernels")
