@@ -84,6 +84,7 @@ def _lagrangian(
     bin_group,
     side_from,
     red,
+    terms,
 ):
     """Returns L(lam); writes the maximising candidate of each item (or -1) into best_cand.
 
@@ -120,6 +121,7 @@ def _lagrangian(
                     best = red[c]
                     bc = c
             best_cand[i] = bc
+            terms[i] = best
             total += best
             continue
         # The pair (i, p): options of each side are its candidates (or its pin) and the
@@ -166,6 +168,8 @@ def _lagrangian(
                     bp = d
         best_cand[i] = bi
         best_cand[p] = bp
+        terms[i] = best  # the pair's term, on its first item
+        terms[p] = 0.0
         total += best
     return total
 
@@ -198,6 +202,7 @@ def _subgradient(
     n = len(cand_ptr) - 1
     best_cand = np.empty(n, np.int64)
     red = np.empty(len(cand_value), np.float64)
+    terms = np.empty(n, np.float64)
     best_bound = state[0]
     theta = state[1]
     stall = int(state[2])
@@ -220,6 +225,7 @@ def _subgradient(
             bin_group,
             side_from,
             red,
+            terms,
         )
         if bound < best_bound - 1e-9:
             best_bound = bound
@@ -341,9 +347,25 @@ def lagrangian_bound(
         m.bin_group,
         m.side_from,
         np.empty(m.n_cand, np.float64),
+        np.empty(m.n_items, np.float64),
     )
     # Values are integers, so the optimum is at most floor(L); the epsilon absorbs rounding.
     return int(np.floor(best + 1e-6)), lam
+
+
+def lagrangian_terms(model: AssignmentModel, lam: np.ndarray) -> tuple[float, np.ndarray]:
+    """L(lam) (with the outside options) and each item's term in it (a linked pair's term
+    on its first item, 0 on the other): an item known to stay out of every feasible answer
+    may have its term (>= 0 when it may stay out) taken off, and what is left still bounds."""
+    m = model
+    terms = np.empty(m.n_items, np.float64)
+    total = _lagrangian(
+        np.asarray(lam, dtype=np.float64), m.capacity, m.cand_ptr, m.cand_value, m.use_ptr,
+        m.use_res, m.use_amt, m.must_assign, m.fixed, m.outside_best,
+        np.empty(m.n_items, np.int64), m.partner, m.cand_bin, m.bin_group, m.side_from,
+        np.empty(m.n_cand, np.float64), terms,
+    )  # fmt: skip
+    return float(total), terms
 
 
 def reduced_values(model: AssignmentModel, lam: np.ndarray) -> np.ndarray:

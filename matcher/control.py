@@ -285,6 +285,11 @@ class SolveParams:
     explain_encode_passes: float = 1.5
     # Seconds per row x site for rows explained against every site (no eligible site).
     explain_s_per_row_site: float = 1e-6
+    # After the explanations, the projects they prove unplaceable in the whole market (no
+    # pair of sources respects the separation or the budget) are taken off the Lagrangian
+    # bound: one evaluation at the final prices (~0.05 s per 4M resource uses), skipped on
+    # models with more uses than this (100000 x 10000: ~36M) unless deterministic.
+    structural_bound_max_uses: int = 20_000_000
     # Explanations stop (the rest listed as not explained) this far past the deadline.
     explain_grace_share: float = 0.03
     explain_grace_s: float = 0.5

@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from matcher.bound import lp_bound
+from matcher.bound import lagrangian_terms, lp_bound
 from matcher.complete import complete
 from matcher.control import RunControl, SolveParams, Stopped
 from matcher.explain import explain
@@ -195,6 +195,31 @@ def _after_solve_s(problem: MarketProblem, sp: SolveParams, unplaced_rows: int) 
         encode_s * (sp.result_encode_passes + 2 * sp.explain_encode_passes * unplaced_share)
         + sp.explain_s_per_row_site * alone * problem.enc.sites.n_sites
     )
+
+
+# Reasons that hold whatever the capacity: no pair of sources in the whole market respects
+# the separation rule, or none is within the budget.
+STRUCTURAL = (BlockReason.NO_SECOND_SOURCE, BlockReason.BUDGET)
+
+
+def _without_structural(
+    problem: MarketProblem, out: MatchResult, total: float, terms: np.ndarray
+) -> float:
+    """The Lagrangian bound ``total`` less the terms of the projects that ``out`` explains as
+    unplaceable in the whole market whatever the capacity (``STRUCTURAL``): they are out of
+    every feasible answer, so their terms (each >= 0: they may stay out) only loosen it. The
+    explanations scan every site of the market, so this needs no extra pass."""
+    enc = problem.enc
+    index = {pid: j for j, pid in enumerate(enc.project_ids)}
+    rows = [
+        int(r)
+        for u in out.unassigned
+        if u.reason in STRUCTURAL
+        for r in enc.project_rows[index[u.project_id]]
+        if r >= 0
+    ]
+    drop = float(np.maximum(terms[rows], 0.0).sum()) if rows else 0.0
+    return float(np.floor(total - drop + 1e-6))
 
 
 def _stopped_in_build(snapshot: MarketSnapshot, params: RunParams, t_start: float) -> MatchResult:
@@ -377,6 +402,16 @@ def match(
         )
     problem.timings["market_bound"] = time.perf_counter() - t0
     problem.timings["price"] = price_s
+    # Each row's term of the Lagrangian bound at the final prices, so that projects the
+    # explanations prove unplaceable in the whole market can be taken off it below.
+    terms = None
+    if (
+        rounds
+        and len(solution.prices) == problem.model.n_res
+        and not control.cancelled
+        and (params.deterministic or problem.model.use_res.size <= sp.structural_bound_max_uses)
+    ):
+        terms = lagrangian_terms(problem.model, solution.prices)
     t0 = time.perf_counter()
     grace = sp.explain_grace_share * limit + sp.explain_grace_s
     problem, choice, completed = complete(problem, solution.choice, control, grace_s=grace)
@@ -397,6 +432,10 @@ def match(
         explain_grace_s=grace,
     )
     update: dict = {"notes": out.notes + notes}
+    if terms is not None:
+        tighter = _without_structural(problem, out, *terms)
+        if tighter < out.bound:
+            update.update(bound=tighter, gap=(tighter - out.objective) / max(1.0, abs(tighter)))
     if control.cancelled:
         update["partial"] = True
     out = out.model_copy(update=update)
