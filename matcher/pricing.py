@@ -14,6 +14,7 @@ NumPy (``matcher.reference.pair_values``, the twin the tests hold the kernels to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,7 +123,10 @@ def extend_problem(
 
 
 def market_bound(
-    problem: MarketProblem, prices: np.ndarray, control: RunControl | None = None
+    problem: MarketProblem,
+    prices: np.ndarray,
+    control: RunControl | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> int:
     """Lagrangian bound over *every* eligible pair of the market, not only the candidates:
 
@@ -133,7 +137,7 @@ def market_bound(
     rounded to the nearest integer by the kernel, hence the half point per row.
     """
     enc, params = problem.enc, problem.params
-    priced = score(enc, params, k=1, dual=_site_prices(problem, prices), control=control)
+    priced = score(enc, params, k=1, dual=_site_prices(problem, prices), control=control, stop=stop)
     best = priced.outside_best.astype(np.float64)
     has = np.diff(priced.cand_ptr) > 0
     if has.any():

@@ -9,6 +9,7 @@ generation and the market bound live in matcher/pricing.py.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -103,10 +104,14 @@ def score(
     k: int | None = None,
     dual: np.ndarray | None = None,
     control: RunControl | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> kernels.Scored:
     """The kernels' pass over every pair of ``enc``: each row's best ``k`` sites (default: the
     run's candidates per project) by value, or by reduced value under ``dual`` site prices.
-    A cancel of ``control`` stops it between chunks of rows (``matcher.control.Stopped``)."""
+    A cancel of ``control``, or ``stop()`` turning true, stops it between chunks of rows
+    (``matcher.control.Stopped``)."""
+    if stop is None and control is not None:
+        stop = lambda: control.cancelled  # noqa: E731
     return kernels.score_pairs(
         enc.sites,
         enc.rows,
@@ -115,7 +120,7 @@ def score(
         w_cost=params.weights.cost,
         fit_market=FIT_MARKET,
         dual=dual,
-        stop=None if control is None else (lambda: control.cancelled),
+        stop=stop,
     )
 
 

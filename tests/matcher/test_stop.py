@@ -66,3 +66,14 @@ def test_cancel_while_building_returns_at_once_with_an_honest_bound():
     assert len(res.unassigned) == len(snap.projects)
     done = match(snap, params.model_copy(update={"time_limit_s": 3.0}))
     assert res.bound >= done.bound >= done.objective > 0
+
+
+def test_market_bound_pass_is_budgeted():
+    from matcher.pricing import market_bound
+    from matcher.problem import build_problem
+
+    problem = build_problem(generate_market(300, 30, 12, seed=3), RunParams())
+    prices = np.zeros(problem.model.n_res)
+    assert market_bound(problem, prices, stop=lambda: False) > 0
+    with pytest.raises(Stopped):
+        market_bound(problem, prices, stop=lambda: True)
