@@ -116,7 +116,7 @@ def extend_problem(
         old.counts,
         old.outside_best,
     )
-    extended = assemble(enc, merged, params)
+    extended = assemble(enc, merged, params, control)
     extended.timings.update(problem.timings)
     extended.stats["priced_candidates"] = problem.stats.get("priced_candidates", 0) + added
     return extended, added

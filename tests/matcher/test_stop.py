@@ -49,12 +49,13 @@ def test_kernel_pass_stops_between_chunks(enc, monkeypatch):
     assert len(calls) == 4  # three chunks scored, stopped before the fourth
 
 
-def test_cancel_while_building_returns_at_once_with_an_honest_bound():
+@pytest.mark.parametrize("phase", ["encode", "kernels"])
+def test_cancel_while_building_returns_at_once_with_an_honest_bound(phase):
     snap = generate_market(3000, 300, 12, seed=8)
     params = RunParams(time_limit_s=60.0, seed=0)
 
     def on_progress(p: Progress) -> None:
-        if p.phase == "encode":
+        if p.phase == phase:  # before the kernel pass, or before assembling the model
             control.cancel()
 
     control = RunControl(60.0, on_progress=on_progress)
