@@ -275,16 +275,20 @@ def lagrangian_bound(
     time_limit_s: float | None = 5.0,
     params: SolveParams | None = None,
     control: RunControl | None = None,
+    start: np.ndarray | None = None,
+    theta: float = 1.0,
 ) -> tuple[int, np.ndarray]:
     """An integer upper bound on the model's optimum, and the best resource prices found.
 
     ``incumbent`` (a feasible objective, if one is known) is the Polyak step target.
-    ``time_limit_s=None`` runs every iteration (deterministic); a cancel of ``control``
+    ``start``: prices to start from (e.g. a solve's, to go on tightening them), with step
+    scale ``theta``. ``time_limit_s=None`` runs every iteration (deterministic); a cancel of
+    ``control``
     stops it after the current chunk of steps.
     """
     params = params or SolveParams()
     m = model
-    lam = np.zeros(m.n_res, dtype=np.float64)
+    lam = np.zeros(m.n_res, dtype=np.float64) if start is None else np.array(start, np.float64)
     if incumbent is None:
         incumbent = -np.inf
     # Prices are fitted to the candidates alone: an unpriced outside option would hide every
@@ -293,7 +297,7 @@ def lagrangian_bound(
     no_outside = np.full(m.n_items, np.iinfo(np.int64).min // 4)
     deadline = None if time_limit_s is None else time.perf_counter() + time_limit_s
     best_lam = lam.copy()
-    state = np.array([np.inf, 1.0, 0.0])  # best bound, step scale, stalled iterations
+    state = np.array([np.inf, theta, 0.0])  # best bound, step scale, stalled iterations
     # Check the clock about every ``bound_check_uses`` of work (a few hundredths of a second).
     chunk = int(max(1, min(50, params.bound_check_uses // max(1, len(m.use_res)))))
     huge = len(m.use_res) > params.bound_huge_uses

@@ -290,6 +290,14 @@ class SolveParams:
     # bound: one evaluation at the final prices (~0.05 s per 4M resource uses), skipped on
     # models with more uses than this (100000 x 10000: ~36M) unless deterministic.
     structural_bound_max_uses: int = 20_000_000
+    # Time left once the answer is verified and explained goes on tightening the bound: more
+    # subgradient steps from the solve's prices (on 100000 x 10000 the solve affords ~10
+    # steps and the last pass and explanations often finish early). Only started with at
+    # least this much left (a step there is 0.1-0.3 s), ended this far before the deadline,
+    # at this step scale (the prices are already good: smaller steps).
+    bound_polish_min_s: float = 1.0
+    bound_polish_margin_s: float = 0.3
+    bound_polish_theta: float = 0.5
     # Explanations stop (the rest listed as not explained) this far past the deadline.
     explain_grace_share: float = 0.03
     explain_grace_s: float = 0.5

@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from matcher.bound import lagrangian_terms, lp_bound
+from matcher.bound import lagrangian_bound, lagrangian_terms, lp_bound
 from matcher.complete import complete
 from matcher.control import RunControl, SolveParams, Stopped
 from matcher.explain import explain
@@ -424,6 +424,7 @@ def match(
         and (params.deterministic or problem.model.use_res.size <= sp.structural_bound_max_uses)
     ):
         terms = lagrangian_terms(problem.model, solution.prices)
+    solved, solved_prices = problem, solution.prices  # the model the prices belong to
     t0 = time.perf_counter()
     grace = sp.explain_grace_share * limit + sp.explain_grace_s
     problem, choice, completed = complete(problem, solution.choice, control, grace_s=grace)
@@ -444,10 +445,39 @@ def match(
         explain_grace_s=grace,
     )
     update: dict = {"notes": out.notes + notes}
+    bound = out.bound
     if terms is not None:
-        tighter = _without_structural(problem, out, *terms)
-        if tighter < out.bound:
-            update.update(bound=tighter, gap=(tighter - out.objective) / max(1.0, abs(tighter)))
+        bound = min(bound, _without_structural(problem, out, *terms))
+    left = control.left()
+    if (
+        rounds
+        and not params.deterministic
+        and not control.cancelled
+        and len(solved_prices) == solved.model.n_res
+        and left >= sp.bound_polish_min_s
+        and out.objective < bound
+    ):
+        # Time left: go on tightening the Lagrangian bound from the solve's prices.
+        t0 = time.perf_counter()
+        control.report("bound")
+        polished, lam = lagrangian_bound(
+            solved.model,
+            out.objective,
+            iterations=sp.bound_iterations,
+            time_limit_s=left - sp.bound_polish_margin_s,
+            params=sp,
+            control=control,
+            start=solved_prices,
+            theta=sp.bound_polish_theta,
+        )
+        if terms is not None:
+            polished = min(
+                polished, _without_structural(problem, out, *lagrangian_terms(solved.model, lam))
+            )
+        bound = min(bound, polished)
+        out.timings["bound_polish"] = time.perf_counter() - t0
+    if out.objective <= bound < out.bound:  # a bound below a verified answer is a defect
+        update.update(bound=float(bound), gap=(bound - out.objective) / max(1.0, abs(bound)))
     if control.cancelled:
         update["partial"] = True
     out = out.model_copy(update=update)
