@@ -136,7 +136,9 @@ def build_problem(
     of ``control`` raises ``matcher.control.Stopped`` (after encoding, or between chunks of
     the kernel pass)."""
     t0 = time.perf_counter()
-    enc = encode(snapshot, params, site_table)
+    enc = encode(
+        snapshot, params, site_table, None if control is None else (lambda: control.cancelled)
+    )
     t1 = time.perf_counter()
     if control is not None:
         control.report("encode")

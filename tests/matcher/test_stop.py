@@ -78,3 +78,17 @@ def test_market_bound_pass_is_budgeted():
     assert market_bound(problem, prices, stop=lambda: False) > 0
     with pytest.raises(Stopped):
         market_bound(problem, prices, stop=lambda: True)
+
+
+def test_encoding_checks_the_stop_request_between_blocks_of_projects():
+    snap = generate_market(3000, 50, 12, seed=9)
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) >= 3  # the site loop asks once (50 sites), then every 1024 projects
+
+    with pytest.raises(Stopped):
+        encode(snap, RunParams(), stop=stop)
+    assert len(calls) == 3
+    assert encode(snap, RunParams(), stop=lambda: False).rows.n_rows >= 3000
