@@ -278,6 +278,11 @@ def explain(
     enc = problem.enc
     choice = np.asarray(choice, dtype=np.int64)
     site = row_sites(problem, choice)
+    if stop is not None and stop():  # stopped already: no set-up (seconds at 100000 projects)
+        return [
+            _unassigned(enc.project_ids[j], BlockReason.NOT_EXPLAINED, "the run stopped first")
+            for j in np.flatnonzero(site[enc.project_rows[:, 0]] < 0).tolist()
+        ]
     left = free_left(enc, site)
     args = scan_args(enc, left, problem.params.weights.cost, FIT_MARKET)
     pair = pair_arrays(enc)
