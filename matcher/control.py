@@ -41,6 +41,10 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
+class Stopped(Exception):  # noqa: N818 (a signal, not an error)
+    """A phase was stopped (a cancel) before it produced anything usable."""
+
+
 @dataclass
 class RunControl:
     """Deadline, cancel flag and progress sink of one solve.
@@ -128,6 +132,13 @@ class RunControl:
     def cancelled(self) -> bool:
         return (self._root or self)._cancel.is_set()
 
+    def run_over(self) -> bool:
+        """True once cancelled or (outside deterministic mode) past the deadline of the whole
+        run (the root control), whatever this slice's own deadline: a phase that may outlive
+        its slice (e.g. the bound's first steps) still stops there."""
+        root = self._root or self
+        return root.stop_requested()
+
     def stop_requested(self) -> bool:
         """True once cancelled or (outside deterministic mode) past the deadline."""
         if self.cancelled:
@@ -151,9 +162,7 @@ class RunControl:
         with root._lock:
             last = root._last
             if last is not None:
-                if last.objective is not None and (
-                    objective is None or objective < last.objective
-                ):
+                if last.objective is not None and (objective is None or objective < last.objective):
                     objective, placed = last.objective, last.placed
                 if last.bound is not None and (bound is None or bound > last.bound):
                     bound = last.bound
@@ -276,6 +285,19 @@ class SolveParams:
     explain_encode_passes: float = 1.5
     # Seconds per row x site for rows explained against every site (no eligible site).
     explain_s_per_row_site: float = 1e-6
+    # After the explanations, the projects they prove unplaceable in the whole market (no
+    # pair of sources respects the separation or the budget) are taken off the Lagrangian
+    # bound: one evaluation at the final prices (~0.05 s per 4M resource uses), skipped on
+    # models with more uses than this (100000 x 10000: ~36M) unless deterministic.
+    structural_bound_max_uses: int = 20_000_000
+    # Time left once the answer is verified and explained goes on tightening the bound: more
+    # subgradient steps from the solve's prices (on 100000 x 10000 the solve affords ~10
+    # steps and the last pass and explanations often finish early). Only started with at
+    # least this much left (a step there is 0.1-0.3 s), ended this far before the deadline,
+    # at this step scale (the prices are already good: smaller steps).
+    bound_polish_min_s: float = 1.0
+    bound_polish_margin_s: float = 0.3
+    bound_polish_theta: float = 0.5
     # Explanations stop (the rest listed as not explained) this far past the deadline.
     explain_grace_share: float = 0.03
     explain_grace_s: float = 0.5

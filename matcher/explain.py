@@ -92,12 +92,17 @@ def _role_text(problem: MarketProblem, r: int) -> str:
     return f" for its {role} ({enc.row_share[r]:.0%} of the load)"
 
 
-def _alone_shortfalls(problem: MarketProblem, rows: list[int]) -> dict[int, list]:
-    """Shortfalls against free capacity at the sites that fail each row on capacity alone."""
+def _alone_shortfalls(
+    problem: MarketProblem, rows: list[int], stop: Callable[[], bool] | None = None
+) -> dict[int, list]:
+    """Shortfalls against free capacity at the sites that fail each row on capacity alone
+    (once ``stop()`` is true, the rows left get none: the reason stands, unlisted)."""
     enc = problem.enc
     sites, arrays = enc.sites, enc.rows
-    out: dict[int, list] = {}
+    out: dict[int, list] = {r: [] for r in rows}
     for lo in range(0, len(rows), EXPLAIN_CHUNK):
+        if stop is not None and stop():
+            break
         chunk = rows[lo : lo + EXPLAIN_CHUNK]
         codes = reference.first_failed_rules(sites, arrays, np.array(chunk))
         for r, code in zip(chunk, codes, strict=True):
@@ -273,6 +278,11 @@ def explain(
     enc = problem.enc
     choice = np.asarray(choice, dtype=np.int64)
     site = row_sites(problem, choice)
+    if stop is not None and stop():  # stopped already: no set-up (seconds at 100000 projects)
+        return [
+            _unassigned(enc.project_ids[j], BlockReason.NOT_EXPLAINED, "the run stopped first")
+            for j in np.flatnonzero(site[enc.project_rows[:, 0]] < 0).tolist()
+        ]
     left = free_left(enc, site)
     args = scan_args(enc, left, problem.params.weights.cost, FIT_MARKET)
     pair = pair_arrays(enc)
@@ -296,7 +306,7 @@ def explain(
             out.append(_explain_single(problem, pid, options[0], left))
         else:
             out.append(_explain_pair(problem, pid, j, options[0], options[1], left, pair))
-    found = _alone_shortfalls(problem, list(alone.values()))
+    found = _alone_shortfalls(problem, list(alone.values()), stop)
     for pos, r in alone.items():
         out[pos] = out[pos].model_copy(update={"shortfalls": found[r]})
     return out

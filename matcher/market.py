@@ -19,9 +19,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from matcher.bound import lp_bound
+from matcher.bound import lagrangian_bound, lagrangian_terms, lp_bound
 from matcher.complete import complete
-from matcher.control import RunControl, SolveParams
+from matcher.control import RunControl, SolveParams, Stopped
 from matcher.explain import explain
 from matcher.kernels import ELIGIBLE, R_CAPACITY
 from matcher.model import NONE
@@ -37,11 +37,13 @@ from matcher.solver import MapParts, Solution, solve
 from matcher.verify import verify_assignment
 from schemas.market import (
     Assignment,
+    BlockReason,
     MarketSnapshot,
     MatchResult,
     Role,
     RunParams,
     SolveStatus,
+    Unassigned,
 )
 
 
@@ -195,6 +197,66 @@ def _after_solve_s(problem: MarketProblem, sp: SolveParams, unplaced_rows: int) 
     )
 
 
+# Reasons that hold whatever the capacity: no pair of sources in the whole market respects
+# the separation rule, or none is within the budget.
+STRUCTURAL = (BlockReason.NO_SECOND_SOURCE, BlockReason.BUDGET)
+
+
+def _without_structural(
+    problem: MarketProblem, out: MatchResult, total: float, terms: np.ndarray
+) -> float:
+    """The Lagrangian bound ``total`` less the terms of the projects that ``out`` explains as
+    unplaceable in the whole market whatever the capacity (``STRUCTURAL``): they are out of
+    every feasible answer, so their terms (each >= 0: they may stay out) only loosen it. The
+    explanations scan every site of the market, so this needs no extra pass."""
+    enc = problem.enc
+    index = {pid: j for j, pid in enumerate(enc.project_ids)}
+    rows = [
+        int(r)
+        for u in out.unassigned
+        if u.reason in STRUCTURAL
+        for r in enc.project_rows[index[u.project_id]]
+        if r >= 0
+    ]
+    drop = float(np.maximum(terms[rows], 0.0).sum()) if rows else 0.0
+    return float(np.floor(total - drop + 1e-6))
+
+
+def _stopped_in_build(snapshot: MarketSnapshot, params: RunParams, t_start: float) -> MatchResult:
+    """A run cancelled while building its model: nothing placed, every project listed as not
+    explained, and a bound that needs no model: a row's value is at most its share x
+    priority weight x priority x (1 + fit weight) (site quality and market fit are at most
+    FIT_QUALITY + FIT_MARKET = 1, cost only lowers it) plus its stability bonus, and a
+    project has at most two rows with shares at most 1."""
+    w = params.weights
+    bound = sum(
+        2.0 * (w.priority * p.priority * (1.0 + w.fit) + w.stability) for p in snapshot.projects
+    )
+    bound = float(np.ceil(bound))
+    # Built without validation (100,000 projects: about a second of pydantic at load), every
+    # field is of the right type by construction.
+    return MatchResult.model_construct(
+        snapshot_version=snapshot.version,
+        status=SolveStatus.FEASIBLE,
+        objective=0.0,
+        bound=bound,
+        gap=bound / max(1.0, bound),
+        assignments=[],
+        unassigned=[
+            Unassigned.model_construct(
+                project_id=p.id,
+                reason=BlockReason.NOT_EXPLAINED,
+                detail="the run stopped first",
+                shortfalls=[],
+            )
+            for p in snapshot.projects
+        ],
+        timings={"total": time.perf_counter() - t_start},
+        notes=["cancelled while building the model: nothing placed"],
+        partial=True,
+    )
+
+
 def match(
     snapshot: MarketSnapshot,
     params: RunParams,
@@ -222,11 +284,17 @@ def match(
         control = RunControl(params.time_limit_s, deterministic=params.deterministic)
     limit = control.time_limit_s
     t_start = time.perf_counter()
-    problem = build_problem(snapshot, params, control=control, site_table=site_table)
+    try:
+        problem = build_problem(snapshot, params, control=control, site_table=site_table)
+    except Stopped:
+        out = _stopped_in_build(snapshot, params, t_start)
+        control.report("done", objective=0.0, bound=out.bound, placed=0)
+        return out
     kernel_s = problem.timings["kernels"]
     # A round of pricing costs a kernel pass with prices and a model rebuild.
-    price_estimate = (sp.price_kernel_passes * kernel_s
-                      + sp.price_model_passes * problem.timings["model"])
+    price_estimate = (
+        sp.price_kernel_passes * kernel_s + sp.price_model_passes * problem.timings["model"]
+    )
     bound_estimate = sp.market_bound_kernel_passes * kernel_s
     best_problem, best = problem, _nothing_placed(problem)
     bound = best.bound
@@ -239,11 +307,9 @@ def match(
     # feasible answer in a fraction of what building took.
     while not control.cancelled and (rounds == 0 or not control.stop_requested()):
         unplaced = int(np.count_nonzero(best.choice == NONE))
-        keep = _after_solve_s(problem, sp, unplaced) + min(
-            bound_estimate, sp.reserve_share * limit)
+        keep = _after_solve_s(problem, sp, unplaced) + min(bound_estimate, sp.reserve_share * limit)
         if params.deterministic:  # fixed shares of the limit, whatever the clock says
-            fraction = sp.round_shares[step] if step < last else 1.0 - sum(
-                sp.round_shares[:rounds])
+            fraction = sp.round_shares[step] if step < last else 1.0 - sum(sp.round_shares[:rounds])
             round_control = control.slice(limit * fraction)
         else:
             window = control.left() - keep
@@ -252,8 +318,12 @@ def match(
                 break
             round_control = control.slice(max(sp.min_round_s, window * share))
         t0 = time.perf_counter()
-        solution = solve(problem.model, replace(sp, time_limit_s=round_control.time_limit_s),
-                         round_control, map_parts=map_parts)
+        solution = solve(
+            problem.model,
+            replace(sp, time_limit_s=round_control.time_limit_s),
+            round_control,
+            map_parts=map_parts,
+        )
         solve_s += time.perf_counter() - t0
         rounds += 1
         bound = min(bound, solution.bound)  # every round's bound holds for the whole market
@@ -261,17 +331,22 @@ def match(
         if solution.objective >= best.objective and solution.status != SolveStatus.UNKNOWN:
             best_problem, best = problem, solution
         placed = int(np.count_nonzero(best.choice[problem.enc.project_rows[:, 0]] != NONE))
-        control.report("solve", objective=float(best.objective), bound=float(bound),
-                       placed=placed)
-        if rounds == 1 and problem.model.n_cand <= sp.lp_max_candidates and (
-                best.objective < bound and not control.stop_requested()):
+        control.report("solve", objective=float(best.objective), bound=float(bound), placed=placed)
+        if (
+            rounds == 1
+            and problem.model.n_cand <= sp.lp_max_candidates
+            and (best.objective < bound and not control.stop_requested())
+        ):
             # A small model: the LP relaxation with the second-source links is cheap and
             # tighter than the Lagrangian; it holds for the whole market (outside options).
             t0 = time.perf_counter()
             control.report("lp_bound")
             # Deterministic: no clock, the LP is solved to the end (small models only).
-            lp_limit = sp.lp_deterministic_s if params.deterministic else min(
-                sp.lp_share * limit, max(0.1, control.left()))
+            lp_limit = (
+                sp.lp_deterministic_s
+                if params.deterministic
+                else min(sp.lp_share * limit, max(0.1, control.left()))
+            )
             lp = lp_bound(problem.model, lp_limit)
             if lp is not None:
                 bound = min(bound, lp)
@@ -288,7 +363,10 @@ def match(
             step = last
             continue
         t0 = time.perf_counter()
-        extended, added = extend_problem(problem, solution.prices)
+        try:
+            extended, added = extend_problem(problem, solution.prices, control)
+        except Stopped:
+            break  # cancelled while pricing: the best answer so far stands
         price_estimate = time.perf_counter() - t0
         price_s += price_estimate
         added_total += added
@@ -302,6 +380,7 @@ def match(
     problem, solution = best_problem, replace(best, bound=bound)
     t0 = time.perf_counter()
     unplaced = int(np.count_nonzero(solution.choice == NONE))
+
     # The bounds below are optional (the solver's bound is already valid for the market):
     # each runs only when its estimate fits, with a small share of the limit as slack.
     def time_for_bounds() -> float:
@@ -312,14 +391,42 @@ def match(
     fits = params.deterministic or time_for_bounds() >= bound_estimate
     if rounds and not control.cancelled and fits:
         control.report("market_bound")
-        whole = market_bound(problem, solution.prices)
+        # Budgeted: it stops (between chunks of rows) once it would eat the time kept for
+        # verifying and explaining; the solver's bound then stands.
+        latest = control.deadline + sp.bound_overrun_share * limit
+        latest -= _after_solve_s(problem, sp, unplaced)
+
+        def past_budget() -> bool:
+            return control.cancelled or (not params.deterministic and control.clock() > latest)
+
+        try:
+            whole = market_bound(problem, solution.prices, control, stop=past_budget)
+        except Stopped:  # cancelled or out of time: the solver's bound stands
+            whole = solution.bound
+            notes.append(
+                "the bound over every eligible pair was stopped (out of time): the bound "
+                "reported is the solver's (still valid for the whole market)"
+            )
         if whole < solution.bound:
             solution = replace(solution, bound=whole)
     elif rounds:
-        notes.append("no time left for the bound over every eligible pair: the bound "
-                     "reported is the solver's (still valid for the whole market)")
+        notes.append(
+            "no time left for the bound over every eligible pair: the bound "
+            "reported is the solver's (still valid for the whole market)"
+        )
     problem.timings["market_bound"] = time.perf_counter() - t0
     problem.timings["price"] = price_s
+    # Each row's term of the Lagrangian bound at the final prices, so that projects the
+    # explanations prove unplaceable in the whole market can be taken off it below.
+    terms = None
+    if (
+        rounds
+        and len(solution.prices) == problem.model.n_res
+        and not control.cancelled
+        and (params.deterministic or problem.model.use_res.size <= sp.structural_bound_max_uses)
+    ):
+        terms = lagrangian_terms(problem.model, solution.prices)
+    solved, solved_prices = problem, solution.prices  # the model the prices belong to
     t0 = time.perf_counter()
     grace = sp.explain_grace_share * limit + sp.explain_grace_s
     problem, choice, completed = complete(problem, solution.choice, control, grace_s=grace)
@@ -330,12 +437,56 @@ def match(
         problem.stats["first_feasible_s"] = control.first_feasible_s
     problem.stats["priced_candidates"] = float(added_total)
     problem.stats["rounds"] = float(rounds)
-    out = result(snapshot, problem, solution, solve_s=solve_s, t_start=t_start,
-                 control=control, explain_grace_s=grace)
+    out = result(
+        snapshot,
+        problem,
+        solution,
+        solve_s=solve_s,
+        t_start=t_start,
+        control=control,
+        explain_grace_s=grace,
+    )
     update: dict = {"notes": out.notes + notes}
+    bound = out.bound
+    if terms is not None:
+        bound = min(bound, _without_structural(problem, out, *terms))
+    left = control.left()
+    if (
+        rounds
+        and not params.deterministic
+        and not control.cancelled
+        and len(solved_prices) == solved.model.n_res
+        and left >= sp.bound_polish_min_s
+        and out.objective < bound
+    ):
+        # Time left: go on tightening the Lagrangian bound from the solve's prices.
+        t0 = time.perf_counter()
+        control.report("bound")
+        polished, lam = lagrangian_bound(
+            solved.model,
+            out.objective,
+            iterations=sp.bound_iterations,
+            time_limit_s=left - sp.bound_polish_margin_s,
+            params=sp,
+            control=control,
+            start=solved_prices,
+            theta=sp.bound_polish_theta,
+        )
+        if terms is not None:
+            polished = min(
+                polished, _without_structural(problem, out, *lagrangian_terms(solved.model, lam))
+            )
+        bound = min(bound, polished)
+        out.timings["bound_polish"] = time.perf_counter() - t0
+    if out.objective <= bound < out.bound:  # a bound below a verified answer is a defect
+        update.update(bound=float(bound), gap=(bound - out.objective) / max(1.0, abs(bound)))
     if control.cancelled:
         update["partial"] = True
     out = out.model_copy(update=update)
-    control.report("done", objective=out.objective, bound=out.bound, placed=len(
-        {a.project_id for a in out.assignments}))
+    control.report(
+        "done",
+        objective=out.objective,
+        bound=out.bound,
+        placed=len({a.project_id for a in out.assignments}),
+    )
     return out

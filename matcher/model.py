@@ -43,12 +43,19 @@ class AssignmentModel:
     # eligible pair that was cut from the candidate list), or a very negative number when
     # the candidate list is complete. Keeps the reported bound honest after truncation.
     outside_best: np.ndarray = field(default=None)  # type: ignore[arg-type]  # int64 [n_items]
+    # Resources from this index on are pair rules (matcher.pairs: region separation, blended
+    # budget): used only by candidates of linked pairs. The Lagrangian bound never prices them
+    # (their units, e.g. cents, would swamp the subgradient) but enforces them exactly in its
+    # per-pair subproblem. None: every resource is an ordinary capacity.
+    side_from: int = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.outside_best is None:
             object.__setattr__(
                 self, "outside_best", np.full(self.n_items, np.iinfo(np.int64).min // 4)
             )
+        if self.side_from is None:
+            object.__setattr__(self, "side_from", self.n_res)
 
     @property
     def n_items(self) -> int:
@@ -81,8 +88,12 @@ def concat_ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.repeat(offsets, lengths) + np.arange(total, dtype=np.int64)
 
 
-def restrict(model: AssignmentModel, items: np.ndarray, capacity: np.ndarray,
-             cand_mask: np.ndarray | None = None) -> tuple[AssignmentModel, np.ndarray]:
+def restrict(
+    model: AssignmentModel,
+    items: np.ndarray,
+    capacity: np.ndarray,
+    cand_mask: np.ndarray | None = None,
+) -> tuple[AssignmentModel, np.ndarray]:
     """The sub-model over ``items`` (sorted, closed under ``partner``) with ``capacity``
     (usually what the other items leave free), keeping only candidates in ``cand_mask`` if
     given (pinned candidates are always kept). Returns it and, for each of its candidates,
@@ -130,6 +141,7 @@ def restrict(model: AssignmentModel, items: np.ndarray, capacity: np.ndarray,
         fixed=relabel(model.fixed[items]),
         hint=relabel(model.hint[items]),
         outside_best=model.outside_best[items],
+        side_from=model.side_from,
     )
     return sub, cand_index
 
@@ -138,5 +150,6 @@ def usage_of(model: AssignmentModel, choice: np.ndarray) -> np.ndarray:
     """Amount of every resource used by ``choice`` (int64 [n_res])."""
     chosen = choice[choice != NONE]
     idx = concat_ranges(model.use_ptr[chosen], model.use_ptr[chosen + 1])
-    return np.bincount(model.use_res[idx], weights=model.use_amt[idx],
-                       minlength=model.n_res).astype(np.int64)
+    return np.bincount(
+        model.use_res[idx], weights=model.use_amt[idx], minlength=model.n_res
+    ).astype(np.int64)

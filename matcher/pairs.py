@@ -92,6 +92,21 @@ def side_uses(
     return c_all[order], np.concatenate(parts_k)[order], np.concatenate(parts_a)[order], caps
 
 
+@njit(cache=True)
+def _merge_csr(use_ptr, keys, amts, side_ptr, side_key, side_amt, new_ptr, out_k, out_a):
+    """One linear pass: each candidate's own uses, then its side uses."""
+    for c in range(len(use_ptr) - 1):
+        at = new_ptr[c]
+        for u in range(use_ptr[c], use_ptr[c + 1]):
+            out_k[at] = keys[u]
+            out_a[at] = amts[u]
+            at += 1
+        for u in range(side_ptr[c], side_ptr[c + 1]):
+            out_k[at] = side_key[u]
+            out_a[at] = side_amt[u]
+            at += 1
+
+
 def merge_uses(
     use_ptr: np.ndarray,
     keys: np.ndarray,
@@ -100,27 +115,31 @@ def merge_uses(
     side_key: np.ndarray,
     side_amt: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-candidate CSR of resource uses with the side uses appended after each candidate's
-    own (site) uses."""
+    """Per-candidate CSR of resource uses with the side uses (sorted by candidate) appended
+    after each candidate's own (site) uses. Linear in the uses (a Numba pass: the NumPy
+    version with index arrays made the build 4x slower at 20000 x 2000)."""
     if side_cand.size == 0:
         return use_ptr, keys, amts
     n_cand = len(use_ptr) - 1
-    own_len = np.diff(use_ptr)
     side_len = np.bincount(side_cand, minlength=n_cand)
+    side_ptr = np.zeros(n_cand + 1, dtype=np.int64)
+    np.cumsum(side_len, out=side_ptr[1:])
     new_ptr = np.zeros(n_cand + 1, dtype=np.int64)
-    np.cumsum(own_len + side_len, out=new_ptr[1:])
+    np.cumsum(np.diff(use_ptr) + side_len, out=new_ptr[1:])
     total = int(new_ptr[-1])
     out_k = np.empty(total, dtype=np.int64)
     out_a = np.empty(total, dtype=np.int64)
-    own_pos = concat_ranges(new_ptr[:-1], new_ptr[:-1] + own_len)
-    out_k[own_pos] = keys
-    out_a[own_pos] = amts
-    side_start = np.repeat(new_ptr[:-1] + own_len, side_len)
-    side_ptr = np.zeros(n_cand + 1, dtype=np.int64)
-    np.cumsum(side_len, out=side_ptr[1:])
-    within = np.arange(len(side_cand)) - np.repeat(side_ptr[:-1], side_len)
-    out_k[side_start + within] = side_key
-    out_a[side_start + within] = side_amt
+    _merge_csr(
+        np.ascontiguousarray(use_ptr, dtype=np.int64),
+        np.ascontiguousarray(keys, dtype=np.int64),
+        np.ascontiguousarray(amts, dtype=np.int64),
+        side_ptr,
+        np.ascontiguousarray(side_key, dtype=np.int64),
+        np.ascontiguousarray(side_amt, dtype=np.int64),
+        new_ptr,
+        out_k,
+        out_a,
+    )
     return new_ptr, out_k, out_a
 
 

@@ -14,11 +14,13 @@ NumPy (``matcher.reference.pair_values``, the twin the tests hold the kernels to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from matcher import reference
+from matcher.control import RunControl
 from matcher.encode import FIT_MARKET, Encoded
 from matcher.kernels import Scored
 from matcher.problem import MarketProblem, assemble, score
@@ -69,15 +71,18 @@ def _site_prices(problem: MarketProblem, prices: np.ndarray) -> np.ndarray:
     return dual.reshape(problem.enc.sites.free.shape)
 
 
-def extend_problem(problem: MarketProblem, prices: np.ndarray) -> tuple[MarketProblem, int]:
+def extend_problem(
+    problem: MarketProblem, prices: np.ndarray, control: RunControl | None = None
+) -> tuple[MarketProblem, int]:
     """Column generation: add each row's best sites by *reduced* value under ``prices`` (per
     model resource), so rows whose top sites by value are full get sites with room.
 
     Candidate lists only grow, so the old ``outside_best`` still bounds every pair left out.
-    Returns the new problem and the number of candidates added.
+    Returns the new problem and the number of candidates added. A cancel of ``control``
+    stops the kernel pass (``matcher.control.Stopped``).
     """
     enc, params, old = problem.enc, problem.params, problem.scored
-    priced = score(enc, params, dual=_site_prices(problem, prices))
+    priced = score(enc, params, dual=_site_prices(problem, prices), control=control)
     n_rows = enc.rows.n_rows
     old_row = np.repeat(np.arange(n_rows), np.diff(old.cand_ptr))
     new_row = np.repeat(np.arange(n_rows), np.diff(priced.cand_ptr))
@@ -111,13 +116,18 @@ def extend_problem(problem: MarketProblem, prices: np.ndarray) -> tuple[MarketPr
         old.counts,
         old.outside_best,
     )
-    extended = assemble(enc, merged, params)
+    extended = assemble(enc, merged, params, control)
     extended.timings.update(problem.timings)
     extended.stats["priced_candidates"] = problem.stats.get("priced_candidates", 0) + added
     return extended, added
 
 
-def market_bound(problem: MarketProblem, prices: np.ndarray) -> int:
+def market_bound(
+    problem: MarketProblem,
+    prices: np.ndarray,
+    control: RunControl | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> int:
     """Lagrangian bound over *every* eligible pair of the market, not only the candidates:
 
         sum of price x capacity + sum over rows of max(0, best reduced value of the row),
@@ -127,7 +137,7 @@ def market_bound(problem: MarketProblem, prices: np.ndarray) -> int:
     rounded to the nearest integer by the kernel, hence the half point per row.
     """
     enc, params = problem.enc, problem.params
-    priced = score(enc, params, k=1, dual=_site_prices(problem, prices))
+    priced = score(enc, params, k=1, dual=_site_prices(problem, prices), control=control, stop=stop)
     best = priced.outside_best.astype(np.float64)
     has = np.diff(priced.cand_ptr) > 0
     if has.any():

@@ -9,12 +9,13 @@ generation and the market bound live in matcher/pricing.py.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from matcher import kernels
-from matcher.control import RunControl
+from matcher.control import RunControl, Stopped
 from matcher.encode import (  # re-exported: imported from here by callers and tests
     CATEGORIES,
     CERT_KINDS,
@@ -97,10 +98,20 @@ def find_candidates(model_ptr: np.ndarray, cand_site: np.ndarray, want: np.ndarr
 
 
 def score(
-    enc: Encoded, params: RunParams, *, k: int | None = None, dual: np.ndarray | None = None
+    enc: Encoded,
+    params: RunParams,
+    *,
+    k: int | None = None,
+    dual: np.ndarray | None = None,
+    control: RunControl | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> kernels.Scored:
     """The kernels' pass over every pair of ``enc``: each row's best ``k`` sites (default: the
-    run's candidates per project) by value, or by reduced value under ``dual`` site prices."""
+    run's candidates per project) by value, or by reduced value under ``dual`` site prices.
+    A cancel of ``control``, or ``stop()`` turning true, stops it between chunks of rows
+    (``matcher.control.Stopped``)."""
+    if stop is None and control is not None:
+        stop = lambda: control.cancelled  # noqa: E731
     return kernels.score_pairs(
         enc.sites,
         enc.rows,
@@ -109,6 +120,7 @@ def score(
         w_cost=params.weights.cost,
         fit_market=FIT_MARKET,
         dual=dual,
+        stop=stop,
     )
 
 
@@ -120,17 +132,23 @@ def build_problem(
     site_table: SiteTable | None = None,
 ) -> MarketProblem:
     """Encode, score all pairs with the kernels, and build the AssignmentModel (progress is
-    reported to ``control`` after each step; ``site_table`` may come from a cache)."""
+    reported to ``control`` after each step; ``site_table`` may come from a cache). A cancel
+    of ``control`` raises ``matcher.control.Stopped`` (after encoding, or between chunks of
+    the kernel pass)."""
     t0 = time.perf_counter()
-    enc = encode(snapshot, params, site_table)
+    enc = encode(
+        snapshot, params, site_table, None if control is None else (lambda: control.cancelled)
+    )
     t1 = time.perf_counter()
     if control is not None:
         control.report("encode")
-    scored = score(enc, params)
+        if control.cancelled:
+            raise Stopped("cancelled after encoding")
+    scored = score(enc, params, control=control)
     t2 = time.perf_counter()
     if control is not None:
         control.report("kernels")
-    problem = assemble(enc, scored, params)
+    problem = assemble(enc, scored, params, control)
     problem.timings.update({"encode": t1 - t0, "kernels": t2 - t1})
     if control is not None:
         control.report("build")
@@ -171,10 +189,19 @@ def drop_forbidden(enc: Encoded, scored: Scored) -> Scored:
     )
 
 
-def assemble(enc: Encoded, scored: Scored, params: RunParams) -> MarketProblem:
-    """The AssignmentModel of ``scored``'s candidate lists (forbidden pairs dropped)."""
+def assemble(
+    enc: Encoded, scored: Scored, params: RunParams, control: RunControl | None = None
+) -> MarketProblem:
+    """The AssignmentModel of ``scored``'s candidate lists (forbidden pairs dropped). A cancel
+    of ``control`` is checked between its steps (each under a second at 100000 x 10000)."""
+
+    def check() -> None:
+        if control is not None and control.cancelled:
+            raise Stopped("cancelled while assembling the model")
+
     t2 = time.perf_counter()
     scored = drop_forbidden(enc, scored)
+    check()
     sites, rows = enc.sites, enc.rows
 
     # Resource uses: every candidate uses its row's positive whole-hour loads at its site.
@@ -189,6 +216,7 @@ def assemble(enc: Encoded, scored: Scored, params: RunParams) -> MarketProblem:
     use_ptr = np.zeros(len(cand_row) + 1, dtype=np.int64)
     np.cumsum(use_len, out=use_ptr[1:])
     use_ent = pos_ent[concat_ranges(pos_ptr[cand_row], pos_ptr[cand_row + 1])]
+    check()
     pt = N_PROC * enc.n_months
     keys = np.repeat(scored.cand_site.astype(np.int64), use_len) * pt + rows.ent_off[use_ent]
     used = np.zeros(sites.n_sites * pt, dtype=np.bool_)
@@ -199,11 +227,14 @@ def assemble(enc: Encoded, scored: Scored, params: RunParams) -> MarketProblem:
     capacity = sites.free.reshape(-1)[res_key].astype(np.int64)
     use_res = res_id[keys].astype(np.int32)
     use_amt = rows.ent_units[use_ent]
+    check()
     # The rules joining two sources (separation, blended budget) as side resources.
+    side_from = len(res_key)
     capacity, res_key, use_ptr, use_res, use_amt = with_side_resources(
         enc, scored, capacity, res_key, use_ptr, use_res, use_amt
     )
 
+    check()
     partner = np.full(n_rows, NONE, dtype=np.int32)
     two = enc.project_rows[:, 1] >= 0
     partner[enc.project_rows[two, 0]] = enc.project_rows[two, 1]
@@ -227,6 +258,7 @@ def assemble(enc: Encoded, scored: Scored, params: RunParams) -> MarketProblem:
         fixed=fixed,
         hint=hint,
         outside_best=scored.outside_best,
+        side_from=side_from,
     )
     t3 = time.perf_counter()
     counts = scored.counts

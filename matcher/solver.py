@@ -507,7 +507,10 @@ def solve_part(part: Part | AssignmentModel, params: SolveParams,
     optimal = False
     infeasible = False
     if full_run is not None:
-        if full_run.bound is not None:
+        # CP-SAT bounds the model alone: an item with an outside option (an eligible pair cut
+        # from its list, ``outside_best``) could do better in the market than in the model,
+        # so its bound only stands for models whose lists are complete.
+        if full_run.bound is not None and not np.any(model.outside_best > NO_VALUE):
             bound = min(bound, full_run.bound)
         if full_run.choice is not None and full_run.objective is not None and (
                 best is None or full_run.objective > best_obj):

@@ -160,3 +160,15 @@ def test_cancelled_before_the_last_pass_says_not_reached():
     assert placed == 0
     (why,) = explain(problem, choice)
     assert why.reason == BlockReason.NOT_REACHED
+
+
+def test_a_pair_with_no_valid_sources_in_the_market_is_off_the_bound():
+    # Lists cut to one site, so the solver's bound sees the rest only as "outside" options
+    # it cannot check against the region rule; the explanation (every site of the market
+    # scanned) proves no pair exists, and the bound drops the project.
+    sites = [site(x, cdmo=f"C{x}") for x in "ABCDEFGH"]  # all CN
+    snap = snapshot(sites, [project("P1", second_source=True, markets=SEA)])
+    res = match(snap, PARAMS.model_copy(update={"candidates_per_project": 1}))
+    check_feasible(snap, res)
+    assert res.unassigned[0].reason == BlockReason.NO_SECOND_SOURCE
+    assert res.objective == 0 and res.bound == 0
