@@ -71,6 +71,14 @@ class HttpSettings(BaseModel):
         default=10.0, gt=0, description="The whole body must arrive within this time, or 408."
     )
     expose_metrics: bool = Field(default=True, description="Serve Prometheus text at /metrics.")
+    gil_switch_interval_s: float = Field(
+        default=0.0005,
+        gt=0,
+        le=0.1,
+        description="sys.setswitchinterval for an API process: a request thread back from the "
+        "database waits at most this long for the GIL while the event loop is busy (Python's "
+        "default, 5 ms, made every request queue behind the loop under load).",
+    )
 
 
 class RunsSettings(BaseModel):
