@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +13,13 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TransferSpeedColumn,
+)
 
 from matcher.cli_progress import SolveProgress
 from matcher.control import RunControl
@@ -34,18 +42,61 @@ def _one_line(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}{more}".replace("\n", " ")
 
 
-def read_snapshot(file: Path) -> MarketSnapshot:
-    """Parse and validate a snapshot file ('-' for stdin); raises typer.Exit with one line."""
+_CHUNK = 4 << 20  # bytes read between two progress updates
+
+
+def _read_bytes(file: Path, console: Console | None) -> bytes:
+    """The file's bytes; on a terminal with a Rich bar over the bytes read."""
+    if str(file) == "-":
+        return sys.stdin.buffer.read()
+    if console is None or not console.is_terminal:
+        return file.read_bytes()
+    size = file.stat().st_size
+    columns = (
+        TextColumn("{task.description:<8}", style="bold"),
+        BarColumn(bar_width=30),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+    )
+    chunks = []
+    with Progress(*columns, console=console, transient=True) as bar, file.open("rb") as f:
+        task = bar.add_task("load", total=size)
+        while chunk := f.read(_CHUNK):
+            chunks.append(chunk)
+            bar.advance(task, len(chunk))
+    return b"".join(chunks)
+
+
+def read_snapshot(file: Path, console: Console | None = None) -> MarketSnapshot:
+    """Parse and validate a snapshot file ('-' for stdin); raises typer.Exit with one line.
+
+    With ``console`` (the progress display of `cdmo solve`): a bar while the bytes are read
+    on a terminal, then one line with the time it took, the size and what the market holds
+    (``  1.23s  load  412.5 MB: 100,000 projects, 10,000 sites``)."""
+    started = time.perf_counter()
     try:
-        data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+        data = _read_bytes(file, console)
     except FileNotFoundError:
         raise _fail(f"no such file: {file}") from None
     except (IsADirectoryError, PermissionError, OSError) as exc:
         raise _fail(f"cannot read {file}: {exc.strerror or exc}") from None
     try:
-        return MarketSnapshot.model_validate_json(data)
+        if console is not None and console.is_terminal:
+            with console.status("validating the snapshot"):
+                snapshot = MarketSnapshot.model_validate_json(data)
+        else:
+            snapshot = MarketSnapshot.model_validate_json(data)
     except ValidationError as exc:
         raise _fail(f"{file}: invalid snapshot: {_one_line(exc)}") from None
+    if console is not None:
+        console.print(
+            f"{time.perf_counter() - started:7.2f}s  load  {len(data) / 1e6:,.1f} MB: "
+            f"{len(snapshot.projects):,} projects, {len(snapshot.sites):,} sites",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    return snapshot
 
 
 def generate(
@@ -112,7 +163,9 @@ def solve(
     """Match the projects of a snapshot to sites; print the result.
 
     Ctrl-C stops the run: it prints the best verified answer found so far (partial)."""
-    snapshot = read_snapshot(file)
+    console = Console(stderr=True)
+    show = progress if progress is not None else console.is_terminal
+    snapshot = read_snapshot(file, console if show else None)
     params = RunParams(
         time_limit_s=time_limit,
         workers=workers,
@@ -120,8 +173,6 @@ def solve(
         deterministic=deterministic,
         candidates_per_project=candidates,
     )
-    console = Console(stderr=True)
-    show = progress if progress is not None else console.is_terminal
     main = threading.current_thread() is threading.main_thread()  # signals: main thread only
     control = RunControl(params.time_limit_s, deterministic=params.deterministic)
     previous = signal.signal(signal.SIGINT, lambda *_: control.cancel()) if main else None

@@ -90,8 +90,9 @@ def _add_pins(cp: cp_model.CpModel, x: list, model: AssignmentModel) -> None:
         cp.add(x[c] == 1)
 
 
-def build(model: AssignmentModel, *, hint: np.ndarray | None = None,
-          objective_floor: int | None = None) -> tuple[cp_model.CpModel, list]:
+def build(
+    model: AssignmentModel, *, hint: np.ndarray | None = None, objective_floor: int | None = None
+) -> tuple[cp_model.CpModel, list]:
     """The CP-SAT model of ``model``; ``objective_floor`` asks for a solution at least that good."""
     cp = cp_model.CpModel()
     x = [cp.new_bool_var(f"x{c}") for c in range(model.n_cand)]
@@ -111,8 +112,9 @@ def build(model: AssignmentModel, *, hint: np.ndarray | None = None,
     return cp, x
 
 
-def make_solver(*, time_limit_s: float | None, workers: int, seed: int,
-                deterministic_time: float | None = None) -> cp_model.CpSolver:
+def make_solver(
+    *, time_limit_s: float | None, workers: int, seed: int, deterministic_time: float | None = None
+) -> cp_model.CpSolver:
     """All CP-SAT parameters are set here, explicitly."""
     solver = cp_model.CpSolver()
     params = solver.parameters
@@ -146,9 +148,16 @@ class _Progress(cp_model.CpSolverSolutionCallback):
         self.control.report(self.phase, objective=self.offset + self.objective_value)
 
 
-def run(model: AssignmentModel, solver: cp_model.CpSolver, *, hint: np.ndarray | None = None,
-        objective_floor: int | None = None, control: RunControl | None = None,
-        phase: str = "cpsat", report_offset: int | None = None) -> CpsatRun:
+def run(
+    model: AssignmentModel,
+    solver: cp_model.CpSolver,
+    *,
+    hint: np.ndarray | None = None,
+    objective_floor: int | None = None,
+    control: RunControl | None = None,
+    phase: str = "cpsat",
+    report_offset: int | None = None,
+) -> CpsatRun:
     """Build and solve ``model``; read the best solution back as a candidate per item.
 
     With ``control``, a cancel stops the search (``CpSolver.stop_search``) and, when

@@ -55,8 +55,9 @@ def _best_single(i, cand_ptr, cand_value, desir, use_ptr, use_res, use_amt, resi
 
 
 @njit(cache=True)
-def _best_pair(i, p, cand_ptr, cand_bin, cand_value, desir, bin_group, use_ptr, use_res,
-               use_amt, residual):
+def _best_pair(
+    i, p, cand_ptr, cand_bin, cand_value, desir, bin_group, use_ptr, use_res, use_amt, residual
+):
     """Best feasible (primary, second) candidate pair of a linked pair, different groups."""
     best_a = -1
     best_b = -1
@@ -86,8 +87,20 @@ def _best_pair(i, p, cand_ptr, cand_bin, cand_value, desir, bin_group, use_ptr, 
 
 
 @njit(cache=True)
-def greedy(cand_ptr, cand_bin, cand_value, desir, use_ptr, use_res, use_amt, capacity,
-           must_assign, partner, bin_group, fixed):
+def greedy(
+    cand_ptr,
+    cand_bin,
+    cand_value,
+    desir,
+    use_ptr,
+    use_res,
+    use_amt,
+    capacity,
+    must_assign,
+    partner,
+    bin_group,
+    fixed,
+):
     """Greedy by regret with lazy re-evaluation: the item that would lose most by waiting goes
     first, to its most desirable candidate that still fits."""
     n = len(cand_ptr) - 1
@@ -112,12 +125,24 @@ def greedy(cand_ptr, cand_bin, cand_value, desir, use_ptr, use_res, use_amt, cap
         key, i = heapq.heappop(heap)
         p = partner[i]
         if p >= 0:
-            a, b, best = _best_pair(i, p, cand_ptr, cand_bin, cand_value, desir, bin_group,
-                                    use_ptr, use_res, use_amt, residual)
+            a, b, best = _best_pair(
+                i,
+                p,
+                cand_ptr,
+                cand_bin,
+                cand_value,
+                desir,
+                bin_group,
+                use_ptr,
+                use_res,
+                use_amt,
+                residual,
+            )
             regret = best if a >= 0 else _NEG
         else:
-            a, best, second = _best_single(i, cand_ptr, cand_value, desir, use_ptr, use_res,
-                                           use_amt, residual, must_assign[i])
+            a, best, second = _best_single(
+                i, cand_ptr, cand_value, desir, use_ptr, use_res, use_amt, residual, must_assign[i]
+            )
             b = -1
             if a < 0:
                 regret = _NEG
@@ -135,14 +160,36 @@ def greedy(cand_ptr, cand_bin, cand_value, desir, use_ptr, use_res, use_amt, cap
         if b >= 0:
             choice[p] = b
             _take(b, use_ptr, use_res, use_amt, residual, 1)
-    _repair(choice, residual, cand_ptr, cand_bin, desir, use_ptr, use_res, use_amt,
-            must_assign, partner, fixed)
+    _repair(
+        choice,
+        residual,
+        cand_ptr,
+        cand_bin,
+        desir,
+        use_ptr,
+        use_res,
+        use_amt,
+        must_assign,
+        partner,
+        fixed,
+    )
     return choice
 
 
 @njit(cache=True)
-def _repair(choice, residual, cand_ptr, cand_bin, desir, use_ptr, use_res, use_amt,
-            must_assign, partner, fixed):
+def _repair(
+    choice,
+    residual,
+    cand_ptr,
+    cand_bin,
+    desir,
+    use_ptr,
+    use_res,
+    use_amt,
+    must_assign,
+    partner,
+    fixed,
+):
     """Make room for must-assign items the greedy could not place: for each of their
     candidates, shift items out of that bin to other bins where they fit (an ejection chain
     of depth one), and take the candidate once it fits."""
@@ -189,8 +236,22 @@ def _residual_of(choice, capacity, use_ptr, use_res, use_amt):
 
 
 @njit(cache=True)
-def local_search(choice, cand_ptr, cand_bin, cand_value, use_ptr, use_res, use_amt, capacity,
-                 must_assign, partner, bin_group, fixed, n_bins, max_passes):
+def local_search(
+    choice,
+    cand_ptr,
+    cand_bin,
+    cand_value,
+    use_ptr,
+    use_res,
+    use_amt,
+    capacity,
+    must_assign,
+    partner,
+    bin_group,
+    fixed,
+    n_bins,
+    max_passes,
+):
     """Shift and swap moves until no move improves the true value (or max_passes)."""
     n = len(cand_ptr) - 1
     choice = choice.copy()
@@ -296,20 +357,45 @@ def is_complete(model: AssignmentModel, choice: np.ndarray) -> bool:
 def greedy_solution(model: AssignmentModel, desirability: np.ndarray) -> np.ndarray:
     """Greedy by regret on ``desirability`` (capacity-feasible; may leave items out)."""
     m = model
-    return greedy(m.cand_ptr, m.cand_bin, m.cand_value, desirability.astype(np.float64),
-                  m.use_ptr, m.use_res, m.use_amt, m.capacity, m.must_assign, m.partner,
-                  m.bin_group, m.fixed)
+    return greedy(
+        m.cand_ptr,
+        m.cand_bin,
+        m.cand_value,
+        desirability.astype(np.float64),
+        m.use_ptr,
+        m.use_res,
+        m.use_amt,
+        m.capacity,
+        m.must_assign,
+        m.partner,
+        m.bin_group,
+        m.fixed,
+    )
 
 
 def improve_locally(model: AssignmentModel, choice: np.ndarray, max_passes: int) -> np.ndarray:
     """Shift and swap local search on the true value."""
     m = model
-    return local_search(choice, m.cand_ptr, m.cand_bin, m.cand_value, m.use_ptr, m.use_res,
-                        m.use_amt, m.capacity, m.must_assign, m.partner, m.bin_group, m.fixed,
-                        m.n_bins, max_passes)
+    return local_search(
+        choice,
+        m.cand_ptr,
+        m.cand_bin,
+        m.cand_value,
+        m.use_ptr,
+        m.use_res,
+        m.use_amt,
+        m.capacity,
+        m.must_assign,
+        m.partner,
+        m.bin_group,
+        m.fixed,
+        m.n_bins,
+        max_passes,
+    )
 
 
-def heuristic_solution(model: AssignmentModel, desirability: np.ndarray,
-                       max_passes: int = 50) -> np.ndarray:
+def heuristic_solution(
+    model: AssignmentModel, desirability: np.ndarray, max_passes: int = 50
+) -> np.ndarray:
     """Greedy on ``desirability`` followed by local search on the true value."""
     return improve_locally(model, greedy_solution(model, desirability), max_passes)

@@ -220,12 +220,16 @@ class _Lns:
         # Half the time start where an unplaced item wants to go: that is where value is left.
         waiting = np.flatnonzero(~placed[self.cand_item] & (m.cand_value > 0))
         pool = waiting if waiting.size and self.rng.random() < 0.5 else None
-        seed_cand = pool[self.rng.integers(pool.size)] if pool is not None else (
-            self.rng.integers(m.n_cand))
+        seed_cand = (
+            pool[self.rng.integers(pool.size)]
+            if pool is not None
+            else (self.rng.integers(m.n_cand))
+        )
         seed_bin = int(m.cand_bin[int(seed_cand)])
         # Bins related to the seed: other candidates of the items that could use it.
-        related = np.unique(m.cand_bin[np.isin(self.cand_item,
-                                                self.cand_item[m.cand_bin == seed_bin])])
+        related = np.unique(
+            m.cand_bin[np.isin(self.cand_item, self.cand_item[m.cand_bin == seed_bin])]
+        )
         related = related[related != seed_bin]
         self.rng.shuffle(related)
         in_bins = np.zeros(m.n_bins, dtype=bool)
@@ -234,7 +238,8 @@ class _Lns:
             in_bins[b] = True
             cand_in = in_bins[m.cand_bin]
             free = (placed & in_bins[np.maximum(placed_bin, 0)]) | np.isin(
-                np.arange(m.n_items), self.cand_item[cand_in & ~placed[self.cand_item]])
+                np.arange(m.n_items), self.cand_item[cand_in & ~placed[self.cand_item]]
+            )
             if int((cand_in & free[self.cand_item]).sum()) >= self.target:
                 break
         partners = m.partner[free]
@@ -243,9 +248,16 @@ class _Lns:
         mask = in_bins[m.cand_bin] | (np.arange(m.n_cand) == choice[self.cand_item])
         return np.flatnonzero(free), mask
 
-    def step(self, choice: np.ndarray, *, time_limit_s: float | None,
-             deterministic_time: float | None, seed: int, workers: int = 1,
-             control: RunControl | None = None) -> np.ndarray:
+    def step(
+        self,
+        choice: np.ndarray,
+        *,
+        time_limit_s: float | None,
+        deterministic_time: float | None,
+        seed: int,
+        workers: int = 1,
+        control: RunControl | None = None,
+    ) -> np.ndarray:
         """One LNS move: returns the (possibly) improved choice."""
         m, p = self.model, self.params
         items, mask = self._neighbourhood(choice)
@@ -261,8 +273,12 @@ class _Lns:
             dtype=np.int64,
         )
         current = objective_of(sub, hint)
-        solver = cpsat.make_solver(time_limit_s=time_limit_s, workers=workers, seed=seed,
-                                   deterministic_time=deterministic_time)
+        solver = cpsat.make_solver(
+            time_limit_s=time_limit_s,
+            workers=workers,
+            seed=seed,
+            deterministic_time=deterministic_time,
+        )
         # No objective floor: measured to slow the sub-solves down, and the comparison with
         # ``current`` below keeps only improvements anyway.
         run = cpsat.run(sub, solver, hint=hint, control=control)
@@ -291,14 +307,22 @@ def _placement_first(model: AssignmentModel) -> AssignmentModel:
     reach a first complete assignment when the greedy leaves some out (tight GAPs)."""
     big = int(np.abs(model.cand_value).sum()) + 1
     bonus = np.where(model.must_assign[model.cand_item()], big, 0)
-    return replace(model, cand_value=model.cand_value + bonus,
-                   must_assign=np.zeros(model.n_items, dtype=bool))
+    return replace(
+        model, cand_value=model.cand_value + bonus, must_assign=np.zeros(model.n_items, dtype=bool)
+    )
 
 
-def _run_lns(lns: _Lns, choice: np.ndarray, *, control: RunControl, det_budget: float,
-             stop: threading.Event, done: Callable[[np.ndarray], bool] | None = None,
-             workers: int = 1, on_better: Callable[[np.ndarray], None] | None = None,
-             ) -> np.ndarray:
+def _run_lns(
+    lns: _Lns,
+    choice: np.ndarray,
+    *,
+    control: RunControl,
+    det_budget: float,
+    stop: threading.Event,
+    done: Callable[[np.ndarray], bool] | None = None,
+    workers: int = 1,
+    on_better: Callable[[np.ndarray], None] | None = None,
+) -> np.ndarray:
     """LNS steps until ``control``'s deadline (deterministic: the ``det_budget`` of
     deterministic time), a cancel, a stop signal, or ``done(choice)``. ``workers`` is what
     each sub-solve may use; ``on_better`` hears of each improvement."""
@@ -310,23 +334,38 @@ def _run_lns(lns: _Lns, choice: np.ndarray, *, control: RunControl, det_budget: 
             if spent >= det_budget:
                 break
             spent += p.lns_deterministic_step
-            choice = lns.step(choice, time_limit_s=None,
-                              deterministic_time=p.lns_deterministic_step,
-                              seed=p.seed + lns.iterations, control=control)
+            choice = lns.step(
+                choice,
+                time_limit_s=None,
+                deterministic_time=p.lns_deterministic_step,
+                seed=p.seed + lns.iterations,
+                control=control,
+            )
         else:
             left = control.left()
             if left < p.lns_min_left_s:
                 break
-            choice = lns.step(choice, time_limit_s=min(p.lns_subsolve_s, left),
-                              deterministic_time=None, seed=p.seed + lns.iterations,
-                              workers=workers, control=control)
+            choice = lns.step(
+                choice,
+                time_limit_s=min(p.lns_subsolve_s, left),
+                deterministic_time=None,
+                seed=p.seed + lns.iterations,
+                workers=workers,
+                control=control,
+            )
         if on_better is not None and choice is not before:
             on_better(choice)
     return choice
 
 
-def _polish(model: AssignmentModel, choice: np.ndarray, passes: int,
-            control: RunControl, params: SolveParams, greedy_s: float) -> np.ndarray:
+def _polish(
+    model: AssignmentModel,
+    choice: np.ndarray,
+    passes: int,
+    control: RunControl,
+    params: SolveParams,
+    greedy_s: float,
+) -> np.ndarray:
     """Local search, one pass at a time so that the clock and a cancel are obeyed between
     passes (a pass on a big model takes a second or more): a pass is only started when
     its estimated cost is a small share of the time left."""
@@ -355,8 +394,13 @@ def _item_bound(model: AssignmentModel) -> int:
     return int(best[best > NO_VALUE].sum())
 
 
-def solve_part(part: Part | AssignmentModel, params: SolveParams,
-               control: RunControl | None = None, *, offset: int = 0) -> PartResult:
+def solve_part(
+    part: Part | AssignmentModel,
+    params: SolveParams,
+    control: RunControl | None = None,
+    *,
+    offset: int = 0,
+) -> PartResult:
     """Best answer to one part within ``control`` (default: ``params.time_limit_s`` from
     now), with its bound and resource prices. ``offset`` (the value of everything outside
     the part) is added to the objectives reported as progress."""
@@ -374,8 +418,7 @@ def solve_part(part: Part | AssignmentModel, params: SolveParams,
 
     def consider_if_feasible(choice: np.ndarray) -> None:
         try:
-            verify_assignment(replace(model, must_assign=np.zeros(model.n_items, bool)),
-                              choice)
+            verify_assignment(replace(model, must_assign=np.zeros(model.n_items, bool)), choice)
         except InvalidAssignment:
             return
         consider(choice)
@@ -395,8 +438,13 @@ def solve_part(part: Part | AssignmentModel, params: SolveParams,
     if np.any(model.hint != NONE):
         consider_if_feasible(model.hint)  # a warm start, e.g. the previous solve's answer
     # Big models get few local search passes, huge ones (a warm start is there by then) none.
-    passes = 0 if model.n_cand > params.local_search_max_candidates else max(
-        1, min(params.local_search_passes, params.local_search_work // max(1, model.n_cand)))
+    passes = (
+        0
+        if model.n_cand > params.local_search_max_candidates
+        else max(
+            1, min(params.local_search_passes, params.local_search_work // max(1, model.n_cand))
+        )
+    )
     t_greedy = time.perf_counter()
     greedy_choice = greedy_solution(model, model.cand_value.astype(np.float64))
     greedy_s = time.perf_counter() - t_greedy
@@ -407,14 +455,26 @@ def solve_part(part: Part | AssignmentModel, params: SolveParams,
 
     if control.stop_requested() and best is not None:
         # Out of time (or cancelled) already: the greedy's answer with the per-item bound.
-        return PartResult(best, best_obj, _item_bound(model), False, False,
-                          np.zeros(model.n_res), timings=clock.marks, stats=stats)
+        return PartResult(
+            best,
+            best_obj,
+            _item_bound(model),
+            False,
+            False,
+            np.zeros(model.n_res),
+            timings=clock.marks,
+            stats=stats,
+        )
     t = time.perf_counter()
     bound, prices = lagrangian_bound(
-        model, best_obj if best is not None else None, iterations=params.bound_iterations,
-        time_limit_s=None if deterministic else min(
-            max(params.bound_min_s, params.bound_share * budget_s), control.left()),
-        params=params, control=control,
+        model,
+        best_obj if best is not None else None,
+        iterations=params.bound_iterations,
+        time_limit_s=None
+        if deterministic
+        else min(max(params.bound_min_s, params.bound_share * budget_s), control.left()),
+        params=params,
+        control=control,
     )
     clock.add("bound_s", time.perf_counter() - t)
     control.report("bound")
@@ -430,8 +490,9 @@ def solve_part(part: Part | AssignmentModel, params: SolveParams,
     rng = np.random.default_rng(params.seed)
 
     def finish(choice, objective, bound_, optimal, infeasible) -> PartResult:
-        return PartResult(choice, objective, bound_, optimal, infeasible, prices,
-                          timings=clock.marks, stats=stats)
+        return PartResult(
+            choice, objective, bound_, optimal, infeasible, prices, timings=clock.marks, stats=stats
+        )
 
     if best is not None and best_obj >= bound:
         stats["heuristic_objective"] = best_obj
@@ -446,13 +507,15 @@ def solve_part(part: Part | AssignmentModel, params: SolveParams,
     if whole and not deterministic and not control.stop_requested():
         # The whole model on every worker, started now, with LNS beside it: CP-SAT proves
         # bounds and wins on small models, LNS keeps improving where the whole model stalls.
-        full_solver = cpsat.make_solver(time_limit_s=control.left(), workers=params.workers,
-                                        seed=params.seed)
+        full_solver = cpsat.make_solver(
+            time_limit_s=control.left(), workers=params.workers, seed=params.seed
+        )
         hint = best if params.hint_whole else None
 
         def run_full() -> None:
-            holder.append(cpsat.run(model, full_solver, hint=hint, control=control,
-                                    report_offset=offset))
+            holder.append(
+                cpsat.run(model, full_solver, hint=hint, control=control, report_offset=offset)
+            )
             stop.set()
 
         thread = threading.Thread(target=run_full, name="cpsat-whole", daemon=True)
@@ -464,9 +527,17 @@ def solve_part(part: Part | AssignmentModel, params: SolveParams,
         t_repair = time.perf_counter()
         relaxed = _placement_first(model)
         repair = _Lns(relaxed, params, rng)
-        consider(_run_lns(repair, fallback, control=control,
-                          det_budget=params.repair_share * budget_s, stop=stop,
-                          done=lambda ch: is_complete(model, ch)), "lns")
+        consider(
+            _run_lns(
+                repair,
+                fallback,
+                control=control,
+                det_budget=params.repair_share * budget_s,
+                stop=stop,
+                done=lambda ch: is_complete(model, ch),
+            ),
+            "lns",
+        )
         clock.add("repair_s", time.perf_counter() - t_repair)
         stats["repair_lns_iterations"] = repair.iterations
     if best is not None:
@@ -479,21 +550,42 @@ def solve_part(part: Part | AssignmentModel, params: SolveParams,
     if deterministic:
         # Sequential and clock-free: LNS for its share of the budget, then the whole model.
         if best is not None and model.n_items > 1:
-            best = _run_lns(lns, best, control=control, det_budget=params.lns_share * budget_s,
-                            stop=stop, on_better=report_lns)
+            best = _run_lns(
+                lns,
+                best,
+                control=control,
+                det_budget=params.lns_share * budget_s,
+                stop=stop,
+                on_better=report_lns,
+            )
             best_obj = objective_of(model, best)
         if whole and not control.cancelled:
-            solver = cpsat.make_solver(time_limit_s=None, workers=1, seed=params.seed,
-                                       deterministic_time=(1 - params.lns_share) * budget_s)
-            full_run = cpsat.run(model, solver, hint=best if params.hint_whole else None,
-                                 control=control)
+            solver = cpsat.make_solver(
+                time_limit_s=None,
+                workers=1,
+                seed=params.seed,
+                deterministic_time=(1 - params.lns_share) * budget_s,
+            )
+            full_run = cpsat.run(
+                model, solver, hint=best if params.hint_whole else None, control=control
+            )
     else:
-        if best is not None and model.n_items > 1 and (
-            not whole or (params.workers >= 2 and params.lns_beside_whole)):
+        if (
+            best is not None
+            and model.n_items > 1
+            and (not whole or (params.workers >= 2 and params.lns_beside_whole))
+        ):
             # Alone (no whole model beside it), each sub-solve gets every worker.
-            best = _run_lns(lns, best, control=control, det_budget=0.0, stop=stop,
-                            done=lambda ch: objective_of(model, ch) >= bound,
-                            workers=1 if whole else params.workers, on_better=report_lns)
+            best = _run_lns(
+                lns,
+                best,
+                control=control,
+                det_budget=0.0,
+                stop=stop,
+                done=lambda ch: objective_of(model, ch) >= bound,
+                workers=1 if whole else params.workers,
+                on_better=report_lns,
+            )
             best_obj = objective_of(model, best)
         if thread is not None and full_solver is not None:
             if best is not None and best_obj >= bound:
@@ -512,8 +604,11 @@ def solve_part(part: Part | AssignmentModel, params: SolveParams,
         # so its bound only stands for models whose lists are complete.
         if full_run.bound is not None and not np.any(model.outside_best > NO_VALUE):
             bound = min(bound, full_run.bound)
-        if full_run.choice is not None and full_run.objective is not None and (
-                best is None or full_run.objective > best_obj):
+        if (
+            full_run.choice is not None
+            and full_run.objective is not None
+            and (best is None or full_run.objective > best_obj)
+        ):
             best, best_obj = full_run.choice, full_run.objective
         infeasible = full_run.infeasible and best is None
         optimal = full_run.optimal and best_obj >= int(full_run.objective or 0)
@@ -540,8 +635,9 @@ def split(model: AssignmentModel, params: SolveParams | None = None) -> list[Par
 MapParts = Callable[[Callable[[PartTask], PartResult], Iterable[PartTask]], Iterable[PartResult]]
 
 
-def merge(model: AssignmentModel, parts: list[Part], results: list[PartResult],
-          *, cancelled: bool = False) -> Solution:
+def merge(
+    model: AssignmentModel, parts: list[Part], results: list[PartResult], *, cancelled: bool = False
+) -> Solution:
     """One Solution of the whole model from its parts' results (any order, same length)."""
     choice = np.full(model.n_items, NONE, dtype=np.int64)
     # Items without any candidate are never placed; a must-assign one makes it infeasible.
@@ -584,20 +680,33 @@ def merge(model: AssignmentModel, parts: list[Part], results: list[PartResult],
     stats["items"] = model.n_items
     stats["candidates"] = model.n_cand
     stats["resources"] = model.n_res
-    return Solution(choice=choice, objective=objective if found_all else 0, bound=bound,
-                    status=status, prices=prices, timings=timings, stats=stats)
+    return Solution(
+        choice=choice,
+        objective=objective if found_all else 0,
+        bound=bound,
+        status=status,
+        prices=prices,
+        timings=timings,
+        stats=stats,
+    )
 
 
-def _share(params: SolveParams, control: RunControl, size: int, remaining: int,
-           total: int) -> float:
+def _share(
+    params: SolveParams, control: RunControl, size: int, remaining: int, total: int
+) -> float:
     """A part's time: its share of what is left by candidates (deterministic: of the limit)."""
     if params.deterministic:
         return params.time_limit_s * size / max(1, total)
     return control.left() * size / max(1, remaining)
 
 
-def solve(model: AssignmentModel, params: SolveParams, control: RunControl | None = None,
-          *, map_parts: MapParts | None = None) -> Solution:
+def solve(
+    model: AssignmentModel,
+    params: SolveParams,
+    control: RunControl | None = None,
+    *,
+    map_parts: MapParts | None = None,
+) -> Solution:
     """Best assignment found within the time limit, with a proven upper bound.
 
     ``control`` (default: ``params.time_limit_s`` from now) carries the deadline, cancel and
@@ -622,9 +731,18 @@ def solve(model: AssignmentModel, params: SolveParams, control: RunControl | Non
             results.append(result)
     else:
         # Shares fixed up front: the parts may run one after the other on one worker.
-        tasks = [PartTask(part, replace(params, time_limit_s=max(
-            params.min_round_s, _share(params, control, part.size, total, total))))
-            for part in parts]
+        tasks = [
+            PartTask(
+                part,
+                replace(
+                    params,
+                    time_limit_s=max(
+                        params.min_round_s, _share(params, control, part.size, total, total)
+                    ),
+                ),
+            )
+            for part in parts
+        ]
         results = list(map_parts(solve_task, tasks))
     solution = merge(model, parts, results, cancelled=control.cancelled)
     solution.timings["split_s"] = split_s

@@ -30,8 +30,11 @@ def test_solve_progress_goes_to_stderr_phase_by_phase(app, runner, tmp_path):
     path.write_text(snapshot([site("S1")], [project("P1")]).model_dump_json())
     res = runner.invoke(app, ["solve", str(path), "--time-limit", "1", "--progress"])
     assert res.exit_code == 0, res.stderr
-    # Not a terminal: one line per report, "  0.12s of 1 s  phase  figures".
-    phases = [line.split()[4] for line in res.stderr.splitlines()]
+    # Not a terminal: first the load ("  0.01s  load  0.0 MB: 1 projects, 1 sites"), then one
+    # line per report, "  0.12s of 1 s  phase  figures".
+    load, *reports = res.stderr.splitlines()
+    assert load.split()[1] == "load" and load.endswith("1 projects, 1 sites"), load
+    phases = [line.split()[4] for line in reports]
     assert phases[:3] == ["encode", "kernels", "build"] and phases[-1] == "done"
     assert "status" in res.stdout
 

@@ -58,9 +58,7 @@ def test_the_alternative_full_once_the_answer_is_served_lacks_capacity():
     # Two projects, two sites; the better site can take only one of them.
     good, poor = site("S1", on_time=1.0), site("S2", on_time=0.3)
     lst = listings("S1", capacity=10) + listings("S2", capacity=100)
-    snap = snapshot(
-        [good, poor], [project("P1", priority=9), project("P2", priority=2)], lst
-    )
+    snap = snapshot([good, poor], [project("P1", priority=9), project("P2", priority=2)], lst)
     res = match(snap, FAST)
     view = _view(snap, res)
     placed = {a.project_id: a.site_id for a in res.assignments}
@@ -84,14 +82,30 @@ def test_unplaced_certification_and_full_capacity_with_figures():
     lst = [x for s in sites for x in listings(s.id, capacity=40)]
     big = {PM: [30.0, 30.0, 30.0]}
     projects = [
-        project(f"P{i}", loads=big, device_class=RegulatoryClass.III, markets=(Region.EU,),
-                certs=(ISO, MDR), priority=9)
+        project(
+            f"P{i}",
+            loads=big,
+            device_class=RegulatoryClass.III,
+            markets=(Region.EU,),
+            certs=(ISO, MDR),
+            priority=9,
+        )
         for i in range(3)
     ] + [
-        project("LATE", loads={PM: [10.0, 50.0, 10.0]}, device_class=RegulatoryClass.III,
-                markets=(Region.EU,), certs=(ISO, MDR), priority=1),
-        project("NOCERT", device_class=RegulatoryClass.III, markets=(Region.EU,),
-                certs=(ISO, CertificationKind.FDA_REGISTRATION)),
+        project(
+            "LATE",
+            loads={PM: [10.0, 50.0, 10.0]},
+            device_class=RegulatoryClass.III,
+            markets=(Region.EU,),
+            certs=(ISO, MDR),
+            priority=1,
+        ),
+        project(
+            "NOCERT",
+            device_class=RegulatoryClass.III,
+            markets=(Region.EU,),
+            certs=(ISO, CertificationKind.FDA_REGISTRATION),
+        ),
     ]
     snap = snapshot(sites, projects, lst)
     res = match(snap, FAST)
@@ -104,7 +118,11 @@ def test_unplaced_certification_and_full_capacity_with_figures():
     top = late.capacity_gaps[0]
     # Each MDR site has 10 h left per month; LATE needs 50 h in 2027-02: 40 h short at each.
     assert (top.process, top.month, top.sites_short, top.short_hours) == (
-        "precision_machining", "2027-02", 3, 120)
+        "precision_machining",
+        "2027-02",
+        3,
+        120,
+    )
     assert "120 h" in late.detail and "all 3 are full" in late.detail
     assert "3 of 4 sites serve consumables class III, hold iso_13485 and eu_mdr" in late.detail
     nocert = why_not(view, _row(view, "NOCERT"))
