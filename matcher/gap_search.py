@@ -34,6 +34,19 @@ def loads_of(weight, assign, m):
     return load
 
 
+@njit(cache=True)
+def _cost_and_overload(cost, capacity, assign, load):
+    """The assignment's cost and its total load over capacity (the walk's two scores)."""
+    cur = 0
+    for j in range(assign.shape[0]):
+        cur += cost[assign[j], j]
+    over = 0
+    for i in range(load.shape[0]):
+        if load[i] > capacity[i]:
+            over += load[i] - capacity[i]
+    return cur, over
+
+
 def nearest_agents(cost: np.ndarray, allowed: np.ndarray, count: int) -> np.ndarray:
     """Per job, its ``count`` cheapest allowed agents (int64 [n, count], -1 padded)."""
     m, n = cost.shape
@@ -116,13 +129,7 @@ def tabu_search(
     stall_max, kicks = int(params[4]), int(params[5])
     pen_lo, pen_hi = params[6], params[7]
     load = loads_of(weight, assign, m)
-    cur = 0
-    over = 0
-    for j in range(n):
-        cur += cost[assign[j], j]
-    for i in range(m):
-        if load[i] > capacity[i]:
-            over += load[i] - capacity[i]
+    cur, over = _cost_and_overload(cost, capacity, assign, load)
     last_gain = it0
     for it in range(it0, it0 + iters):
         bd = 1e300
@@ -295,12 +302,6 @@ def tabu_search(
                     load[assign[j]] -= weight[assign[j], j]
                     assign[j] = b
                     load[b] += weight[b, j]
-            cur = 0
-            over = 0
-            for j in range(n):
-                cur += cost[assign[j], j]
-            for i in range(m):
-                if load[i] > capacity[i]:
-                    over += load[i] - capacity[i]
+            cur, over = _cost_and_overload(cost, capacity, assign, load)
             last_gain = it
     return it0 + iters

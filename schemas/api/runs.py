@@ -6,6 +6,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import ConfigDict, Field
+from pydantic.config import JsonDict
 
 from schemas.api.common import ApiModel, UniqueList, UtcDateTime
 from schemas.market import (
@@ -117,29 +118,26 @@ class SkippedPlacement(ApiModel):
     reason: str = Field(description='e.g. "capacity changed at site X, month M".')
 
 
+_COMMIT_EXAMPLE: JsonDict = {
+    "proposed": 9,
+    "unchanged": 1,
+    "superseded": 0,
+    "skipped": [
+        {
+            "project_id": "prj_demo_ai_ecg",
+            "site_id": "site_demo_twincities_mn",
+            "role": "primary",
+            "reason": _SKIP_REASON,
+        }
+    ],
+    "market_version": 57,
+}
+
+
 class CommitSummary(ApiModel):
     """What the commit of a succeeded, non-dry run did to the market."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "proposed": 9,
-                    "unchanged": 1,
-                    "superseded": 0,
-                    "skipped": [
-                        {
-                            "project_id": "prj_demo_ai_ecg",
-                            "site_id": "site_demo_twincities_mn",
-                            "role": "primary",
-                            "reason": _SKIP_REASON,
-                        }
-                    ],
-                    "market_version": 57,
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [_COMMIT_EXAMPLE]})
 
     proposed: int = Field(description="New proposals made (superseding moved ones).")
     unchanged: int = Field(description="Placements already proposed at the same site.")
@@ -168,20 +166,7 @@ class RunSummary(ApiModel):
                     "result_hash": "9f2c0d6e",
                     "replay_identical": None,
                     "notes": [],
-                    "commit": {
-                        "proposed": 9,
-                        "unchanged": 1,
-                        "superseded": 0,
-                        "skipped": [
-                            {
-                                "project_id": "prj_demo_ai_ecg",
-                                "site_id": "site_demo_twincities_mn",
-                                "role": "primary",
-                                "reason": _SKIP_REASON,
-                            }
-                        ],
-                        "market_version": 57,
-                    },
+                    "commit": _COMMIT_EXAMPLE,
                 }
             ]
         }

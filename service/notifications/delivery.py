@@ -23,7 +23,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import redis
@@ -59,28 +59,76 @@ def backoff_s(attempt: int, cfg: NotificationSettings) -> float:
     return float(min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** (attempt - 1)))
 
 
-class Deliverer:
-    def __init__(self, db: Database, cfg: NotificationSettings) -> None:
-        self.db, self.cfg = db, cfg
+class _WokenThread:
+    """A daemon thread that runs :meth:`_round` whenever :meth:`wake` hands it event ids (the
+    outbox calls it after a commit: only a queue put on the committing thread), and at least
+    every ``poll_interval_s``. Subclasses give :meth:`_round` and :meth:`_close`."""
+
+    def __init__(self, name: str, poll_interval_s: float, join_timeout_s: float) -> None:
+        self._poll_interval_s = poll_interval_s
+        self._join_timeout_s = join_timeout_s
         self._local: queue.Queue[str] = queue.Queue()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="webhook-deliverer", daemon=True)
-        self._http = httpx.Client(timeout=cfg.timeout_s, follow_redirects=False)
-
-    # --- wake-ups -----------------------------------------------------------------------
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def wake(self, event_ids: list[str]) -> None:
-        """Embedded mode, called after a commit on the request's thread: only a queue put."""
         for event_id in event_ids:
             self._local.put_nowait(event_id)
 
-    def _wait(self) -> None:
+    def _take(self) -> list[str]:
+        """The ids woken since the last round (waiting up to the poll interval for one)."""
         try:
-            self._local.get(timeout=self.cfg.poll_interval_s)
+            first = self._local.get(timeout=self._poll_interval_s)
         except queue.Empty:
-            return
-        while not self._local.empty():  # drain: one round delivers all that is due
-            self._local.get_nowait()
+            return []
+        ids = [first]
+        while not self._local.empty():  # drain: one round serves every wake-up so far
+            ids.append(self._local.get_nowait())
+        return [i for i in ids if i]  # "" only unblocks stop()
+
+    def _round(self, event_ids: list[str]) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            ids = self._take()
+            if self._stop.is_set():
+                break
+            try:
+                self._round(ids)
+            except Exception:  # noqa: BLE001 - a Redis or database blip: try again shortly
+                log.warning("%s round failed", self._thread.name, exc_info=True)
+                self._stop.wait(self._poll_interval_s)
+
+    def start(self) -> Self:
+        outbox.add_wake(self.wake)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        outbox.remove_wake(self.wake)
+        self._stop.set()
+        self._local.put_nowait("")  # unblock the wait
+        self._thread.join(timeout=self._join_timeout_s)
+        self._close()
+
+
+class Deliverer(_WokenThread):
+    def __init__(self, db: Database, cfg: NotificationSettings) -> None:
+        super().__init__(
+            "webhook-deliverer", cfg.poll_interval_s, cfg.poll_interval_s + cfg.timeout_s + 5
+        )
+        self.db, self.cfg = db, cfg
+        self._http = httpx.Client(timeout=cfg.timeout_s, follow_redirects=False)
+
+    def _round(self, event_ids: list[str]) -> None:
+        self.deliver_due()  # every due event, woken or retried
+
+    def _close(self) -> None:
+        self.close()
 
     # --- delivery -----------------------------------------------------------------------
 
@@ -178,30 +226,6 @@ class Deliverer:
                 log.info("webhook delivery failed (%s), attempt %d", error, row.attempts)
             return True
 
-    # --- thread -------------------------------------------------------------------------
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._wait()
-                if not self._stop.is_set():
-                    self.deliver_due()
-            except Exception:  # noqa: BLE001 - a Redis or database blip: try again shortly
-                log.warning("webhook deliverer round failed", exc_info=True)
-                self._stop.wait(self.cfg.poll_interval_s)
-
-    def start(self) -> Deliverer:
-        outbox.add_wake(self.wake)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        outbox.remove_wake(self.wake)
-        self._stop.set()
-        self._local.put_nowait("")  # unblock the embedded wait
-        self._thread.join(timeout=self.cfg.poll_interval_s + self.cfg.timeout_s + 5)
-        self._http.close()
-
     def close(self) -> None:
         """A deliverer used without its thread (driven by jobs)."""
         self._http.close()
@@ -213,7 +237,7 @@ def make_deliverer(db: Database, settings: Any) -> Deliverer:
     return Deliverer(db, settings.notifications)
 
 
-class Announcer:
+class Announcer(_WokenThread):
     """Redis mode, in every process that commits events (API and workers): moves committed
     event ids onto the stream ``<prefix>events`` and kicks one ``deliver`` job per batch.
     Only a queue put happens on the committing thread."""
@@ -227,19 +251,13 @@ class Announcer:
         kick: Any,
         socket_timeout_s: float = 2.0,
     ) -> None:
+        super().__init__("event-announcer", cfg.poll_interval_s, 5)
         self.cfg = cfg
         self.kick = kick
         self.stream = prefix + "events"
-        self._local: queue.Queue[str] = queue.Queue()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="event-announcer", daemon=True)
         self._redis = redis.Redis.from_url(
             redis_url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
         )
-
-    def wake(self, event_ids: list[str]) -> None:
-        for event_id in event_ids:
-            self._local.put_nowait(event_id)
 
     def announce(self, ids: list[str]) -> None:
         pipe = self._redis.pipeline(transaction=False)
@@ -250,35 +268,9 @@ class Announcer:
         pipe.execute()
         self.kick()
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                first = self._local.get(timeout=self.cfg.poll_interval_s)
-            except queue.Empty:
-                continue
-            ids = [first] if first else []
-            while True:
-                try:
-                    event_id = self._local.get_nowait()
-                except queue.Empty:
-                    break
-                if event_id:
-                    ids.append(event_id)
-            if not ids:
-                continue
-            try:
-                self.announce(ids)
-            except Exception:  # noqa: BLE001 - Redis blip: the scheduler's poll delivers them
-                log.warning("could not announce %d event(s)", len(ids), exc_info=True)
+    def _round(self, event_ids: list[str]) -> None:
+        if event_ids:  # a Redis blip: the scheduler's poll delivers them anyway
+            self.announce(event_ids)
 
-    def start(self) -> Announcer:
-        outbox.add_wake(self.wake)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        outbox.remove_wake(self.wake)
-        self._stop.set()
-        self._local.put_nowait("")
-        self._thread.join(timeout=5)
+    def _close(self) -> None:
         self._redis.close()
