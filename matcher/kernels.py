@@ -73,14 +73,15 @@ NO_VALUE = np.iinfo(np.int64).min // 4
 VALUE_CLIP = 1e12
 # Slots beyond the top-K: two forced sites (pinned, previous) and one alternative-CDMO site.
 EXTRA_SLOTS = 3
-# Rows per parallel task (small enough to balance the threads, big enough to amortise the
-# call), and tasks a thread takes at a time (dynamic scheduling).
-ROWS_PER_TASK = 16
+# Rows per parallel task, all of one group (small enough to balance the threads, big enough
+# to amortise the task's scratch arrays), and tasks a thread takes at a time (dynamic
+# scheduling).
+ROWS_PER_TASK = 32
+TASKS_PER_GRAB = 1
 # Rows per call of the scoring kernel when a stop check is given: a cancel is seen between
-# calls (about 0.1-0.3 s of work each at 100000 x 10000 on 2 cores; the calls' own overhead
+# calls (about 0.05 s of work each at 100000 x 10000 on 2 cores; the calls' own overhead
 # is microseconds).
 ROWS_PER_CHECK = 4096
-TASKS_PER_GRAB = 4
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,170 @@ def group_words(sites: SiteArrays, rows: RowArrays) -> GroupWords:
     return GroupWords(gptr, out_site, out_word)
 
 
+# --------------------------------------------------------------------------- lanes
+#
+# The scoring kernel works on *lanes*: the sites of one category x class list, in an order
+# of the kernel's choosing, with their data laid out column by column (``Lanes``). A row
+# reads its group's list as contiguous lanes, and every per-pair quantity (mask tests, cost,
+# capacity, value) is computed for a run of lanes at once, entry by entry, with the same
+# floating-point operations in the same order as a pair-by-pair walk: the results are the
+# same bits, and the loops vectorise. Lanes are sorted so that sites passing the same
+# requirements sit together (see ``lanes``); a row then walks only the blocks of BLOCK lanes
+# that hold a survivor of its mask tests.
+
+BLOCK = 16  # lanes per block; a multiple of 8 (block activity is read as two uint64 words)
+I32_MIN = np.iinfo(np.int32).min
+I32_MAX = np.iinfo(np.int32).max
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """The sites of each category x class list used by the rows, as padded lanes.
+
+    Lane ``q`` of list ``c`` is ``site[q]`` (-1 for padding, whose data is zero); group ``g``
+    reads lanes ``q0[g]`` to ``q0[g] + len(list)`` of the columns and its own site words
+    in the same order at ``word[w0[g]:]``. ``lane_of[q0[g] + p]`` is the lane of the site at
+    position ``p`` of the group's ascending list in ``GroupWords``.
+    """
+
+    q0: np.ndarray  # int64 [G] first lane of the group's list (0 for groups no row uses)
+    w0: np.ndarray  # int64 [G] first permuted site word of the group
+    lane_of: np.ndarray  # int64 [n_lanes]
+    site: np.ndarray  # int32 [n_lanes]
+    price: np.ndarray  # float64 [PT, n_lanes]
+    free: np.ndarray  # int32 [PT, n_lanes]
+    dual: np.ndarray  # float64 [PT, n_lanes], or [0, n_lanes] without dual prices
+    cdmo: np.ndarray  # int32 [n_lanes]
+    fitq: np.ndarray  # float64 [n_lanes]
+    region_bit: np.ndarray  # uint32 [n_lanes]
+    word: np.ndarray  # uint32, site words of every used group, padded to whole blocks
+
+
+@njit(cache=True, parallel=True)
+def _lane_columns(
+    lane_site, price, free, dual, use_dual, site_cdmo, site_fitq, site_rbit,
+    l_price, l_free, l_dual, l_cdmo, l_fitq, l_rbit,
+):  # fmt: skip
+    n_lanes = lane_site.shape[0]
+    n_pt = price.shape[1]
+    for blk in prange((n_lanes + 255) // 256):
+        for q in range(blk * 256, min(n_lanes, blk * 256 + 256)):
+            s = lane_site[q]
+            if s < 0:  # padding: never a survivor, data zero
+                l_cdmo[q] = -1
+                l_fitq[q] = 0.0
+                l_rbit[q] = 0
+                for o in range(n_pt):
+                    l_price[o, q] = 0.0
+                    l_free[o, q] = 0
+                    if use_dual:
+                        l_dual[o, q] = 0.0
+                continue
+            l_cdmo[q] = site_cdmo[s]
+            l_fitq[q] = site_fitq[s]
+            l_rbit[q] = site_rbit[s]
+            for o in range(n_pt):
+                l_price[o, q] = price[s, o]
+                l_free[o, q] = free[s, o]
+            if use_dual:
+                for o in range(n_pt):
+                    l_dual[o, q] = dual[s, o]
+
+
+@njit(cache=True, parallel=True)
+def _lane_words(groups, gptr, gword, q0, w0, lane_perm, out_word):
+    for t in prange(groups.shape[0]):
+        g = groups[t]
+        base = gptr[g]
+        for lane in range(gptr[g + 1] - base):
+            out_word[w0[g] + lane] = gword[base + lane_perm[q0[g] + lane]]
+
+
+@njit(cache=True)
+def _and_words(groups, gptr, gword, out):
+    """Bitwise AND of the site words of ``groups`` (all of one list), lane by lane."""
+    out[:] = 0xFFFFFFFF
+    for g in groups:
+        base = gptr[g]
+        for i in range(out.shape[0]):
+            out[i] &= gword[base + i]
+
+
+def _sort_key(word: np.ndarray, freq: np.ndarray) -> np.ndarray:
+    """Lane order key: the word's bits reordered by how many rows require each (most first),
+    read as a reflected Gray code, so that sites with the same capabilities sit together and
+    neighbouring capability sets stay adjacent. Any order gives the same results."""
+    bits = np.argsort(-freq, kind="stable")
+    key = np.zeros(len(word), dtype=np.int64)
+    w = word.astype(np.int64)
+    for rank, bit in enumerate(bits):
+        key |= ((w >> int(bit)) & 1) << (31 - rank)
+    shift = 1
+    while shift < 32:
+        key ^= key >> shift
+        shift <<= 1
+    return np.argsort(-key, kind="stable")
+
+
+def lanes(sites: SiteArrays, rows: RowArrays, words: GroupWords, dual: np.ndarray | None) -> Lanes:
+    """Lane layout of the lists the rows use (one per category x class), with ``dual``."""
+    n_groups = len(rows.grp_cc)
+    used = np.unique(rows.group).astype(np.int64)
+    used_cc = rows.grp_cc[used]
+    lengths = np.diff(words.ptr)
+    row_cc = rows.grp_cc[rows.group]
+    req = rows.req.astype(np.int64)
+    q0 = np.zeros(n_groups, dtype=np.int64)
+    site_parts: list[np.ndarray] = []
+    perm_parts: list[np.ndarray] = []
+    lane_parts: list[np.ndarray] = []
+    at = 0
+    for c in np.unique(used_cc):
+        members = used[used_cc == c]
+        n = int(lengths[members[0]])
+        if np.any(lengths[members] != n):
+            raise ValueError("groups of one category x class must list the same sites")
+        common = np.empty(n, dtype=np.uint32)
+        _and_words(members, words.ptr, words.word, common)
+        mine = req[row_cc == c]
+        freq = np.array([int(((mine >> b) & 1).sum()) for b in range(32)])
+        perm = _sort_key(common, freq)
+        pad = (-n) % BLOCK
+        first = words.ptr[members[0]]
+        site_parts.append(np.r_[words.site[first : first + n][perm], np.full(pad, -1)])
+        perm_parts.append(np.r_[perm, np.zeros(pad, np.int64)])
+        lane = np.empty(n + pad, dtype=np.int64)
+        lane[perm] = np.arange(n)
+        lane[n:] = 0
+        lane_parts.append(lane)
+        q0[members] = at
+        at += n + pad
+    lane_site = np.concatenate(site_parts).astype(np.int32) if site_parts else np.zeros(0, np.int32)
+    lane_perm = np.concatenate(perm_parts) if perm_parts else np.zeros(0, np.int64)
+    lane_of = np.concatenate(lane_parts) if lane_parts else np.zeros(0, np.int64)
+    n_lanes, n_pt = len(lane_site), sites.price.shape[1]
+    l_price = np.empty((n_pt, n_lanes))
+    l_free = np.empty((n_pt, n_lanes), dtype=np.int32)
+    l_dual = np.empty((n_pt if dual is not None else 0, n_lanes))
+    l_cdmo = np.empty(n_lanes, dtype=np.int32)
+    l_fitq = np.empty(n_lanes)
+    l_rbit = np.empty(n_lanes, dtype=np.uint32)
+    if n_lanes:
+        _lane_columns(
+            lane_site, sites.price, sites.free,
+            np.zeros((1, 1)) if dual is None else np.ascontiguousarray(dual, np.float64),
+            dual is not None, sites.cdmo, sites.fitq, sites.region_bit,
+            l_price, l_free, l_dual, l_cdmo, l_fitq, l_rbit,
+        )  # fmt: skip
+    padded = (lengths[used] + BLOCK - 1) // BLOCK * BLOCK
+    w0 = np.zeros(n_groups, dtype=np.int64)
+    w0[used] = np.cumsum(padded) - padded
+    word = np.zeros(int(padded.sum()), dtype=np.uint32)
+    if len(word):
+        _lane_words(used, words.ptr, words.word, q0, w0, lane_perm, word)
+    return Lanes(q0, w0, lane_of, lane_site, l_price, l_free, l_dual, l_cdmo, l_fitq, l_rbit, word)
+
+
 # --------------------------------------------------------------------------- scoring
 
 
@@ -297,61 +462,336 @@ def _heap_sort(sites, vals, costs, n):
         _sift_down(sites, vals, costs, 0, end)
 
 
+# Run helpers: one loop over lanes lo..hi of a row (slices, so that Numba's loop starts at 0
+# and LLVM vectorises it). Entries are added in the row's order, up to four per pass:
+# ((c + h0 p0) + h1 p1) + ... is the walk's own sequence of roundings.
+
+
+@njit(cache=True, inline="always")
+def _units32(u):
+    # Free hours are int32; clamping the units to int32 keeps every comparison's outcome.
+    return np.int32(min(max(u, I32_MIN), I32_MAX))
+
+
 @njit(cache=True)
-def _score_rows(
-    i0, i1, order, flags, surv, s_cost, s_fits, s_pen, k, w_cost, fit_market, n_sites,
-    site_cdmo, site_rbit, site_fitq, free, price, dual, use_dual, gptr, gsite, gword,
+def _run_clear(cost, fits, lo, hi):
+    cost[lo:hi] = 0.0
+    fits[lo:hi] = 1
+
+
+@njit(cache=True)
+def _run_1(cost, fits, lo, hi, h0, u0, p0, f0):
+    c = cost[lo:hi]
+    ok = fits[lo:hi]
+    a0 = p0[lo:hi]
+    g0 = f0[lo:hi]
+    for i in range(hi - lo):
+        c[i] += h0 * a0[i]
+        ok[i] &= np.uint8(u0 <= g0[i])
+
+
+@njit(cache=True)
+def _run_2(cost, fits, lo, hi, h0, h1, u0, u1, p0, p1, f0, f1):
+    c = cost[lo:hi]
+    ok = fits[lo:hi]
+    a0, a1 = p0[lo:hi], p1[lo:hi]
+    g0, g1 = f0[lo:hi], f1[lo:hi]
+    for i in range(hi - lo):
+        c[i] = (c[i] + h0 * a0[i]) + h1 * a1[i]
+        ok[i] &= np.uint8((u0 <= g0[i]) & (u1 <= g1[i]))
+
+
+@njit(cache=True)
+def _run_3(cost, fits, lo, hi, h0, h1, h2, u0, u1, u2, p0, p1, p2, f0, f1, f2):
+    c = cost[lo:hi]
+    ok = fits[lo:hi]
+    a0, a1, a2 = p0[lo:hi], p1[lo:hi], p2[lo:hi]
+    g0, g1, g2 = f0[lo:hi], f1[lo:hi], f2[lo:hi]
+    for i in range(hi - lo):
+        c[i] = ((c[i] + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]
+        ok[i] &= np.uint8((u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]))
+
+
+@njit(cache=True)
+def _run_4(cost, fits, lo, hi, h0, h1, h2, h3, u0, u1, u2, u3, p0, p1, p2, p3, f0, f1, f2, f3):
+    c = cost[lo:hi]
+    ok = fits[lo:hi]
+    a0, a1, a2, a3 = p0[lo:hi], p1[lo:hi], p2[lo:hi], p3[lo:hi]
+    g0, g1, g2, g3 = f0[lo:hi], f1[lo:hi], f2[lo:hi], f3[lo:hi]
+    for i in range(hi - lo):
+        c[i] = (((c[i] + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]) + h3 * a3[i]
+        ok[i] &= np.uint8((u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]) & (u3 <= g3[i]))
+
+
+@njit(cache=True)
+def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_off, ent_units, ent_hours, lp, lf):
+    """Cost and capacity of the lanes of the runs, over the row's entries e0..e1."""
+    for t in range(n_runs):
+        _run_clear(cost, fits, run0[t], run1[t])
+    e = e0
+    while e1 - e >= 4:
+        o0, o1, o2, o3 = ent_off[e], ent_off[e + 1], ent_off[e + 2], ent_off[e + 3]
+        h0, h1, h2, h3 = ent_hours[e], ent_hours[e + 1], ent_hours[e + 2], ent_hours[e + 3]
+        u0, u1 = _units32(ent_units[e]), _units32(ent_units[e + 1])
+        u2, u3 = _units32(ent_units[e + 2]), _units32(ent_units[e + 3])
+        p0, p1, p2, p3 = lp[o0, q0:], lp[o1, q0:], lp[o2, q0:], lp[o3, q0:]
+        f0, f1, f2, f3 = lf[o0, q0:], lf[o1, q0:], lf[o2, q0:], lf[o3, q0:]
+        for t in range(n_runs):
+            _run_4(
+                cost, fits, run0[t], run1[t], h0, h1, h2, h3, u0, u1, u2, u3,
+                p0, p1, p2, p3, f0, f1, f2, f3,
+            )  # fmt: skip
+        e += 4
+    left = e1 - e
+    if left == 3:
+        o0, o1, o2 = ent_off[e], ent_off[e + 1], ent_off[e + 2]
+        u0, u1, u2 = _units32(ent_units[e]), _units32(ent_units[e + 1]), _units32(ent_units[e + 2])
+        for t in range(n_runs):
+            _run_3(
+                cost, fits, run0[t], run1[t], ent_hours[e], ent_hours[e + 1], ent_hours[e + 2],
+                u0, u1, u2, lp[o0, q0:], lp[o1, q0:], lp[o2, q0:],
+                lf[o0, q0:], lf[o1, q0:], lf[o2, q0:],
+            )  # fmt: skip
+    elif left == 2:
+        o0, o1 = ent_off[e], ent_off[e + 1]
+        u0, u1 = _units32(ent_units[e]), _units32(ent_units[e + 1])
+        for t in range(n_runs):
+            _run_2(
+                cost, fits, run0[t], run1[t], ent_hours[e], ent_hours[e + 1], u0, u1,
+                lp[o0, q0:], lp[o1, q0:], lf[o0, q0:], lf[o1, q0:],
+            )  # fmt: skip
+    elif left == 1:
+        o0 = ent_off[e]
+        u0 = _units32(ent_units[e])
+        for t in range(n_runs):
+            _run_1(cost, fits, run0[t], run1[t], ent_hours[e], u0, lp[o0, q0:], lf[o0, q0:])
+
+
+@njit(cache=True)
+def _masks(word, flag, n, r_proc, r_cert, r_mkt):
+    """Process, certification and market tests of lanes 0..n; counts of those passing."""
+    n_p2 = 0
+    n_p3 = 0
+    n_p4 = 0
+    for i in range(n):
+        w = word[i]
+        p2 = np.uint8((w & r_proc) == r_proc)
+        p3 = p2 & np.uint8((w & r_cert) == r_cert)
+        p4 = p3 & np.uint8((w & r_mkt) == r_mkt)
+        n_p2 += p2
+        n_p3 += p3
+        n_p4 += p4
+        flag[i] = p4
+    return n_p2, n_p3, n_p4
+
+
+@njit(cache=True)
+def _add_penalty(pen, units, dual):
+    for i in range(pen.shape[0]):
+        pen[i] += units * dual[i]
+
+
+@njit(cache=True)
+def _mark_excluded(excluded, cdmo, cd):
+    for i in range(excluded.shape[0]):
+        excluded[i] |= np.uint8(cdmo[i] == cd)
+
+
+@njit(cache=True)
+def _run_values(
+    lo, hi, flag, excluded, cost, fits, pen, fitq, rbit, site, val,
+    budget, a, b, tmask, prev, stab, fit_market, w_cost,
+):  # fmt: skip
+    """Rules after the masks, in order, and the value of lanes lo..hi (NO_VALUE where not
+    eligible); returns the counts of exclusion, budget and capacity rejections."""
+    fl, ex_, co, fi = flag[lo:hi], excluded[lo:hi], cost[lo:hi], fits[lo:hi]
+    pe, fq, rb, ss, vv = pen[lo:hi], fitq[lo:hi], rbit[lo:hi], site[lo:hi], val[lo:hi]
+    n_excl = 0
+    n_budget = 0
+    n_cap = 0
+    for i in range(hi - lo):
+        p4 = fl[i]
+        ex = p4 & ex_[i]
+        over = (p4 ^ ex) & np.uint8(co[i] > budget)
+        short = (p4 ^ ex ^ over) & (fi[i] ^ np.uint8(1))
+        n_excl += ex
+        n_budget += over
+        n_cap += short
+        v = pair_value(
+            a, b, fq[i], (rb[i] & tmask) != 0, fit_market, w_cost, co[i], pe[i],
+            stab if ss[i] == prev else 0.0,
+        )  # fmt: skip
+        vv[i] = v if (p4 ^ ex ^ over ^ short) != 0 else NO_VALUE
+    return n_excl, n_budget, n_cap
+
+
+@njit(cache=True)
+def _block_max(val):
+    m = NO_VALUE
+    for i in range(val.shape[0]):
+        m = max(m, val[i])
+    return m
+
+
+@njit(cache=True)
+def _kth_largest(xs, n, k, heap):
+    """The k-th largest of xs[:n] other than NO_VALUE (NO_VALUE if fewer), via a min-heap."""
+    m = 0
+    for t in range(n):
+        x = xs[t]
+        if x == NO_VALUE:
+            continue
+        if m < k:
+            c = m
+            heap[c] = x
+            m += 1
+            while c > 0:
+                p = (c - 1) // 2
+                if heap[p] <= heap[c]:
+                    break
+                heap[p], heap[c] = heap[c], heap[p]
+                c = p
+        elif x > heap[0]:
+            heap[0] = x
+            c = 0
+            while True:
+                ch = 2 * c + 1
+                if ch >= m:
+                    break
+                if ch + 1 < m and heap[ch + 1] < heap[ch]:
+                    ch += 1
+                if heap[c] <= heap[ch]:
+                    break
+                heap[c], heap[ch] = heap[ch], heap[c]
+                c = ch
+    return heap[0] if m == k else NO_VALUE
+
+
+@njit(cache=True)
+def _score_task(
+    i0, i1, order, k, w_cost, fit_market, n_sites,
+    q0s, w0s, lane_of, lsite, lp, lf, ld, lcdmo, lfitq, lrbit, lword, use_dual, gptr, gsite,
     row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units, ent_hours,
     row_budget, row_a, row_b, row_stab, row_prev, row_force, row_alt,
     out_site, out_value, out_cost, out_n, counts, outside,
 ):  # fmt: skip
-    """Score rows ``order[i0:i1]`` (one call per parallel task: few array hand-offs)."""
+    """Score rows ``order[i0:i1]``, all of one group (one call per parallel task)."""
+    g = row_group[order[i0]]
+    base = gptr[g]
+    n_list = gptr[g + 1] - base
+    n_blk = (n_list + BLOCK - 1) // BLOCK
+    n_pad = n_blk * BLOCK
+    q0 = q0s[g]
+    word = lword[w0s[g] : w0s[g] + n_pad]
+    site = lsite[q0 : q0 + n_pad]
+    cdmo = lcdmo[q0 : q0 + n_pad]
+    fitq = lfitq[q0 : q0 + n_pad]
+    rbit = lrbit[q0 : q0 + n_pad]
+    asc = gsite[base : base + n_list]  # the same sites, ascending (GroupWords' order)
+    flag = np.zeros(n_pad, dtype=np.uint8)  # padding lanes stay 0: never survivors
+    flag64 = flag.view(np.uint64)
+    cost = np.zeros(n_pad)
+    fits = np.zeros(n_pad, dtype=np.uint8)
+    pen = np.zeros(n_pad)
+    excluded = np.zeros(n_pad, dtype=np.uint8)
+    val = np.full(n_pad, NO_VALUE, dtype=np.int64)
+    blocks = np.empty(n_blk, dtype=np.int64)  # active blocks (with a survivor)
+    bmax = np.empty(n_blk, dtype=np.int64)  # best value in each active block
+    run0 = np.empty(n_blk, dtype=np.int64)  # runs of consecutive active blocks, as lanes
+    run1 = np.empty(n_blk, dtype=np.int64)
+    heap = np.empty(k + 2, dtype=np.int64)
+
     for ii in range(i0, i1):
         j = order[ii]
-        g = row_group[j]
-        base = gptr[g]
-        n_list = gptr[g + 1] - base
         req = row_req[j]
-        r_proc = req & np.uint32(PROC_FIELD)
-        r_cert = req & np.uint32(CERT_FIELD)
-        r_mkt = req & np.uint32(MKT_FIELD)
+        # Process, certification and market masks over every lane of the list.
+        n_p2, n_p3, n_p4 = _masks(
+            word, flag, n_list, req & np.uint32(PROC_FIELD), req & np.uint32(CERT_FIELD),
+            req & np.uint32(MKT_FIELD),
+        )  # fmt: skip
+        n_act = 0
+        n_runs = 0
+        in_run = False
+        for blk in range(n_blk):
+            if flag64[2 * blk] | flag64[2 * blk + 1]:
+                blocks[n_act] = blk
+                n_act += 1
+                if not in_run:
+                    run0[n_runs] = blk * BLOCK
+                    n_runs += 1
+                run1[n_runs - 1] = blk * BLOCK + BLOCK
+                in_run = True
+            else:
+                in_run = False
 
-        # Phase A: process, certification and market mask tests over the group's site list,
-        # branch-free so that it vectorises; `flags` marks the survivors.
-        n_p2 = 0
-        n_p3 = 0
-        n_p4 = 0
-        for i in range(n_list):
-            w = gword[base + i]
-            p2 = np.uint8((w & r_proc) == r_proc)
-            p3 = p2 & np.uint8((w & r_cert) == r_cert)
-            p4 = p3 & np.uint8((w & r_mkt) == r_mkt)
-            n_p2 += p2
-            n_p3 += p3
-            n_p4 += p4
-            flags[i] = p4
-        m = 0
-        for i in range(n_list):
-            surv[m] = gsite[base + i]
-            m += flags[i]
+        # Cost and capacity (and dual penalty) of the lanes in active blocks.
+        e0 = ent_ptr[j]
+        e1 = ent_ptr[j + 1]
+        _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_off, ent_units, ent_hours, lp, lf)
+        if use_dual:
+            for t in range(n_runs):
+                pen[run0[t] : run1[t]] = 0.0
+            for e in range(e0, e1):
+                dual_row = ld[ent_off[e], q0:]
+                units = np.float64(ent_units[e])
+                for t in range(n_runs):
+                    lo, hi = run0[t], run1[t]
+                    _add_penalty(pen[lo:hi], units, dual_row[lo:hi])
+        x0 = excl_ptr[j]
+        x1 = excl_ptr[j + 1]
+        for x in range(x0, x1):
+            for t in range(n_runs):
+                lo, hi = run0[t], run1[t]
+                _mark_excluded(excluded[lo:hi], cdmo[lo:hi], excl[x])
 
-        # Phase B: exclusions, budget and capacity on the survivors; value and top-K.
+        # Exclusions, budget, capacity in that order, and values.
         n_excl = 0
         n_budget = 0
         n_cap = 0
-        n_elig = 0
-        x0 = excl_ptr[j]
-        x1 = excl_ptr[j + 1]
-        e0 = ent_ptr[j]
-        e1 = ent_ptr[j + 1]
-        budget = row_budget[j]
-        a = row_a[j]
-        b = row_b[j]
-        tmask = row_tmask[j]
-        prev = row_prev[j]
+        for t in range(n_runs):
+            c_ex, c_bu, c_ca = _run_values(
+                run0[t], run1[t], flag, excluded, cost, fits, pen, fitq, rbit, site, val,
+                row_budget[j], row_a[j], row_b[j], row_tmask[j], row_prev[j], row_stab[j],
+                fit_market, w_cost,
+            )  # fmt: skip
+            n_excl += c_ex
+            n_budget += c_bu
+            n_cap += c_ca
+        if x1 > x0:
+            for t in range(n_runs):
+                excluded[run0[t] : run1[t]] = 0
+
+        # Forced sites: their lanes (the list is searched in GroupWords' ascending order).
         f0 = row_force[j, 0]
         f1 = row_force[j, 1]
+        pf0 = -1
+        pf1 = -1
+        if f0 >= 0:
+            p = np.searchsorted(asc, f0)
+            if p < n_list and asc[p] == f0:
+                pf0 = lane_of[q0 + p]
+        if f1 >= 0 and f1 != f0:
+            p = np.searchsorted(asc, f1)
+            if p < n_list and asc[p] == f1:
+                pf1 = lane_of[q0 + p]
+
+        # The top-K needs the k best non-forced values and the two next (outside_best):
+        # when k + 2 blocks each hold a non-forced value >= thr, no lane below thr can enter
+        # them. Rows that also keep an alternative CDMO look at every eligible lane.
         want_alt = row_alt[j]
+        for t in range(n_act):
+            b0 = blocks[t] * BLOCK
+            bmax[t] = _block_max(val[b0 : b0 + BLOCK])
+            if pf0 // BLOCK == blocks[t] or pf1 // BLOCK == blocks[t]:
+                m = NO_VALUE
+                for i in range(b0, b0 + BLOCK):
+                    if i != pf0 and i != pf1:
+                        m = max(m, val[i])
+                bmax[t] = m
+        thr = NO_VALUE + 1
+        if not want_alt:
+            thr = max(thr, _kth_largest(bmax, n_act, k + 2, heap))
+
         sites = out_site[j]
         vals = out_value[j]
         costs = out_cost[j]
@@ -360,14 +800,8 @@ def _score_rows(
         o1v = NO_VALUE
         o1s = -1
         o2v = NO_VALUE
-        # Forced sites found eligible.
-        fv0 = NO_VALUE
-        fc0 = 0.0
-        fok0 = False
-        fv1 = NO_VALUE
-        fc1 = 0.0
-        fok1 = False
-        # Best eligible site, and best eligible site of a CDMO other than the best's.
+        # Best eligible site, and best eligible site of a CDMO other than the best's (by
+        # value, then lower site: any lane order gives the same).
         bv = NO_VALUE
         b_s = -1
         bc = 0.0
@@ -375,112 +809,87 @@ def _score_rows(
         av = NO_VALUE
         a_s = -1
         ac = 0.0
-        # Phase B1: cost and capacity of every survivor. No data-dependent branch here, so
-        # the CPU runs ahead over survivors and overlaps their cache misses.
-        for t in range(m):
-            s = surv[t]
-            cost = 0.0
-            fits = True
-            for e in range(e0, e1):
-                o = ent_off[e]
-                cost += ent_hours[e] * price[s, o]
-                fits &= ent_units[e] <= free[s, o]
-            s_cost[t] = cost
-            s_fits[t] = fits
-        # Optional resource prices (Lagrangian duals): the value becomes a reduced value,
-        # value - sum of price x whole hours, which prices congested capacity.
-        if use_dual:
-            for t in range(m):
-                s = surv[t]
-                pen = 0.0
-                for e in range(e0, e1):
-                    pen += ent_units[e] * dual[s, ent_off[e]]
-                s_pen[t] = pen
-        # Phase B2: the remaining rules in order, value, top-K.
-        for t in range(m):
-            s = surv[t]
-            cd = site_cdmo[s]
-            excluded = False
-            for x in range(x0, x1):
-                if excl[x] == cd:
-                    excluded = True
-                    break
-            if excluded:
-                n_excl += 1
+        for t in range(n_act):
+            if bmax[t] < thr:
                 continue
-            cost = s_cost[t]
-            fits = s_fits[t]
-            if cost > budget:
-                n_budget += 1
-                continue
-            if not fits:
-                n_cap += 1
-                continue
-            n_elig += 1
-            v = pair_value(
-                a, b, site_fitq[s], (site_rbit[s] & tmask) != 0, fit_market, w_cost, cost,
-                s_pen[t] if use_dual else 0.0, row_stab[j] if s == prev else 0.0,
-            )  # fmt: skip
-
-            # Streaming "best, and best of a CDMO other than the best's"; strict > keeps the
-            # lower site on ties.
-            if not want_alt:
-                pass
-            elif cd == bcd:
-                if v > bv:
+            b0 = blocks[t] * BLOCK
+            for i in range(b0, b0 + BLOCK):
+                v = val[i]
+                if v < thr or i == pf0 or i == pf1:
+                    continue
+                s = site[i]
+                cd = cdmo[i]
+                c = cost[i]
+                if not want_alt:
+                    pass
+                elif cd == bcd:
+                    if _ranks_before(v, s, bv, b_s):
+                        bv = v
+                        b_s = s
+                        bc = c
+                elif _ranks_before(v, s, bv, b_s):
+                    if b_s >= 0:
+                        av = bv
+                        a_s = b_s
+                        ac = bc
                     bv = v
                     b_s = s
-                    bc = cost
-            elif v > bv:
-                if b_s >= 0:
-                    av = bv
-                    a_s = b_s
-                    ac = bc
-                bv = v
-                b_s = s
-                bc = cost
-                bcd = cd
-            elif v > av:
-                av = v
-                a_s = s
-                ac = cost
-
-            if s == f0:
-                fv0 = v
-                fc0 = cost
-                fok0 = True
-                continue
-            if s == f1:
-                fv1 = v
-                fc1 = cost
-                fok1 = True
-                continue
-            if nk < k:
-                _heap_push(sites, vals, costs, nk, s, v, cost)
-                nk += 1
-                continue
-            if _ranks_before(v, s, vals[0], sites[0]):
-                cv = vals[0]
-                cs = sites[0]
-                sites[0] = s
-                vals[0] = v
-                costs[0] = cost
-                _sift_down(sites, vals, costs, 0, k)
-            else:
-                cv = v
-                cs = s
-            if cv > o1v:
-                o2v = o1v
-                o1v = cv
-                o1s = cs
-            elif cv > o2v:
-                o2v = cv
+                    bc = c
+                    bcd = cd
+                elif _ranks_before(v, s, av, a_s):
+                    av = v
+                    a_s = s
+                    ac = c
+                if nk < k:
+                    _heap_push(sites, vals, costs, nk, s, v, c)
+                    nk += 1
+                    continue
+                if _ranks_before(v, s, vals[0], sites[0]):
+                    cv = vals[0]
+                    cs = sites[0]
+                    sites[0] = s
+                    vals[0] = v
+                    costs[0] = c
+                    _sift_down(sites, vals, costs, 0, k)
+                else:
+                    cv = v
+                    cs = s
+                if cv > o1v:
+                    o2v = o1v
+                    o1v = cv
+                    o1s = cs
+                elif cv > o2v:
+                    o2v = cv
+                # Below the second value cut nothing changes any more.
+                if not want_alt and o2v > thr:
+                    thr = o2v
 
         _heap_sort(sites, vals, costs, nk)
-        if fok0:
-            nk = _insert(sites, vals, costs, nk, f0, fv0, fc0)
-        if fok1:
-            nk = _insert(sites, vals, costs, nk, f1, fv1, fc1)
+        for pf, f in ((pf0, f0), (pf1, f1)):
+            if pf < 0 or val[pf] == NO_VALUE:
+                continue
+            v = val[pf]
+            if want_alt:  # a forced site counts for the best and the alternative too
+                cd = cdmo[pf]
+                if cd == bcd:
+                    if _ranks_before(v, f, bv, b_s):
+                        bv = v
+                        b_s = f
+                        bc = cost[pf]
+                elif _ranks_before(v, f, bv, b_s):
+                    if b_s >= 0:
+                        av = bv
+                        a_s = b_s
+                        ac = bc
+                    bv = v
+                    b_s = f
+                    bc = cost[pf]
+                    bcd = cd
+                elif _ranks_before(v, f, av, a_s):
+                    av = v
+                    a_s = f
+                    ac = cost[pf]
+            nk = _insert(sites, vals, costs, nk, f, v, cost[pf])
         if want_alt and a_s >= 0:
             kept = False
             for t in range(nk):
@@ -500,33 +909,40 @@ def _score_rows(
         counts[j, R_EXCLUDED] = n_excl
         counts[j, R_BUDGET] = n_budget
         counts[j, R_CAPACITY] = n_cap
-        counts[j, ELIGIBLE] = n_elig
+        counts[j, ELIGIBLE] = n_p4 - n_excl - n_budget - n_cap
+        # Lanes of this row's runs hold its values: reset them for the next row.
+        for t in range(n_runs):
+            val[run0[t] : run1[t]] = NO_VALUE
 
 
 @njit(cache=True, parallel=True)
 def _score_kernel(
-    order, k, w_cost, fit_market, n_sites, max_list,
-    site_cdmo, site_rbit, site_fitq, free, price, dual, use_dual, gptr, gsite, gword,
+    order, tptr, k, w_cost, fit_market, n_sites,
+    q0s, w0s, lane_of, lsite, lp, lf, ld, lcdmo, lfitq, lrbit, lword, use_dual, gptr, gsite,
     row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units, ent_hours,
     row_budget, row_a, row_b, row_stab, row_prev, row_force, row_alt,
     out_site, out_value, out_cost, out_n, counts, outside,
 ):  # fmt: skip
-    n = order.shape[0]
-    n_tasks = (n + ROWS_PER_TASK - 1) // ROWS_PER_TASK
-    for task in prange(n_tasks):
-        flags = np.empty(max_list, dtype=np.uint8)
-        surv = np.empty(max_list, dtype=np.int32)
-        s_cost = np.empty(max_list, dtype=np.float64)
-        s_fits = np.empty(max_list, dtype=np.bool_)
-        s_pen = np.empty(max_list, dtype=np.float64)
-        _score_rows(
-            task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK), order, flags, surv,
-            s_cost, s_fits, s_pen, k, w_cost, fit_market, n_sites,
-            site_cdmo, site_rbit, site_fitq, free, price, dual, use_dual, gptr, gsite, gword,
-            row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units,
+    for task in prange(tptr.shape[0] - 1):
+        _score_task(
+            tptr[task], tptr[task + 1], order, k, w_cost, fit_market, n_sites,
+            q0s, w0s, lane_of, lsite, lp, lf, ld, lcdmo, lfitq, lrbit, lword, use_dual, gptr,
+            gsite, row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units,
             ent_hours, row_budget, row_a, row_b, row_stab, row_prev, row_force, row_alt,
             out_site, out_value, out_cost, out_n, counts, outside,
         )  # fmt: skip
+
+
+def _tasks(order: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Task boundaries in ``order``: runs of one group, cut every ROWS_PER_TASK rows."""
+    g = group[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(g) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(g)]
+    sizes = -(-(ends - starts) // ROWS_PER_TASK)
+    # Within a group's run, tasks start every ROWS_PER_TASK rows.
+    first = np.repeat(starts, sizes)
+    step = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return np.r_[first + step * ROWS_PER_TASK, len(g)].astype(np.int64)
 
 
 @njit(cache=True, parallel=True)
@@ -577,16 +993,14 @@ def score_pairs(
     counts = np.zeros((n, N_COUNTS), dtype=np.int64)  # stays 0 when there are no sites
     outside = np.full(n, NO_VALUE, dtype=np.int64)
     if n and sites.n_sites:
-        # Rows of one group read the same site list, and rows that also share their
-        # requirement word the same survivors (their site data stays in cache): run them
-        # together.
+        lane = lanes(sites, rows, words, dual)
+        # Rows of one group read the same lanes: a task scores rows of one group.
         order = np.lexsort((rows.req, rows.group)).astype(np.int64)
-        max_list = max(1, int(np.diff(words.ptr).max()))
         args = (
-            k, float(w_cost), float(fit_market), sites.n_sites, max_list,
-            sites.cdmo, sites.region_bit, sites.fitq, sites.free, sites.price,
-            np.zeros((1, 1)) if dual is None else np.ascontiguousarray(dual, np.float64),
-            dual is not None, words.ptr, words.site, words.word,
+            k, float(w_cost), float(fit_market), sites.n_sites,
+            lane.q0, lane.w0, lane.lane_of, lane.site, lane.price, lane.free, lane.dual,
+            lane.cdmo, lane.fitq, lane.region_bit, lane.word, dual is not None,
+            words.ptr, words.site,
             rows.group, rows.req, rows.tmask, rows.excl_ptr, rows.excl, rows.ent_ptr,
             rows.ent_off, rows.ent_units, rows.ent_hours, rows.budget, rows.a, rows.b,
             rows.stab, rows.prev, rows.force, rows.alt,
@@ -596,9 +1010,10 @@ def score_pairs(
         for lo in range(0, n, step):
             if stop is not None and stop():
                 raise Stopped("scoring stopped")
+            part = order[lo : lo + step]
             # Dynamic scheduling: row costs vary a lot between groups, equal halves would not.
             with parallel_chunksize(TASKS_PER_GRAB):
-                _score_kernel(order[lo : lo + step], *args)
+                _score_kernel(part, _tasks(part, rows.group), *args)
     ptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(out_n, out=ptr[1:])
     total = int(ptr[-1])

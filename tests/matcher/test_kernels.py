@@ -216,7 +216,14 @@ def test_warm_up_compiles_the_signatures_real_markets_use():
     kernels.warm_up()
     before = {
         name: len(getattr(kernels, name).signatures)
-        for name in ("_group_words_kernel", "_score_kernel", "_compact_kernel")
+        for name in (
+            "_group_words_kernel",
+            "_lane_columns",
+            "_lane_words",
+            "_and_words",
+            "_score_kernel",
+            "_compact_kernel",
+        )
     }
     snap = generate_market(40, 15, months=4, seed=1)
     enc = encode(snap, RunParams())
