@@ -228,7 +228,8 @@ def group_words(sites: SiteArrays, rows: RowArrays) -> GroupWords:
 # requirements sit together (see ``lanes``); a row then walks only the blocks of BLOCK lanes
 # that hold a survivor of its mask tests.
 
-BLOCK = 16  # lanes per block; a multiple of 8 (block activity is read as two uint64 words)
+BLOCK = 32  # lanes per block; a multiple of 8 (block activity is read as uint64 words)
+WORDS_PER_BLOCK = BLOCK // 8
 I32_MIN = np.iinfo(np.int32).min
 I32_MAX = np.iinfo(np.int32).max
 
@@ -667,6 +668,22 @@ def _kth_largest(xs, n, k, heap):
     return heap[0] if m == k else NO_VALUE
 
 
+@njit(cache=True, inline="always")
+def _best_two_cdmos(v, s, c, cd, bv, b_s, bc, bcd, av, a_s, ac):
+    """Streaming (best, best of a CDMO other than the best's) with one more eligible site;
+    by value, then lower site, so the order of the sites does not matter."""
+    if cd == bcd:
+        if _ranks_before(v, s, bv, b_s):
+            return v, s, c, bcd, av, a_s, ac
+    elif _ranks_before(v, s, bv, b_s):
+        if b_s >= 0:
+            return v, s, c, cd, bv, b_s, bc
+        return v, s, c, cd, av, a_s, ac
+    elif _ranks_before(v, s, av, a_s):
+        return bv, b_s, bc, bcd, v, s, c
+    return bv, b_s, bc, bcd, av, a_s, ac
+
+
 @njit(cache=True)
 def _score_task(
     i0, i1, order, k, w_cost, fit_market, n_sites,
@@ -700,6 +717,7 @@ def _score_task(
     run0 = np.empty(n_blk, dtype=np.int64)  # runs of consecutive active blocks, as lanes
     run1 = np.empty(n_blk, dtype=np.int64)
     heap = np.empty(k + 2, dtype=np.int64)
+    order_blk = np.empty(n_blk, dtype=np.int64)  # active blocks by best value, descending
 
     for ii in range(i0, i1):
         j = order[ii]
@@ -713,7 +731,10 @@ def _score_task(
         n_runs = 0
         in_run = False
         for blk in range(n_blk):
-            if flag64[2 * blk] | flag64[2 * blk + 1]:
+            live = np.uint64(0)
+            for w in range(blk * WORDS_PER_BLOCK, blk * WORDS_PER_BLOCK + WORDS_PER_BLOCK):
+                live |= flag64[w]
+            if live:
                 blocks[n_act] = blk
                 n_act += 1
                 if not in_run:
@@ -776,8 +797,10 @@ def _score_task(
                 pf1 = lane_of[q0 + p]
 
         # The top-K needs the k best non-forced values and the two next (outside_best):
-        # when k + 2 blocks each hold a non-forced value >= thr, no lane below thr can enter
-        # them. Rows that also keep an alternative CDMO look at every eligible lane.
+        # when k + 2 blocks each hold a non-forced value >= t_min, no lane below t_min can
+        # enter them, and the scan looks at the lanes >= t_min only (pass 0). The
+        # alternative CDMO's best is among them too unless all of them are of one CDMO:
+        # then pass 1 looks at the rest.
         want_alt = row_alt[j]
         for t in range(n_act):
             b0 = blocks[t] * BLOCK
@@ -788,9 +811,19 @@ def _score_task(
                     if i != pf0 and i != pf1:
                         m = max(m, val[i])
                 bmax[t] = m
-        thr = NO_VALUE + 1
-        if not want_alt:
-            thr = max(thr, _kth_largest(bmax, n_act, k + 2, heap))
+        t_min = max(NO_VALUE + 1, _kth_largest(bmax, n_act, k + 2, heap))
+        # Blocks that may hold a kept value, best first: the values cut early are high, so
+        # thr (o2v) rises fast and the scan stops at the first block below it.
+        n_c = 0
+        for t in range(n_act):
+            if bmax[t] >= t_min:
+                m = bmax[t]
+                c = n_c
+                while c > 0 and bmax[order_blk[c - 1]] < m:
+                    order_blk[c] = order_blk[c - 1]
+                    c -= 1
+                order_blk[c] = t
+                n_c += 1
 
         sites = out_site[j]
         vals = out_value[j]
@@ -809,87 +842,65 @@ def _score_task(
         av = NO_VALUE
         a_s = -1
         ac = 0.0
-        for t in range(n_act):
-            if bmax[t] < thr:
-                continue
-            b0 = blocks[t] * BLOCK
-            for i in range(b0, b0 + BLOCK):
-                v = val[i]
-                if v < thr or i == pf0 or i == pf1:
-                    continue
-                s = site[i]
-                cd = cdmo[i]
-                c = cost[i]
-                if not want_alt:
-                    pass
-                elif cd == bcd:
-                    if _ranks_before(v, s, bv, b_s):
-                        bv = v
-                        b_s = s
-                        bc = c
-                elif _ranks_before(v, s, bv, b_s):
-                    if b_s >= 0:
-                        av = bv
-                        a_s = b_s
-                        ac = bc
-                    bv = v
-                    b_s = s
-                    bc = c
-                    bcd = cd
-                elif _ranks_before(v, s, av, a_s):
-                    av = v
-                    a_s = s
-                    ac = c
-                if nk < k:
-                    _heap_push(sites, vals, costs, nk, s, v, c)
-                    nk += 1
-                    continue
-                if _ranks_before(v, s, vals[0], sites[0]):
-                    cv = vals[0]
-                    cs = sites[0]
-                    sites[0] = s
-                    vals[0] = v
-                    costs[0] = c
-                    _sift_down(sites, vals, costs, 0, k)
-                else:
-                    cv = v
-                    cs = s
-                if cv > o1v:
-                    o2v = o1v
-                    o1v = cv
-                    o1s = cs
-                elif cv > o2v:
-                    o2v = cv
-                # Below the second value cut nothing changes any more.
-                if not want_alt and o2v > thr:
-                    thr = o2v
+        thr = t_min
+        for pass_ in range(2):
+            if pass_ == 1:
+                for pf in (pf0, pf1):  # forced sites count for the best and alternative
+                    if want_alt and pf >= 0 and val[pf] != NO_VALUE:
+                        bv, b_s, bc, bcd, av, a_s, ac = _best_two_cdmos(
+                            val[pf], site[pf], cost[pf], cdmo[pf], bv, b_s, bc, bcd, av, a_s, ac
+                        )
+                if not want_alt or (a_s >= 0 and av >= t_min):
+                    break
+                n_c = n_act
+                for t in range(n_act):
+                    order_blk[t] = t
+            for r in range(n_c):
+                t = order_blk[r]
+                if pass_ == 0 and bmax[t] < thr:
+                    break
+                b0 = blocks[t] * BLOCK
+                for i in range(b0, b0 + BLOCK):
+                    v = val[i]
+                    if (v < thr if pass_ == 0 else (v >= t_min or v == NO_VALUE)) or (
+                        i == pf0 or i == pf1
+                    ):
+                        continue
+                    s = site[i]
+                    c = cost[i]
+                    if want_alt:
+                        bv, b_s, bc, bcd, av, a_s, ac = _best_two_cdmos(
+                            v, s, c, cdmo[i], bv, b_s, bc, bcd, av, a_s, ac
+                        )
+                    if nk < k:
+                        _heap_push(sites, vals, costs, nk, s, v, c)
+                        nk += 1
+                        continue
+                    if _ranks_before(v, s, vals[0], sites[0]):
+                        cv = vals[0]
+                        cs = sites[0]
+                        sites[0] = s
+                        vals[0] = v
+                        costs[0] = c
+                        _sift_down(sites, vals, costs, 0, k)
+                    else:
+                        cv = v
+                        cs = s
+                    if cv > o1v:
+                        o2v = o1v
+                        o1v = cv
+                        o1s = cs
+                    elif cv > o2v:
+                        o2v = cv
+                    # Below the second value cut nothing changes any more (but the
+                    # alternative CDMO's best may lie there).
+                    if not want_alt and o2v > thr:
+                        thr = o2v
 
         _heap_sort(sites, vals, costs, nk)
         for pf, f in ((pf0, f0), (pf1, f1)):
-            if pf < 0 or val[pf] == NO_VALUE:
-                continue
-            v = val[pf]
-            if want_alt:  # a forced site counts for the best and the alternative too
-                cd = cdmo[pf]
-                if cd == bcd:
-                    if _ranks_before(v, f, bv, b_s):
-                        bv = v
-                        b_s = f
-                        bc = cost[pf]
-                elif _ranks_before(v, f, bv, b_s):
-                    if b_s >= 0:
-                        av = bv
-                        a_s = b_s
-                        ac = bc
-                    bv = v
-                    b_s = f
-                    bc = cost[pf]
-                    bcd = cd
-                elif _ranks_before(v, f, av, a_s):
-                    av = v
-                    a_s = f
-                    ac = cost[pf]
-            nk = _insert(sites, vals, costs, nk, f, v, cost[pf])
+            if pf >= 0 and val[pf] != NO_VALUE:
+                nk = _insert(sites, vals, costs, nk, f, val[pf], cost[pf])
         if want_alt and a_s >= 0:
             kept = False
             for t in range(nk):
