@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from market_factories import random_arrays
 
+from bench.walk_kernel import score_pairs_walk
 from matcher import kernels, reference
 from matcher.generate import generate_market
 from matcher.kernels import ELIGIBLE, NO_VALUE, PROC_FIELD, R_CATEGORY, R_PROCESS
@@ -265,3 +266,113 @@ def test_dual_prices_match_twin_and_lower_values(seed):
         ):
             if (j, int(s)) in plain:
                 assert v <= plain[(j, int(s))]
+
+
+# ---------------------------------------------------------------- long lists: blocks and lanes
+# The kernels sort each category x class list into lanes and look at a row's top-K only in
+# the blocks of lanes that can hold a kept value; with a few dozen sites every block is
+# looked at, so these tests use lists of hundreds of sites, where most blocks are skipped.
+# The pair-by-pair walk (the kernel this one replaced) is the second yardstick.
+
+
+def walk(sites, rows, k, dual=None, w_cost=1.0, fit_market=0.25):
+    words = kernels.group_words(sites, rows)
+    kw = {"k": k, "w_cost": w_cost, "fit_market": fit_market, "dual": dual}
+    return score_pairs_walk(sites, rows, words, **kw)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("k", [1, 4, 16])
+def test_long_lists_match_twin_and_walk(seed, k):
+    rng = np.random.default_rng(1000 + seed)
+    sites, rows = random_arrays(
+        rng, 30, 900, months=3, n_groups=3, n_cdmo=1 + seed % 3, ties=seed % 2 == 0
+    )
+    got = both(sites, rows, k)
+    assert_same(got, walk(sites, rows, k))
+    check_invariants(got, rows, k)
+    # Long enough that the top-K skips blocks: many more eligible sites than k + 2 blocks.
+    assert got.counts[:, ELIGIBLE].max() > 8 * (k + 2) * kernels.BLOCK // 16
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_long_lists_with_dual_prices_match_twin_and_walk(seed):
+    rng = np.random.default_rng(2000 + seed)
+    sites, rows = random_arrays(rng, 25, 700, months=3, n_groups=3, ties=False)
+    dual = rng.integers(0, 8, size=sites.free.shape) / 4.0  # quarter units: exact sums
+    words = kernels.group_words(sites, rows)
+    got = kernels.score_pairs(sites, rows, words, k=4, w_cost=1.0, fit_market=0.25, dual=dual)
+    table = reference.site_table(sites, rows)
+    twin = reference.score_pairs(sites, rows, table, k=4, w_cost=1.0, fit_market=0.25, dual=dual)
+    assert_same(got, twin)
+    assert_same(got, walk(sites, rows, 4, dual=dual))
+
+
+def one_cdmo_market(n_rows=6, n_sites=400):
+    """Every site serves every row; site 0 is the best and the values fall with the index;
+    only the last site belongs to a second CDMO."""
+    rng = np.random.default_rng(7)
+    sites, rows = random_arrays(rng, n_rows, n_sites, n_cdmo=1)
+    sites = dataclasses.replace(
+        sites,
+        cc=np.full(n_sites, 0xFFFFFFF, np.uint32),
+        word0=np.full(n_sites, 0x3FF << 16 | 0x1F << 10, np.uint32),
+        free=np.full_like(sites.free, 100),
+        cdmo=np.r_[np.zeros(n_sites - 1), 1].astype(np.int32),
+        fitq=np.linspace(0.0, 1.0, n_sites)[::-1].copy(),
+        price=np.zeros_like(sites.price),
+    )
+    rows = dataclasses.replace(
+        no_loads(rows),
+        req=np.zeros(n_rows, np.uint32),
+        excl_ptr=np.zeros(n_rows + 1, np.int64),
+        excl=np.zeros(0, np.int32),
+        budget=np.full(n_rows, np.inf),
+        a=np.full(n_rows, 100.0),
+        b=np.full(n_rows, 1000.0),
+        force=np.full((n_rows, 2), -1, np.int32),
+        alt=np.ones(n_rows, bool),
+        prev=np.full(n_rows, -1, np.int32),
+        stab=np.zeros(n_rows),
+        tmask=np.zeros(n_rows, np.uint32),
+    )
+    return sites, rows
+
+
+def test_alternative_cdmo_found_far_below_the_top_blocks():
+    # The only site of another CDMO is the worst of 400: the blocks that can hold the top-K
+    # are all of the best's CDMO, so the kernels must look further for the alternative.
+    sites, rows = one_cdmo_market()
+    sc = both(sites, rows, 4)
+    for j in range(rows.n_rows):
+        assert sc.cand_site[sc.cand_ptr[j] : sc.cand_ptr[j + 1]].tolist() == [0, 1, 2, 3, 399]
+    full = reference.evaluate(sites, rows, k=400, w_cost=1.0, fit_market=0.25)
+    assert full.cand_site[4] == 4 and np.all(sc.outside_best == full.cand_value[4])
+    assert_same(sc, walk(sites, rows, 4))
+
+
+def test_forced_sites_far_below_the_top_blocks_are_kept():
+    sites, rows = one_cdmo_market()
+    rows = dataclasses.replace(
+        rows,
+        alt=np.zeros(rows.n_rows, bool),
+        force=np.tile(np.array([[350, 200]], np.int32), (rows.n_rows, 1)),
+        prev=np.full(rows.n_rows, 350, np.int32),
+        stab=np.full(rows.n_rows, 5.0),
+    )
+    sc = both(sites, rows, 3)
+    for j in range(rows.n_rows):
+        assert sc.cand_site[sc.cand_ptr[j] : sc.cand_ptr[j + 1]].tolist() == [0, 1, 2, 200, 350]
+    assert_same(sc, walk(sites, rows, 3))
+
+
+def test_generated_market_matches_walk():
+    snap = generate_market(1500, 400, months=12, seed=11)
+    enc = encode(snap, RunParams())
+    kw = {"k": 16, "w_cost": 0.01, "fit_market": FIT_MARKET}
+    got = kernels.score_pairs(enc.sites, enc.rows, enc.words, **kw)
+    assert got.counts[:, ELIGIBLE].sum() > 0
+    assert_same(got, score_pairs_walk(enc.sites, enc.rows, enc.words, **kw))
+    dual = np.random.default_rng(3).integers(0, 4, size=enc.sites.free.shape) / 8.0
+    got = kernels.score_pairs(enc.sites, enc.rows, enc.words, dual=dual, **kw)
+    assert_same(got, score_pairs_walk(enc.sites, enc.rows, enc.words, dual=dual, **kw))
