@@ -82,6 +82,14 @@ TASKS_PER_GRAB = 1
 # calls (about 0.05 s of work each at 100000 x 10000 on 2 cores; the calls' own overhead
 # is microseconds).
 ROWS_PER_CHECK = 4096
+# Calls with fewer pairs (rows x sites) than this take the pair-by-pair walk: the lane
+# layout costs a few milliseconds of set-up (3 ms of a 7 ms instant-candidates request at
+# 10000 sites) that few rows never repay; at 20000 x 2000 both take the same time, at
+# 100000 x 10000 the lanes take a third of the walk's.
+LANES_MIN_PAIRS = 50_000_000
+# Rows per parallel task of the walk, and its tasks per grab.
+WALK_ROWS_PER_TASK = 16
+WALK_TASKS_PER_GRAB = 4
 
 
 @dataclass(frozen=True)
@@ -239,7 +247,8 @@ class Lanes:
     """The sites of each category x class list used by the rows, as padded lanes.
 
     Lane ``q`` of list ``c`` is ``site[q]`` (-1 for padding, whose data is zero); group ``g``
-    reads lanes ``q0[g]`` to ``q0[g] + len(list)`` of the columns and its own site words
+    reads lanes ``q0[g]`` to ``q0[g] + len(list)`` of the columns (one per (process, month)
+    cell that some row loads: a project's request builds a dozen, not all) and its own site words
     in the same order at ``word[w0[g]:]``. ``lane_of[q0[g] + p]`` is the lane of the site at
     position ``p`` of the group's ascending list in ``GroupWords``.
     """
@@ -248,9 +257,10 @@ class Lanes:
     w0: np.ndarray  # int64 [G] first permuted site word of the group
     lane_of: np.ndarray  # int64 [n_lanes]
     site: np.ndarray  # int32 [n_lanes]
-    price: np.ndarray  # float64 [PT, n_lanes]
-    free: np.ndarray  # int32 [PT, n_lanes]
-    dual: np.ndarray  # float64 [PT, n_lanes], or [0, n_lanes] without dual prices
+    ent_col: np.ndarray  # int32 per row entry: its column (the cells the rows load only)
+    price: np.ndarray  # float64 [columns, n_lanes]
+    free: np.ndarray  # int32 [columns, n_lanes]
+    dual: np.ndarray  # float64 [columns, n_lanes], or [0, n_lanes] without dual prices
     cdmo: np.ndarray  # int32 [n_lanes]
     fitq: np.ndarray  # float64 [n_lanes]
     region_bit: np.ndarray  # uint32 [n_lanes]
@@ -259,11 +269,11 @@ class Lanes:
 
 @njit(cache=True, parallel=True)
 def _lane_columns(
-    lane_site, price, free, dual, use_dual, site_cdmo, site_fitq, site_rbit,
+    lane_site, cells, price, free, dual, use_dual, site_cdmo, site_fitq, site_rbit,
     l_price, l_free, l_dual, l_cdmo, l_fitq, l_rbit,
 ):  # fmt: skip
     n_lanes = lane_site.shape[0]
-    n_pt = price.shape[1]
+    n_pt = cells.shape[0]
     for blk in prange((n_lanes + 255) // 256):
         for q in range(blk * 256, min(n_lanes, blk * 256 + 256)):
             s = lane_site[q]
@@ -281,11 +291,11 @@ def _lane_columns(
             l_fitq[q] = site_fitq[s]
             l_rbit[q] = site_rbit[s]
             for o in range(n_pt):
-                l_price[o, q] = price[s, o]
-                l_free[o, q] = free[s, o]
+                l_price[o, q] = price[s, cells[o]]
+                l_free[o, q] = free[s, cells[o]]
             if use_dual:
                 for o in range(n_pt):
-                    l_dual[o, q] = dual[s, o]
+                    l_dual[o, q] = dual[s, cells[o]]
 
 
 @njit(cache=True, parallel=True)
@@ -329,8 +339,13 @@ def lanes(sites: SiteArrays, rows: RowArrays, words: GroupWords, dual: np.ndarra
     used = np.unique(rows.group).astype(np.int64)
     used_cc = rows.grp_cc[used]
     lengths = np.diff(words.ptr)
+    # How many rows of each category x class require each bit (the lane order's key).
     row_cc = rows.grp_cc[rows.group]
     req = rows.req.astype(np.int64)
+    n_cc = int(rows.grp_cc.max()) + 1 if n_groups else 0
+    freq = np.stack(
+        [np.bincount(row_cc, weights=(req >> b) & 1, minlength=n_cc) for b in range(32)], axis=1
+    )
     q0 = np.zeros(n_groups, dtype=np.int64)
     site_parts: list[np.ndarray] = []
     perm_parts: list[np.ndarray] = []
@@ -343,9 +358,7 @@ def lanes(sites: SiteArrays, rows: RowArrays, words: GroupWords, dual: np.ndarra
             raise ValueError("groups of one category x class must list the same sites")
         common = np.empty(n, dtype=np.uint32)
         _and_words(members, words.ptr, words.word, common)
-        mine = req[row_cc == c]
-        freq = np.array([int(((mine >> b) & 1).sum()) for b in range(32)])
-        perm = _sort_key(common, freq)
+        perm = _sort_key(common, freq[c])
         pad = (-n) % BLOCK
         first = words.ptr[members[0]]
         site_parts.append(np.r_[words.site[first : first + n][perm], np.full(pad, -1)])
@@ -359,7 +372,10 @@ def lanes(sites: SiteArrays, rows: RowArrays, words: GroupWords, dual: np.ndarra
     lane_site = np.concatenate(site_parts).astype(np.int32) if site_parts else np.zeros(0, np.int32)
     lane_perm = np.concatenate(perm_parts) if perm_parts else np.zeros(0, np.int64)
     lane_of = np.concatenate(lane_parts) if lane_parts else np.zeros(0, np.int64)
-    n_lanes, n_pt = len(lane_site), sites.price.shape[1]
+    cells = np.unique(rows.ent_off).astype(np.int64)
+    col_of = np.zeros(sites.price.shape[1], dtype=np.int32)
+    col_of[cells] = np.arange(len(cells), dtype=np.int32)
+    n_lanes, n_pt = len(lane_site), len(cells)
     l_price = np.empty((n_pt, n_lanes))
     l_free = np.empty((n_pt, n_lanes), dtype=np.int32)
     l_dual = np.empty((n_pt if dual is not None else 0, n_lanes))
@@ -368,7 +384,7 @@ def lanes(sites: SiteArrays, rows: RowArrays, words: GroupWords, dual: np.ndarra
     l_rbit = np.empty(n_lanes, dtype=np.uint32)
     if n_lanes:
         _lane_columns(
-            lane_site, sites.price, sites.free,
+            lane_site, cells, sites.price, sites.free,
             np.zeros((1, 1)) if dual is None else np.ascontiguousarray(dual, np.float64),
             dual is not None, sites.cdmo, sites.fitq, sites.region_bit,
             l_price, l_free, l_dual, l_cdmo, l_fitq, l_rbit,
@@ -379,7 +395,10 @@ def lanes(sites: SiteArrays, rows: RowArrays, words: GroupWords, dual: np.ndarra
     word = np.zeros(int(padded.sum()), dtype=np.uint32)
     if len(word):
         _lane_words(used, words.ptr, words.word, q0, w0, lane_perm, word)
-    return Lanes(q0, w0, lane_of, lane_site, l_price, l_free, l_dual, l_cdmo, l_fitq, l_rbit, word)
+    return Lanes(
+        q0, w0, lane_of, lane_site, col_of[rows.ent_off], l_price, l_free, l_dual, l_cdmo,
+        l_fitq, l_rbit, word,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- scoring
@@ -525,13 +544,13 @@ def _run_4(cost, fits, lo, hi, h0, h1, h2, h3, u0, u1, u2, u3, p0, p1, p2, p3, f
 
 
 @njit(cache=True)
-def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_off, ent_units, ent_hours, lp, lf):
+def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_hours, lp, lf):
     """Cost and capacity of the lanes of the runs, over the row's entries e0..e1."""
     for t in range(n_runs):
         _run_clear(cost, fits, run0[t], run1[t])
     e = e0
     while e1 - e >= 4:
-        o0, o1, o2, o3 = ent_off[e], ent_off[e + 1], ent_off[e + 2], ent_off[e + 3]
+        o0, o1, o2, o3 = ent_col[e], ent_col[e + 1], ent_col[e + 2], ent_col[e + 3]
         h0, h1, h2, h3 = ent_hours[e], ent_hours[e + 1], ent_hours[e + 2], ent_hours[e + 3]
         u0, u1 = _units32(ent_units[e]), _units32(ent_units[e + 1])
         u2, u3 = _units32(ent_units[e + 2]), _units32(ent_units[e + 3])
@@ -545,7 +564,7 @@ def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_off, ent_units, ent_ho
         e += 4
     left = e1 - e
     if left == 3:
-        o0, o1, o2 = ent_off[e], ent_off[e + 1], ent_off[e + 2]
+        o0, o1, o2 = ent_col[e], ent_col[e + 1], ent_col[e + 2]
         u0, u1, u2 = _units32(ent_units[e]), _units32(ent_units[e + 1]), _units32(ent_units[e + 2])
         for t in range(n_runs):
             _run_3(
@@ -554,7 +573,7 @@ def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_off, ent_units, ent_ho
                 lf[o0, q0:], lf[o1, q0:], lf[o2, q0:],
             )  # fmt: skip
     elif left == 2:
-        o0, o1 = ent_off[e], ent_off[e + 1]
+        o0, o1 = ent_col[e], ent_col[e + 1]
         u0, u1 = _units32(ent_units[e]), _units32(ent_units[e + 1])
         for t in range(n_runs):
             _run_2(
@@ -562,7 +581,7 @@ def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_off, ent_units, ent_ho
                 lp[o0, q0:], lp[o1, q0:], lf[o0, q0:], lf[o1, q0:],
             )  # fmt: skip
     elif left == 1:
-        o0 = ent_off[e]
+        o0 = ent_col[e]
         u0 = _units32(ent_units[e])
         for t in range(n_runs):
             _run_1(cost, fits, run0[t], run1[t], ent_hours[e], u0, lp[o0, q0:], lf[o0, q0:])
@@ -688,7 +707,7 @@ def _best_two_cdmos(v, s, c, cd, bv, b_s, bc, bcd, av, a_s, ac):
 def _score_task(
     i0, i1, order, k, w_cost, fit_market, n_sites,
     q0s, w0s, lane_of, lsite, lp, lf, ld, lcdmo, lfitq, lrbit, lword, use_dual, gptr, gsite,
-    row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units, ent_hours,
+    row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_col, ent_units, ent_hours,
     row_budget, row_a, row_b, row_stab, row_prev, row_force, row_alt,
     out_site, out_value, out_cost, out_n, counts, outside,
 ):  # fmt: skip
@@ -748,12 +767,12 @@ def _score_task(
         # Cost and capacity (and dual penalty) of the lanes in active blocks.
         e0 = ent_ptr[j]
         e1 = ent_ptr[j + 1]
-        _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_off, ent_units, ent_hours, lp, lf)
+        _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_hours, lp, lf)
         if use_dual:
             for t in range(n_runs):
                 pen[run0[t] : run1[t]] = 0.0
             for e in range(e0, e1):
-                dual_row = ld[ent_off[e], q0:]
+                dual_row = ld[ent_col[e], q0:]
                 units = np.float64(ent_units[e])
                 for t in range(n_runs):
                     lo, hi = run0[t], run1[t]
@@ -926,11 +945,249 @@ def _score_task(
             val[run0[t] : run1[t]] = NO_VALUE
 
 
+# The pair-by-pair walk: for each row, each site of its list that passes the masks, the
+# row's loads one after the other. Cheaper than the lanes for small calls (a project's
+# instant candidates, small markets), where the lane layout's set-up is not repaid; it is
+# also the yardstick the lanes are tested against (the same results, bit for bit).
+
+
+@njit(cache=True)
+def _walk_rows(
+    i0, i1, order, flags, surv, s_cost, s_fits, s_pen, k, w_cost, fit_market, n_sites,
+    site_cdmo, site_rbit, site_fitq, free, price, dual, use_dual, gptr, gsite, gword,
+    row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units, ent_hours,
+    row_budget, row_a, row_b, row_stab, row_prev, row_force, row_alt,
+    out_site, out_value, out_cost, out_n, counts, outside,
+):  # fmt: skip
+    """Score rows ``order[i0:i1]`` (one call per parallel task: few array hand-offs)."""
+    for ii in range(i0, i1):
+        j = order[ii]
+        g = row_group[j]
+        base = gptr[g]
+        n_list = gptr[g + 1] - base
+        req = row_req[j]
+        r_proc = req & np.uint32(PROC_FIELD)
+        r_cert = req & np.uint32(CERT_FIELD)
+        r_mkt = req & np.uint32(MKT_FIELD)
+
+        # Phase A: process, certification and market mask tests over the group's site list,
+        # branch-free so that it vectorises; `flags` marks the survivors.
+        n_p2 = 0
+        n_p3 = 0
+        n_p4 = 0
+        for i in range(n_list):
+            w = gword[base + i]
+            p2 = np.uint8((w & r_proc) == r_proc)
+            p3 = p2 & np.uint8((w & r_cert) == r_cert)
+            p4 = p3 & np.uint8((w & r_mkt) == r_mkt)
+            n_p2 += p2
+            n_p3 += p3
+            n_p4 += p4
+            flags[i] = p4
+        m = 0
+        for i in range(n_list):
+            surv[m] = gsite[base + i]
+            m += flags[i]
+
+        # Phase B: exclusions, budget and capacity on the survivors; value and top-K.
+        n_excl = 0
+        n_budget = 0
+        n_cap = 0
+        n_elig = 0
+        x0 = excl_ptr[j]
+        x1 = excl_ptr[j + 1]
+        e0 = ent_ptr[j]
+        e1 = ent_ptr[j + 1]
+        budget = row_budget[j]
+        a = row_a[j]
+        b = row_b[j]
+        tmask = row_tmask[j]
+        prev = row_prev[j]
+        f0 = row_force[j, 0]
+        f1 = row_force[j, 1]
+        want_alt = row_alt[j]
+        sites = out_site[j]
+        vals = out_value[j]
+        costs = out_cost[j]
+        nk = 0
+        # Two best values cut from the list (and the site of the first), for outside_best.
+        o1v = NO_VALUE
+        o1s = -1
+        o2v = NO_VALUE
+        # Forced sites found eligible.
+        fv0 = NO_VALUE
+        fc0 = 0.0
+        fok0 = False
+        fv1 = NO_VALUE
+        fc1 = 0.0
+        fok1 = False
+        # Best eligible site, and best eligible site of a CDMO other than the best's.
+        bv = NO_VALUE
+        b_s = -1
+        bc = 0.0
+        bcd = -1
+        av = NO_VALUE
+        a_s = -1
+        ac = 0.0
+        # Phase B1: cost and capacity of every survivor. No data-dependent branch here, so
+        # the CPU runs ahead over survivors and overlaps their cache misses.
+        for t in range(m):
+            s = surv[t]
+            cost = 0.0
+            fits = True
+            for e in range(e0, e1):
+                o = ent_off[e]
+                cost += ent_hours[e] * price[s, o]
+                fits &= ent_units[e] <= free[s, o]
+            s_cost[t] = cost
+            s_fits[t] = fits
+        # Optional resource prices (Lagrangian duals): the value becomes a reduced value,
+        # value - sum of price x whole hours, which prices congested capacity.
+        if use_dual:
+            for t in range(m):
+                s = surv[t]
+                pen = 0.0
+                for e in range(e0, e1):
+                    pen += ent_units[e] * dual[s, ent_off[e]]
+                s_pen[t] = pen
+        # Phase B2: the remaining rules in order, value, top-K.
+        for t in range(m):
+            s = surv[t]
+            cd = site_cdmo[s]
+            excluded = False
+            for x in range(x0, x1):
+                if excl[x] == cd:
+                    excluded = True
+                    break
+            if excluded:
+                n_excl += 1
+                continue
+            cost = s_cost[t]
+            fits = s_fits[t]
+            if cost > budget:
+                n_budget += 1
+                continue
+            if not fits:
+                n_cap += 1
+                continue
+            n_elig += 1
+            v = pair_value(
+                a, b, site_fitq[s], (site_rbit[s] & tmask) != 0, fit_market, w_cost, cost,
+                s_pen[t] if use_dual else 0.0, row_stab[j] if s == prev else 0.0,
+            )  # fmt: skip
+
+            # Streaming "best, and best of a CDMO other than the best's"; strict > keeps the
+            # lower site on ties.
+            if not want_alt:
+                pass
+            elif cd == bcd:
+                if v > bv:
+                    bv = v
+                    b_s = s
+                    bc = cost
+            elif v > bv:
+                if b_s >= 0:
+                    av = bv
+                    a_s = b_s
+                    ac = bc
+                bv = v
+                b_s = s
+                bc = cost
+                bcd = cd
+            elif v > av:
+                av = v
+                a_s = s
+                ac = cost
+
+            if s == f0:
+                fv0 = v
+                fc0 = cost
+                fok0 = True
+                continue
+            if s == f1:
+                fv1 = v
+                fc1 = cost
+                fok1 = True
+                continue
+            if nk < k:
+                _heap_push(sites, vals, costs, nk, s, v, cost)
+                nk += 1
+                continue
+            if _ranks_before(v, s, vals[0], sites[0]):
+                cv = vals[0]
+                cs = sites[0]
+                sites[0] = s
+                vals[0] = v
+                costs[0] = cost
+                _sift_down(sites, vals, costs, 0, k)
+            else:
+                cv = v
+                cs = s
+            if cv > o1v:
+                o2v = o1v
+                o1v = cv
+                o1s = cs
+            elif cv > o2v:
+                o2v = cv
+
+        _heap_sort(sites, vals, costs, nk)
+        if fok0:
+            nk = _insert(sites, vals, costs, nk, f0, fv0, fc0)
+        if fok1:
+            nk = _insert(sites, vals, costs, nk, f1, fv1, fc1)
+        if want_alt and a_s >= 0:
+            kept = False
+            for t in range(nk):
+                if sites[t] == a_s:
+                    kept = True
+                    break
+            if not kept:
+                nk = _insert(sites, vals, costs, nk, a_s, av, ac)
+                if a_s == o1s:
+                    o1v = o2v
+        out_n[j] = nk
+        outside[j] = o1v
+        counts[j, R_CATEGORY] = n_sites - n_list
+        counts[j, R_PROCESS] = n_list - n_p2
+        counts[j, R_CERT] = n_p2 - n_p3
+        counts[j, R_MARKET] = n_p3 - n_p4
+        counts[j, R_EXCLUDED] = n_excl
+        counts[j, R_BUDGET] = n_budget
+        counts[j, R_CAPACITY] = n_cap
+        counts[j, ELIGIBLE] = n_elig
+
+
+@njit(cache=True, parallel=True)
+def _walk_kernel(
+    order, k, w_cost, fit_market, n_sites, max_list,
+    site_cdmo, site_rbit, site_fitq, free, price, dual, use_dual, gptr, gsite, gword,
+    row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units, ent_hours,
+    row_budget, row_a, row_b, row_stab, row_prev, row_force, row_alt,
+    out_site, out_value, out_cost, out_n, counts, outside,
+):  # fmt: skip
+    n = order.shape[0]
+    n_tasks = (n + WALK_ROWS_PER_TASK - 1) // WALK_ROWS_PER_TASK
+    for task in prange(n_tasks):
+        flags = np.empty(max_list, dtype=np.uint8)
+        surv = np.empty(max_list, dtype=np.int32)
+        s_cost = np.empty(max_list, dtype=np.float64)
+        s_fits = np.empty(max_list, dtype=np.bool_)
+        s_pen = np.empty(max_list, dtype=np.float64)
+        _walk_rows(
+            task * WALK_ROWS_PER_TASK, min(n, (task + 1) * WALK_ROWS_PER_TASK), order, flags, surv,
+            s_cost, s_fits, s_pen, k, w_cost, fit_market, n_sites,
+            site_cdmo, site_rbit, site_fitq, free, price, dual, use_dual, gptr, gsite, gword,
+            row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units,
+            ent_hours, row_budget, row_a, row_b, row_stab, row_prev, row_force, row_alt,
+            out_site, out_value, out_cost, out_n, counts, outside,
+        )  # fmt: skip
+
+
 @njit(cache=True, parallel=True)
 def _score_kernel(
     order, tptr, k, w_cost, fit_market, n_sites,
     q0s, w0s, lane_of, lsite, lp, lf, ld, lcdmo, lfitq, lrbit, lword, use_dual, gptr, gsite,
-    row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units, ent_hours,
+    row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_col, ent_units, ent_hours,
     row_budget, row_a, row_b, row_stab, row_prev, row_force, row_alt,
     out_site, out_value, out_cost, out_n, counts, outside,
 ):  # fmt: skip
@@ -938,7 +1195,7 @@ def _score_kernel(
         _score_task(
             tptr[task], tptr[task + 1], order, k, w_cost, fit_market, n_sites,
             q0s, w0s, lane_of, lsite, lp, lf, ld, lcdmo, lfitq, lrbit, lword, use_dual, gptr,
-            gsite, row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units,
+            gsite, row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_col, ent_units,
             ent_hours, row_budget, row_a, row_b, row_stab, row_prev, row_force, row_alt,
             out_site, out_value, out_cost, out_n, counts, outside,
         )  # fmt: skip
@@ -976,6 +1233,7 @@ def score_pairs(
     fit_market: float,
     dual: np.ndarray | None = None,
     stop: Callable[[], bool] | None = None,
+    method: str | None = None,
 ) -> Scored:
     """Eligibility and value of every row x site pair; at most ``k`` + 3 candidates per row.
 
@@ -991,9 +1249,16 @@ def score_pairs(
     of a CDMO other than the best site's when that one is not already in the list (so that a
     second source at another CDMO is always representable). ``outside_best`` is exactly the
     best value among the eligible sites left out.
+
+    ``method`` ("lanes" or "walk"; by default by size, see LANES_MIN_PAIRS) picks the
+    kernel: both return the same bits.
     """
     if k < 1:
         raise ValueError("k must be at least 1")
+    if method is None:
+        method = "lanes" if rows.n_rows * sites.n_sites >= LANES_MIN_PAIRS else "walk"
+    if method not in ("lanes", "walk"):
+        raise ValueError("method must be 'lanes' or 'walk'")
     n = rows.n_rows
     width = k + EXTRA_SLOTS
     # Only the first out_n[j] slots of a row are ever read, and the kernel fills them.
@@ -1004,27 +1269,43 @@ def score_pairs(
     counts = np.zeros((n, N_COUNTS), dtype=np.int64)  # stays 0 when there are no sites
     outside = np.full(n, NO_VALUE, dtype=np.int64)
     if n and sites.n_sites:
-        lane = lanes(sites, rows, words, dual)
-        # Rows of one group read the same lanes: a task scores rows of one group.
-        order = np.lexsort((rows.req, rows.group)).astype(np.int64)
-        args = (
-            k, float(w_cost), float(fit_market), sites.n_sites,
-            lane.q0, lane.w0, lane.lane_of, lane.site, lane.price, lane.free, lane.dual,
-            lane.cdmo, lane.fitq, lane.region_bit, lane.word, dual is not None,
-            words.ptr, words.site,
+        dual_arr = np.zeros((1, 1)) if dual is None else np.ascontiguousarray(dual, np.float64)
+        tail = (
             rows.group, rows.req, rows.tmask, rows.excl_ptr, rows.excl, rows.ent_ptr,
-            rows.ent_off, rows.ent_units, rows.ent_hours, rows.budget, rows.a, rows.b,
+            None, rows.ent_units, rows.ent_hours, rows.budget, rows.a, rows.b,
             rows.stab, rows.prev, rows.force, rows.alt,
             buf_site, buf_value, buf_cost, out_n, counts, outside,
         )  # fmt: skip
+        if method == "lanes":
+            lane = lanes(sites, rows, words, dual)
+            args = (
+                k, float(w_cost), float(fit_market), sites.n_sites,
+                lane.q0, lane.w0, lane.lane_of, lane.site, lane.price, lane.free, lane.dual,
+                lane.cdmo, lane.fitq, lane.region_bit, lane.word, dual is not None,
+                words.ptr, words.site, *tail[:6], lane.ent_col, *tail[7:],
+            )  # fmt: skip
+        else:
+            args = (
+                k, float(w_cost), float(fit_market), sites.n_sites,
+                max(1, int(np.diff(words.ptr).max())), sites.cdmo, sites.region_bit,
+                sites.fitq, sites.free, sites.price, dual_arr, dual is not None,
+                words.ptr, words.site, words.word, *tail[:6], rows.ent_off, *tail[7:],
+            )  # fmt: skip
+        # Rows of one group read the same sites: a task scores rows of one group (lanes), or
+        # neighbours in this order (walk).
+        order = np.lexsort((rows.req, rows.group)).astype(np.int64)
         step = n if stop is None else ROWS_PER_CHECK
         for lo in range(0, n, step):
             if stop is not None and stop():
                 raise Stopped("scoring stopped")
             part = order[lo : lo + step]
             # Dynamic scheduling: row costs vary a lot between groups, equal halves would not.
-            with parallel_chunksize(TASKS_PER_GRAB):
-                _score_kernel(part, _tasks(part, rows.group), *args)
+            if method == "lanes":
+                with parallel_chunksize(TASKS_PER_GRAB):
+                    _score_kernel(part, _tasks(part, rows.group), *args)
+            else:
+                with parallel_chunksize(WALK_TASKS_PER_GRAB):
+                    _walk_kernel(part, *args)
     ptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(out_n, out=ptr[1:])
     total = int(ptr[-1])
@@ -1134,5 +1415,7 @@ def warm_up() -> float:
     """
     t0 = time.perf_counter()
     sites, rows = tiny_inputs()
-    evaluate(sites, rows, k=2, w_cost=0.01, fit_market=0.25)
+    words = group_words(sites, rows)
+    for method in ("walk", "lanes"):
+        score_pairs(sites, rows, words, k=2, w_cost=0.01, fit_market=0.25, method=method)
     return time.perf_counter() - t0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from market_factories import random_arrays
 
-from bench.walk_kernel import score_pairs_walk
+from bench.walk_kernel import score_pairs_lanes, score_pairs_walk
 from matcher import kernels, reference
 from matcher.generate import generate_market
 from matcher.kernels import ELIGIBLE, NO_VALUE, PROC_FIELD, R_CATEGORY, R_PROCESS
@@ -32,9 +32,14 @@ def no_loads(rows):
 
 
 def both(sites, rows, k, w_cost=1.0, fit_market=0.25):
-    got = kernels.evaluate(sites, rows, k=k, w_cost=w_cost, fit_market=fit_market)
-    want = reference.evaluate(sites, rows, k=k, w_cost=w_cost, fit_market=fit_market)
+    """Both kernels (lanes and the pair-by-pair walk) against the twin; the lanes' result."""
+    words = kernels.group_words(sites, rows)
+    kw = {"k": k, "w_cost": w_cost, "fit_market": fit_market}
+    got = score_pairs_lanes(sites, rows, words, **kw)
+    want = reference.evaluate(sites, rows, **kw)
     assert_same(got, want)
+    assert_same(score_pairs_walk(sites, rows, words, **kw), want)
+    assert_same(kernels.evaluate(sites, rows, **kw), want)  # the size's choice
     return got
 
 
@@ -228,7 +233,10 @@ def test_warm_up_compiles_the_signatures_real_markets_use():
     }
     snap = generate_market(40, 15, months=4, seed=1)
     enc = encode(snap, RunParams())
-    kernels.evaluate(enc.sites, enc.rows, k=4, w_cost=0.01, fit_market=FIT_MARKET)
+    for method in ("walk", "lanes"):
+        kernels.score_pairs(
+            enc.sites, enc.rows, enc.words, k=4, w_cost=0.01, fit_market=FIT_MARKET, method=method
+        )
     for name, n in before.items():
         assert len(getattr(kernels, name).signatures) == n, name
 
@@ -243,6 +251,10 @@ def test_dual_prices_match_twin_and_lower_values(seed):
     priced = kernels.score_pairs(
         sites, rows, kernels.group_words(sites, rows), k=3, w_cost=1.0, fit_market=0.25, dual=dual
     )
+    lanes = score_pairs_lanes(
+        sites, rows, kernels.group_words(sites, rows), k=3, w_cost=1.0, fit_market=0.25, dual=dual
+    )
+    assert_same(lanes, priced)
     twin = reference.score_pairs(
         sites, rows, reference.site_table(sites, rows), k=3, w_cost=1.0, fit_market=0.25, dual=dual
     )
@@ -301,7 +313,7 @@ def test_long_lists_with_dual_prices_match_twin_and_walk(seed):
     sites, rows = random_arrays(rng, 25, 700, months=3, n_groups=3, ties=False)
     dual = rng.integers(0, 8, size=sites.free.shape) / 4.0  # quarter units: exact sums
     words = kernels.group_words(sites, rows)
-    got = kernels.score_pairs(sites, rows, words, k=4, w_cost=1.0, fit_market=0.25, dual=dual)
+    got = score_pairs_lanes(sites, rows, words, k=4, w_cost=1.0, fit_market=0.25, dual=dual)
     table = reference.site_table(sites, rows)
     twin = reference.score_pairs(sites, rows, table, k=4, w_cost=1.0, fit_market=0.25, dual=dual)
     assert_same(got, twin)
@@ -370,9 +382,9 @@ def test_generated_market_matches_walk():
     snap = generate_market(1500, 400, months=12, seed=11)
     enc = encode(snap, RunParams())
     kw = {"k": 16, "w_cost": 0.01, "fit_market": FIT_MARKET}
-    got = kernels.score_pairs(enc.sites, enc.rows, enc.words, **kw)
+    got = score_pairs_lanes(enc.sites, enc.rows, enc.words, **kw)
     assert got.counts[:, ELIGIBLE].sum() > 0
     assert_same(got, score_pairs_walk(enc.sites, enc.rows, enc.words, **kw))
     dual = np.random.default_rng(3).integers(0, 4, size=enc.sites.free.shape) / 8.0
-    got = kernels.score_pairs(enc.sites, enc.rows, enc.words, dual=dual, **kw)
+    got = score_pairs_lanes(enc.sites, enc.rows, enc.words, dual=dual, **kw)
     assert_same(got, score_pairs_walk(enc.sites, enc.rows, enc.words, dual=dual, **kw))

@@ -21,13 +21,14 @@ def enc():
     return encode(generate_market(2000, 200, 12, seed=7), RunParams())
 
 
-def test_chunked_kernel_pass_is_the_one_pass(enc, monkeypatch):
+@pytest.mark.parametrize("method", ["walk", "lanes"])
+def test_chunked_kernel_pass_is_the_one_pass(enc, monkeypatch, method):
     whole = score(enc, RunParams())
     monkeypatch.setattr(kernels, "ROWS_PER_CHECK", 64)  # 2,000+ rows: dozens of chunks
     calls = []
     chunked = kernels.score_pairs(
         enc.sites, enc.rows, enc.words, k=16, w_cost=RunParams().weights.cost,
-        fit_market=0.25, stop=lambda: calls.append(1) and False,
+        fit_market=0.25, stop=lambda: calls.append(1) and False, method=method,
     )  # fmt: skip
     assert len(calls) > 20
     for name in ("cand_ptr", "cand_site", "cand_value", "cand_cost", "counts", "outside_best"):
