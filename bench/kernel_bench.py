@@ -160,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     counts = nb.counts.sum(axis=0)  # type: ignore[attr-defined]
     title = f"{args.projects} projects x {args.sites} sites x {args.months} months"
     out(f"# Kernel benchmark: {title}\n\n")
-    out(f"rows (items) {n_rows}, pairs {pairs:.3e}, threads {kernels_threads()}, k {args.k}\n")
+    method = "lanes" if pairs >= kernels.LANES_MIN_PAIRS else "walk"
+    out(f"rows (items) {n_rows}, pairs {pairs:.3e}, threads {kernels_threads()}, k {args.k}, "
+        f"kernel method at this size: {method}\n")  # fmt: skip
     out(f"generate {t1 - t0:.2f} s, encode {t2 - t1:.2f} s\n")
     names = (*kernels.RULES, "eligible")
     shares = ", ".join(f"{r} {c / max(pairs, 1):.4f}" for r, c in zip(names, counts, strict=True))
