@@ -18,10 +18,17 @@ A pair is eligible when it passes, in this order (the first rule failed is the o
 category/class, process, certification, market, excluded CDMO, budget, capacity of the site
 alone. Category/class is answered by an index: each group only lists the sites serving its
 category and class, with their site words gathered contiguously, so a row scans those alone.
-Process, certification and market are one branch-free (vectorised) pass of mask tests over
-that list (phase A); only the survivors pay for the walk over the row's (process, month)
-loads that gives cost and capacity (phase B1, branch-free too), then for the exclusion list,
-the budget and capacity decisions, the value and the top-K (phase B2).
+
+Two kernels give the same bits (``score_pairs`` picks by size, ``LANES_MIN_PAIRS``):
+
+* the *walk* (small calls): per row, a branch-free pass of mask tests over the list, then for
+  each survivor the row's (process, month) loads one after the other (cost and capacity),
+  the remaining rules, the value and the top-K;
+* the *lanes* (large calls): each list's sites laid out as columns (``Lanes``), sorted so that
+  sites passing the same requirements sit together; a row computes cost and capacity for
+  runs of sites at once, load by load (the walk's additions in the walk's order, vectorised),
+  only in the blocks that hold a survivor of its masks, and its top-K looks only at the blocks
+  whose best value can enter it (see ``_score_task``).
 
 Value (maximised, int64 points)::
 
