@@ -355,6 +355,26 @@ class GapParams:
     # Ejection chains move each of their two jobs only to one of its this many cheapest
     # agents (Yagiura et al. restrict the chains the same way): ~9 n^2 / m evaluations.
     chain_agents: int = 3
+    # Lagrangian dives (``gap_solve._dive``): subgradient steps per level from the
+    # multipliers so far, the Polyak target (share above the level's bound), the step factor
+    # (small: the multipliers start near the optimum), the agreement above which more than
+    # one column is fixed per level, the noise on the columns' scores after the first dive,
+    # and the tabu iterations that polish (and repair) each dive's answer.
+    dive_share: float = 0.3
+    dive_steps: int = 20
+    dive_target_share: float = 0.002
+    dive_step_factor: float = 0.5
+    dive_fix_agreement: float = 0.9
+    dive_noise: float = 0.3
+    dive_walk_iterations: int = 1000
+    dives_deterministic: int = 3
+    # Tabu walks on parts of the best answer (``part_agents`` agents with most cheap jobs in
+    # common, the jobs they hold): ``part_iterations`` each.
+    parts_share: float = 0.25
+    part_agents: int = 8
+    part_near: int = 4
+    part_iterations: int = 1500
+    parts_deterministic: int = 20
     # Iterations without a better answer before restarting from the best with n / kick_div
     # random shifts.
     stall_iterations: int = 2000

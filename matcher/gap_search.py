@@ -208,28 +208,35 @@ def tabu_search(
                         b2 = b
                         b3 = k
                         b4 = d
-        # swaps
+        # swaps: j1 to one of its nearest agents a2, and a job j2 of a2 back to a1 (the
+        # same restriction as the chains: all pairs cost n^2 evaluations per iteration)
         for j1 in range(n):
             a1 = assign[j1]
-            for j2 in range(j1 + 1, n):
-                a2 = assign[j2]
-                if a1 == a2 or not allowed[a2, j1] or not allowed[a1, j2]:
+            for t in range(kn):
+                a2 = near[j1, t]
+                if a2 < 0:
+                    break
+                if a2 == a1:
                     continue
-                l1 = load[a1] - weight[a1, j1] + weight[a1, j2]
-                l2 = load[a2] - weight[a2, j2] + weight[a2, j1]
-                ov1 = _over(l1, capacity[a1]) - _over(load[a1], capacity[a1])
-                ov2 = _over(l2, capacity[a2]) - _over(load[a2], capacity[a2])
-                dc = cost[a2, j1] + cost[a1, j2] - cost[a1, j1] - cost[a2, j2]
-                d = dc + pen[a1] * ov1 + pen[a2] * ov2
-                if d >= bd:
-                    continue
-                if tabu[a2, j1] > it or tabu[a1, j2] > it:
-                    if not (over + ov1 + ov2 == 0 and cur + dc < best_cost[0]):
+                for q in range(slots[a2], slots[a2 + 1]):
+                    j2 = on[q]
+                    if not allowed[a1, j2]:
                         continue
-                bd = d
-                bk = 2
-                b1 = j1
-                b2 = j2
+                    l1 = load[a1] - weight[a1, j1] + weight[a1, j2]
+                    l2 = load[a2] - weight[a2, j2] + weight[a2, j1]
+                    ov1 = _over(l1, capacity[a1]) - _over(load[a1], capacity[a1])
+                    ov2 = _over(l2, capacity[a2]) - _over(load[a2], capacity[a2])
+                    dc = cost[a2, j1] + cost[a1, j2] - cost[a1, j1] - cost[a2, j2]
+                    d = dc + pen[a1] * ov1 + pen[a2] * ov2
+                    if d >= bd:
+                        continue
+                    if tabu[a2, j1] > it or tabu[a1, j2] > it:
+                        if not (over + ov1 + ov2 == 0 and cur + dc < best_cost[0]):
+                            continue
+                    bd = d
+                    bk = 2
+                    b1 = j1
+                    b2 = j2
         if bk == 0:
             return it  # no move at all (one agent, or every move ruled out)
         if bk == 1:

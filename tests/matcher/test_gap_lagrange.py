@@ -79,7 +79,9 @@ def test_knapsack_matches_enumeration_at_every_capacity(rc, w, cap) -> None:
     w = np.array(w[: len(rc)], dtype=np.int64)
     f = np.zeros(cap + 1)
     take = np.zeros(len(rc), dtype=np.bool_)
-    value = _knapsack(rc, w, cap, f, take)
+    # Scratch space as a previous call may leave it (all True): stale marks must not leak.
+    keep = np.ones((len(rc), cap + 1), dtype=np.bool_)
+    value = _knapsack(rc, w, cap, f, take, keep)
     best = np.zeros(cap + 1)
     for mask in itertools.product((0, 1), repeat=len(rc)):
         x = np.array(mask, dtype=bool)
