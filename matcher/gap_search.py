@@ -312,3 +312,64 @@ def tabu_search(
             cur, over = _cost_and_overload(cost, capacity, assign, load)
             last_gain = it
     return it0 + iters
+
+
+@njit(cache=True)
+def repair(cost, weight, capacity, allowed, assign):
+    """Greedy repair of an assignment over capacity (``assign`` updated in place): moves out
+    of an agent over capacity, a shift to an agent with room or a swap that leaves the other
+    agent within capacity, the least cost per unit of overload removed first, until nothing
+    is over capacity or no such move is left. Returns the overload left (0: feasible)."""
+    m, n = cost.shape
+    load = loads_of(weight, assign, m)
+    while True:
+        over = 0
+        for i in range(m):
+            over += _over(load[i], capacity[i])
+        if over == 0:
+            return 0
+        best = 1e300
+        bj = -1
+        bb = -1
+        bk = -1
+        for j in range(n):
+            a = assign[j]
+            if load[a] <= capacity[a]:
+                continue
+            for b in range(m):
+                if b == a or not allowed[b, j] or load[b] + weight[b, j] > capacity[b]:
+                    continue
+                gain = _over(load[a], capacity[a]) - _over(load[a] - weight[a, j], capacity[a])
+                r = (cost[b, j] - cost[a, j]) / gain
+                if r < best:
+                    best = r
+                    bj = j
+                    bb = b
+                    bk = -1
+            for k in range(n):
+                b = assign[k]
+                if b == a or not allowed[b, j] or not allowed[a, k]:
+                    continue
+                lb = load[b] - weight[b, k] + weight[b, j]
+                if lb > capacity[b]:
+                    continue
+                la = load[a] - weight[a, j] + weight[a, k]
+                gain = _over(load[a], capacity[a]) - _over(la, capacity[a])
+                if gain <= 0:
+                    continue
+                r = (cost[b, j] + cost[a, k] - cost[a, j] - cost[b, k]) / gain
+                if r < best:
+                    best = r
+                    bj = j
+                    bb = b
+                    bk = k
+        if bj < 0:
+            return over
+        a = assign[bj]
+        load[a] -= weight[a, bj]
+        load[bb] += weight[bb, bj]
+        assign[bj] = bb
+        if bk >= 0:
+            load[bb] -= weight[bb, bk]
+            load[a] += weight[a, bk]
+            assign[bk] = a
