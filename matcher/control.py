@@ -331,16 +331,17 @@ class GapParams:
     # by 5 s on d801600.
     lagrange_chunk: int = 10
     # The market solver returns this long after its time limit per pair of its model
-    # (building, its bound thread, checks): 1.2-2 s on d801600's 128000 pairs at load 5; its
+    # (it builds the whole CP-SAT model after reading the time left): 1.2-3.4 s on d801600's
+    # 128000 pairs at load 5-6, 2.6-3.3 s on e401600's 64000; its
     # limit is shortened by as much so that the GAP path keeps the limit + 5 % + 1 s.
-    cpsat_overrun_per_pair: float = 1e-5
+    cpsat_overrun_per_pair: float = 2e-5
     # Share of the limit always kept for CP-SAT on the reduced model: the earlier phases
     # stop short of it even when Numba compiles or the machine is loaded, so CP-SAT always
     # runs (it found answers where the search did not, e.g. e-type starts).
     cpsat_reserve_share: float = 0.3
-    # A phase that could not do this much work in its share at the speed of its first call
-    # (a big instance on a loaded machine: d801600 got 36 steps and 40 iterations in 10 s)
-    # stops there and leaves its time to CP-SAT, which then did better (measured).
+    # A phase that could not do this much work in its share at its current speed (a big
+    # instance on a loaded machine: d801600 got 36 steps and 40 iterations in 10 s) stops
+    # there and leaves its time to the next phases (at 10 s: CP-SAT on 900-1600 D jobs).
     lagrange_least_steps: int = 100
     search_least_iterations: int = 300
     # Deterministic mode: fixed work instead of clock shares.

@@ -138,9 +138,15 @@ class _Parts:
             score += self.affinity[nxt]
         return np.array(sorted(chosen), dtype=np.int64)
 
-    def improve(self, assign: np.ndarray, rng: np.random.Generator, iterations: int) -> int:
-        """One part's walk from ``assign`` (updated in place when the part improved);
-        returns the cost gained."""
+    def improve(
+        self,
+        assign: np.ndarray,
+        rng: np.random.Generator,
+        iterations: int,
+        control: RunControl | None = None,
+    ) -> int:
+        """One part's walk from ``assign`` (updated in place when the part improved), cut
+        short when ``control`` stops; returns the cost gained."""
         agents = self.agents(rng)
         jobs = np.flatnonzero(np.isin(assign, agents))
         self.parts += 1
@@ -159,7 +165,8 @@ class _Parts:
         search = _Search(sub_c, part, self.allowed[ix], start, self.gp, int(rng.integers(1 << 30)))
         search.best_cost[0] = now
         search.best[:] = start
-        search.run(iterations)
+        while search.it < iterations and (control is None or not control.stop_requested()):
+            search.run(min(self.gp.search_chunk * 16, iterations - search.it))
         gain = now - int(search.best_cost[0])
         if gain > 0:
             assign[jobs] = agents[search.best]
@@ -176,15 +183,15 @@ def _dive(
     rng: np.random.Generator,
     noise: float,
     control: RunControl,
-) -> np.ndarray:
+) -> tuple[np.ndarray, bool]:
     """One Lagrangian dive: a column is an agent's knapsack answer (its whole set of jobs) at
     the current multipliers. Repeatedly fix the columns the last subgradient steps agree on
     most (the share of their jobs each column kept over those steps, with ``noise`` times a
     random factor so that dives differ), drop their agents and jobs, and re-run a few steps
     on the rest from the multipliers so far. Returns an agent per job: the jobs left over
     when no agent is (too little room in the fixed columns' agents), or when ``control``
-    stops the dive, go where they overload least; the tabu walk that polishes every dive
-    repairs that."""
+    stops the dive, go where they overload least; the repair and the tabu walk that polish
+    every dive remove that. Also returns whether the dive ran to its end (not stopped)."""
     m, n = c.shape
     assign = np.full(n, -1, dtype=np.int64)
     agents, jobs = np.arange(m), np.arange(n)
@@ -228,6 +235,7 @@ def _dive(
             break
         agents = np.delete(agents, fixed)
         jobs = jobs[~taken]
+    complete = not control.stop_requested()
     if len(jobs):
         load = np.zeros(m, dtype=np.int64)
         done = assign >= 0
@@ -236,28 +244,26 @@ def _dive(
             i = int(np.argmin(load + weight[:, j] - capacity + 1e-3 * c[:, j]))
             assign[j] = i
             load[i] += weight[i, j]
-    return assign
+    return assign, complete
 
 
 def _chunked(step, control: RunControl, first: int, least: int = 0, most: int = 1 << 20) -> int:
     """Call ``step(count)`` until ``control`` stops it (or ``step`` returns False), with
     ``count`` doubled while a call takes under 20 ms: few clock checks on small instances,
-    no long overrun on big ones. Gives up after the first call that takes 20 ms or more
-    when, at its speed, the phase could not do ``least`` units of work in its time (its time
-    is better left to the next phases; the first calls may be cheaper than the rest, e.g. the
-    Lagrangian's knapsacks are small at the start, so ``count`` never passes ``most``).
+    no long overrun on big ones. Gives up after any call of 20 ms or more when, at its speed,
+    the phase could no longer reach ``least`` units of work in its time (its time is better
+    left to the next phases; the Lagrangian's knapsacks are small at the start and grow, so
+    the speed is judged again at every call, and ``count`` never passes ``most``).
     Returns the units done."""
-    count, done, judged = first, 0, least <= 0
+    count, done = first, 0
     while not control.stop_requested():
         started = time.perf_counter()
         if step(count) is False:
             return done + count
         took = time.perf_counter() - started
         done += count
-        if not judged and took >= 0.02:
-            judged = True
-            if done + control.left() * count / took < least:
-                return done
+        if least > 0 and took >= 0.02 and done + control.left() * count / took < least:
+            return done
         if took < 0.02 and count < most:
             count = min(2 * count, most)
     return done
@@ -475,7 +481,7 @@ def solve_gap_instance(
     else:
         keep = fits
     stats["kept_pairs_search"] = float(keep.sum())
-    if not control.stop_requested() or det:
+    if lower is not None and (not control.stop_requested() or det):
         seed_start = greedy_start(pair, instance.weight, instance.capacity, keep)
         search = _Search(c, instance, keep, seed_start, gp, params.seed + 1)
         if best_agents is not None:
@@ -501,9 +507,11 @@ def solve_gap_instance(
             if not det and phase.stop_requested():
                 break
             noise = 0.0 if dives == 0 else gp.dive_noise
-            leaf = _dive(
+            leaf, complete = _dive(
                 c, instance.weight, instance.capacity, lagrange.best_u, gp, rng, noise, phase
             )
+            if not complete and not det:
+                break  # a dive cut short leaves many jobs over capacity: not worth repairing
             # A leaf is a little over capacity at most agents' ends: the greedy repair makes
             # it feasible at once (the walk alone lost ~0.2 % on d20200 doing it).
             repaired = repair(c, instance.weight, instance.capacity, keep, leaf) == 0
@@ -535,16 +543,18 @@ def solve_gap_instance(
         walk = best_agents.copy()
         rng = np.random.default_rng(params.seed)
 
+        parts_phase = phase_slice(gp.parts_share) if not det else None
+
         def part_walks(count: int) -> bool:
             for _ in range(count):
-                parts.improve(walk, rng, gp.part_iterations)
+                parts.improve(walk, rng, gp.part_iterations, parts_phase)
             consider(walk, "gap_parts")
             return lower is None or best_cost > lower
 
         if det:
             part_walks(gp.parts_deterministic)
         else:
-            _chunked(part_walks, phase_slice(gp.parts_share), 1)
+            _chunked(part_walks, parts_phase, 1)
         stats["gap_parts"] = float(parts.parts)
         stats["gap_parts_improved"] = float(parts.gains)
 
@@ -570,10 +580,11 @@ def solve_gap_instance(
                 - gp.dive_share
             )
         )
+        left = max(0.01, left)
+        # The slice carries the shortened limit: the market solver reads its time from the
+        # control it is given, not from ``params``.
         solution = solve(
-            model,
-            replace(params, time_limit_s=max(0.01, left)),
-            control.slice() if not det else None,
+            model, replace(params, time_limit_s=left), control.slice(left) if not det else None
         )
         if str(solution.status) in ("optimal", "feasible"):
             agents = model.cand_bin[solution.choice].astype(np.int64)

@@ -257,7 +257,7 @@ def test_repair_reaches_capacity_or_says_what_is_left(instance, seed) -> None:
 def test_dive_assigns_every_job_to_an_agent(instance, noise, seed) -> None:
     m, n = instance.agents, instance.jobs
     state = converged_state(instance, float(instance.cost.sum()) + 1)
-    leaf = _dive(
+    leaf, complete = _dive(
         instance.cost.astype(np.int64),
         instance.weight,
         instance.capacity,
@@ -267,7 +267,7 @@ def test_dive_assigns_every_job_to_an_agent(instance, noise, seed) -> None:
         noise,
         RunControl(10.0),
     )
-    assert leaf.shape == (n,) and np.all((leaf >= 0) & (leaf < m))
+    assert complete and leaf.shape == (n,) and np.all((leaf >= 0) & (leaf < m))
 
 
 def test_chunked_calls_never_pass_their_most() -> None:
