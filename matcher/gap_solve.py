@@ -365,7 +365,9 @@ def solve_gap_instance(
         total = params.time_limit_s
         return control.slice(min(total * share, control.left() - total * gp.cpsat_reserve_share))
 
-    def run_search(search: _Search, share: float, phase: str, least: int = 0) -> None:
+    def run_search(
+        search: _Search, share: float, phase: str, least: int = 0, until_feasible: bool = False
+    ) -> None:
         if det:
             search.run(gp.search_iterations_deterministic)
         else:
@@ -375,6 +377,8 @@ def solve_gap_instance(
                 search.run(count)
                 if search.it < before + count:
                     return False  # the walk has no move left
+                if until_feasible and search.best_cost[0] < NO_COST:
+                    return False
                 # Nothing left to find once the answer meets the Lagrangian bound.
                 return lower is None or search.best_cost[0] > lower
 
@@ -395,6 +399,10 @@ def solve_gap_instance(
         params.seed,
     )
     run_search(first, gp.first_search_share, "gap_search")
+    if best_agents is None and not det:
+        # No feasible answer yet (1600 tight jobs: the greedy overloads and the walk needs a
+        # few hundred iterations): walk on, the later phases and CP-SAT's hint need one.
+        run_search(first, gp.first_feasible_share, "gap_search", until_feasible=True)
 
     timed("first_search")
 
