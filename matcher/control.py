@@ -338,6 +338,9 @@ class GapParams:
     # 128000 pairs at load 5-6, 2.6-3.3 s on e401600's 64000; its
     # limit is shortened by as much so that the GAP path keeps the limit + 5 % + 1 s.
     cpsat_overrun_per_pair: float = 2e-5
+    # ... and past the whole limit less this margin (a loaded machine builds slower still),
+    # it is stopped by a cancel of its own control: it answers within about a second.
+    cpsat_stop_margin_s: float = 0.3
     # Share of the limit always kept for CP-SAT on the reduced model: the earlier phases
     # stop short of it even when Numba compiles or the machine is loaded, so CP-SAT always
     # runs (it found answers where the search did not, e.g. e-type starts).

@@ -19,6 +19,7 @@ answer is checked against the capacities and its cost recomputed before it is ke
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field, replace
 
@@ -319,6 +320,29 @@ def _reduced_model(
     )
 
 
+def _solve_by(
+    model: AssignmentModel, params: SolveParams, control: RunControl, left: float, gp: GapParams
+):
+    """The market solver on ``model`` for ``left`` seconds, stopped (a cancel of its own
+    control) at ``control``'s deadline less ``cpsat_stop_margin_s`` if it runs past it: it
+    returns late by the time it takes to build the whole CP-SAT model, which grows with the
+    machine's load (3.3 s on e401600 at load 6; ``left`` is already shortened for a quiet
+    one). A cancel of ``control`` reaches it too."""
+
+    def forward(p) -> None:
+        control.report(p.phase, objective=p.objective, bound=p.bound, placed=p.placed)
+
+    own = RunControl(control.left() + 60.0, on_progress=forward)
+    watchdog = threading.Timer(max(0.0, control.left() - gp.cpsat_stop_margin_s), own.cancel)
+    watchdog.daemon = True
+    with control.on_cancel(own.cancel):
+        watchdog.start()
+        try:
+            return solve(model, params, own.slice(left))
+        finally:
+            watchdog.cancel()
+
+
 def solve_gap_instance(
     instance: GapInstance,
     sense: Sense,
@@ -589,11 +613,10 @@ def solve_gap_instance(
             )
         )
         left = max(0.01, left)
-        # The slice carries the shortened limit: the market solver reads its time from the
-        # control it is given, not from ``params``.
-        solution = solve(
-            model, replace(params, time_limit_s=left), control.slice(left) if not det else None
-        )
+        if det:
+            solution = solve(model, replace(params, time_limit_s=left), None)
+        else:
+            solution = _solve_by(model, replace(params, time_limit_s=left), control, left, gp)
         if str(solution.status) in ("optimal", "feasible"):
             agents = model.cand_bin[solution.choice].astype(np.int64)
             consider(agents, "cpsat")
