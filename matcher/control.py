@@ -316,25 +316,38 @@ class GapParams:
     lagrange_share: float = 0.15
     # A first answer (greedy, short tabu walk): the Lagrangian's Polyak target.
     first_search_share: float = 0.05
+    # ... and at most this much more while the walk has no feasible answer: on d801600 at 10 s
+    # a feasible hint after 2.5 s took CP-SAT to 4.3 % where it reached 8.1 % without one.
+    first_feasible_share: float = 0.2
     # Polyak target while no answer is known: the bound plus this share of it.
     target_share: float = 0.05
     # Tabu search seeded from the Lagrangian (pair bounds as greedy costs), over the pairs
     # that may lie in an answer within ``search_window`` (relative) of the bound.
-    search_share: float = 0.2
+    search_share: float = 0.05
     search_window: float = 0.01
     # Polyak step factor at the start; halved after 20 steps without a better bound.
-    step_factor: float = 2.0
+    step_factor: float = 0.5
     # Search iterations per Numba call at first (doubled while a call takes under 20 ms).
     search_chunk: int = 8
-    # Deterministic mode: Lagrangian steps per Numba call.
+    # Lagrangian steps per Numba call at most (deterministic mode: exactly): a step's cost
+    # grows tenfold as the multipliers rise, so doubling the calls freely overran the limit
+    # by 5 s on d801600.
     lagrange_chunk: int = 10
+    # The market solver returns this long after its time limit per pair of its model
+    # (it builds the whole CP-SAT model after reading the time left): 1.2-3.4 s on d801600's
+    # 128000 pairs at load 5-6, 2.6-3.3 s on e401600's 64000; its
+    # limit is shortened by as much so that the GAP path keeps the limit + 5 % + 1 s.
+    cpsat_overrun_per_pair: float = 2e-5
+    # ... and past the whole limit less this margin (a loaded machine builds slower still),
+    # it is stopped by a cancel of its own control: it answers within about a second.
+    cpsat_stop_margin_s: float = 0.3
     # Share of the limit always kept for CP-SAT on the reduced model: the earlier phases
     # stop short of it even when Numba compiles or the machine is loaded, so CP-SAT always
     # runs (it found answers where the search did not, e.g. e-type starts).
-    cpsat_reserve_share: float = 0.4
-    # A phase that could not do this much work in its share at the speed of its first call
-    # (a big instance on a loaded machine: d801600 got 36 steps and 40 iterations in 10 s)
-    # stops there and leaves its time to CP-SAT, which then did better (measured).
+    cpsat_reserve_share: float = 0.3
+    # A phase that could not do this much work in its share at its current speed (a big
+    # instance on a loaded machine: d801600 got 36 steps and 40 iterations in 10 s) stops
+    # there and leaves its time to the next phases (at 10 s: CP-SAT on 900-1600 D jobs).
     lagrange_least_steps: int = 100
     search_least_iterations: int = 300
     # Deterministic mode: fixed work instead of clock shares.
@@ -355,6 +368,28 @@ class GapParams:
     # Ejection chains move each of their two jobs only to one of its this many cheapest
     # agents (Yagiura et al. restrict the chains the same way): ~9 n^2 / m evaluations.
     chain_agents: int = 3
+    # Lagrangian dives (``gap_solve._dive``): subgradient steps per level from the
+    # multipliers so far, the Polyak target (share above the level's bound), the step factor
+    # (small: the multipliers start near the optimum), the agreement above which more than
+    # one column is fixed per level, the noise on the columns' scores after the first dive,
+    # and the tabu iterations that polish (and repair) each dive's answer.
+    dive_share: float = 0.35
+    dive_max_gap: float = 0.05
+    dive_steps: int = 20
+    dive_target_share: float = 0.002
+    dive_step_factor: float = 0.5
+    dive_fix_agreement: float = 0.9
+    dive_fix_share: float = 0.2
+    dive_noise: float = 0.3
+    dive_walk_iterations: int = 300
+    dives_deterministic: int = 3
+    # Tabu walks on parts of the best answer (``part_agents`` agents with most cheap jobs in
+    # common, the jobs they hold): ``part_iterations`` each.
+    parts_share: float = 0.1
+    part_agents: int = 8
+    part_near: int = 4
+    part_iterations: int = 1500
+    parts_deterministic: int = 5
     # Iterations without a better answer before restarting from the best with n / kick_div
     # random shifts.
     stall_iterations: int = 2000

@@ -208,28 +208,35 @@ def tabu_search(
                         b2 = b
                         b3 = k
                         b4 = d
-        # swaps
+        # swaps: j1 to one of its nearest agents a2, and a job j2 of a2 back to a1 (the
+        # same restriction as the chains: all pairs cost n^2 evaluations per iteration)
         for j1 in range(n):
             a1 = assign[j1]
-            for j2 in range(j1 + 1, n):
-                a2 = assign[j2]
-                if a1 == a2 or not allowed[a2, j1] or not allowed[a1, j2]:
+            for t in range(kn):
+                a2 = near[j1, t]
+                if a2 < 0:
+                    break
+                if a2 == a1:
                     continue
-                l1 = load[a1] - weight[a1, j1] + weight[a1, j2]
-                l2 = load[a2] - weight[a2, j2] + weight[a2, j1]
-                ov1 = _over(l1, capacity[a1]) - _over(load[a1], capacity[a1])
-                ov2 = _over(l2, capacity[a2]) - _over(load[a2], capacity[a2])
-                dc = cost[a2, j1] + cost[a1, j2] - cost[a1, j1] - cost[a2, j2]
-                d = dc + pen[a1] * ov1 + pen[a2] * ov2
-                if d >= bd:
-                    continue
-                if tabu[a2, j1] > it or tabu[a1, j2] > it:
-                    if not (over + ov1 + ov2 == 0 and cur + dc < best_cost[0]):
+                for q in range(slots[a2], slots[a2 + 1]):
+                    j2 = on[q]
+                    if not allowed[a1, j2]:
                         continue
-                bd = d
-                bk = 2
-                b1 = j1
-                b2 = j2
+                    l1 = load[a1] - weight[a1, j1] + weight[a1, j2]
+                    l2 = load[a2] - weight[a2, j2] + weight[a2, j1]
+                    ov1 = _over(l1, capacity[a1]) - _over(load[a1], capacity[a1])
+                    ov2 = _over(l2, capacity[a2]) - _over(load[a2], capacity[a2])
+                    dc = cost[a2, j1] + cost[a1, j2] - cost[a1, j1] - cost[a2, j2]
+                    d = dc + pen[a1] * ov1 + pen[a2] * ov2
+                    if d >= bd:
+                        continue
+                    if tabu[a2, j1] > it or tabu[a1, j2] > it:
+                        if not (over + ov1 + ov2 == 0 and cur + dc < best_cost[0]):
+                            continue
+                    bd = d
+                    bk = 2
+                    b1 = j1
+                    b2 = j2
         if bk == 0:
             return it  # no move at all (one agent, or every move ruled out)
         if bk == 1:
@@ -305,3 +312,64 @@ def tabu_search(
             cur, over = _cost_and_overload(cost, capacity, assign, load)
             last_gain = it
     return it0 + iters
+
+
+@njit(cache=True)
+def repair(cost, weight, capacity, allowed, assign):
+    """Greedy repair of an assignment over capacity (``assign`` updated in place): moves out
+    of an agent over capacity, a shift to an agent with room or a swap that leaves the other
+    agent within capacity, the least cost per unit of overload removed first, until nothing
+    is over capacity or no such move is left. Returns the overload left (0: feasible)."""
+    m, n = cost.shape
+    load = loads_of(weight, assign, m)
+    while True:
+        over = 0
+        for i in range(m):
+            over += _over(load[i], capacity[i])
+        if over == 0:
+            return 0
+        best = 1e300
+        bj = -1
+        bb = -1
+        bk = -1
+        for j in range(n):
+            a = assign[j]
+            if load[a] <= capacity[a]:
+                continue
+            for b in range(m):
+                if b == a or not allowed[b, j] or load[b] + weight[b, j] > capacity[b]:
+                    continue
+                gain = _over(load[a], capacity[a]) - _over(load[a] - weight[a, j], capacity[a])
+                r = (cost[b, j] - cost[a, j]) / gain
+                if r < best:
+                    best = r
+                    bj = j
+                    bb = b
+                    bk = -1
+            for k in range(n):
+                b = assign[k]
+                if b == a or not allowed[b, j] or not allowed[a, k]:
+                    continue
+                lb = load[b] - weight[b, k] + weight[b, j]
+                if lb > capacity[b]:
+                    continue
+                la = load[a] - weight[a, j] + weight[a, k]
+                gain = _over(load[a], capacity[a]) - _over(la, capacity[a])
+                if gain <= 0:
+                    continue
+                r = (cost[b, j] + cost[a, k] - cost[a, j] - cost[b, k]) / gain
+                if r < best:
+                    best = r
+                    bj = j
+                    bb = b
+                    bk = k
+        if bj < 0:
+            return over
+        a = assign[bj]
+        load[a] -= weight[a, bj]
+        load[bb] += weight[bb, bj]
+        assign[bj] = bb
+        if bk >= 0:
+            load[bb] -= weight[bb, bk]
+            load[a] += weight[a, bk]
+            assign[bk] = a

@@ -19,6 +19,7 @@ answer is checked against the capacities and its cost recomputed before it is ke
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field, replace
 
@@ -26,8 +27,8 @@ import numpy as np
 
 from matcher.control import GapParams, RunControl, SolveParams
 from matcher.gap import GapInstance, Sense, gap_objective
-from matcher.gap_lagrange import LagrangeState
-from matcher.gap_search import greedy_start, nearest_agents, tabu_search
+from matcher.gap_lagrange import LagrangeState, lagrangian_value
+from matcher.gap_search import greedy_start, nearest_agents, repair, tabu_search
 from matcher.model import NONE, AssignmentModel
 from matcher.solver import solve
 
@@ -102,24 +103,170 @@ class _Search:
         )
 
 
-def _chunked(step, control: RunControl, first: int, least: int = 0) -> int:
+class _Parts:
+    """Tabu walks on small parts of an answer: a few agents that share cheap jobs and the
+    jobs they hold now, the rest fixed. A part's walk is a GAP of its own, so its
+    iterations cost (jobs of the part) x (its agents) instead of n x m; on 1600 jobs a whole
+    walk moved one job per 3 ms. The answer stays feasible: a part's better answer replaces
+    its jobs' agents and respects the part's capacities."""
+
+    def __init__(self, c: np.ndarray, instance: GapInstance, allowed: np.ndarray, gp: GapParams):
+        m, n = c.shape
+        self.c, self.instance, self.allowed, self.gp = c, instance, allowed, gp
+        self.size = min(m, gp.part_agents)
+        # Affinity of two agents: the jobs that have both among their cheapest allowed.
+        near = nearest_agents(c, allowed, gp.part_near)
+        self.affinity = np.zeros((m, m))
+        for t in range(near.shape[1]):
+            for v in range(t + 1, near.shape[1]):
+                a, b = near[:, t], near[:, v]
+                ok = (a >= 0) & (b >= 0)
+                np.add.at(self.affinity, (a[ok], b[ok]), 1.0)
+                np.add.at(self.affinity, (b[ok], a[ok]), 1.0)
+        self.parts = 0
+        self.gains = 0
+
+    def agents(self, rng: np.random.Generator) -> np.ndarray:
+        """A random agent and the agents with most affinity to the part so far (noisy)."""
+        m = self.c.shape[0]
+        chosen = [int(rng.integers(m))]
+        score = self.affinity[chosen[0]].copy()
+        for _ in range(self.size - 1):
+            noisy = score * rng.uniform(0.5, 1.5, m)
+            noisy[chosen] = -1.0
+            nxt = int(np.argmax(noisy))
+            chosen.append(nxt)
+            score += self.affinity[nxt]
+        return np.array(sorted(chosen), dtype=np.int64)
+
+    def improve(
+        self,
+        assign: np.ndarray,
+        rng: np.random.Generator,
+        iterations: int,
+        control: RunControl | None = None,
+    ) -> int:
+        """One part's walk from ``assign`` (updated in place when the part improved), cut
+        short when ``control`` stops; returns the cost gained."""
+        agents = self.agents(rng)
+        jobs = np.flatnonzero(np.isin(assign, agents))
+        self.parts += 1
+        if len(jobs) < 2:
+            return 0
+        ix = np.ix_(agents, jobs)
+        sub_c = np.ascontiguousarray(self.c[ix])
+        part = GapInstance(
+            "part",
+            sub_c,
+            np.ascontiguousarray(self.instance.weight[ix]),
+            self.instance.capacity[agents],
+        )
+        start = np.searchsorted(agents, assign[jobs]).astype(np.int64)
+        now = int(sub_c[start, np.arange(len(jobs))].sum())
+        search = _Search(sub_c, part, self.allowed[ix], start, self.gp, int(rng.integers(1 << 30)))
+        search.best_cost[0] = now
+        search.best[:] = start
+        while search.it < iterations and (control is None or not control.stop_requested()):
+            search.run(min(self.gp.search_chunk * 16, iterations - search.it))
+        gain = now - int(search.best_cost[0])
+        if gain > 0:
+            assign[jobs] = agents[search.best]
+            self.gains += 1
+        return gain
+
+
+def _dive(
+    c: np.ndarray,
+    weight: np.ndarray,
+    capacity: np.ndarray,
+    u: np.ndarray,
+    gp: GapParams,
+    rng: np.random.Generator,
+    noise: float,
+    control: RunControl,
+) -> tuple[np.ndarray, bool]:
+    """One Lagrangian dive: a column is an agent's knapsack answer (its whole set of jobs) at
+    the current multipliers. Repeatedly fix the columns the last subgradient steps agree on
+    most (the share of their jobs each column kept over those steps, with ``noise`` times a
+    random factor so that dives differ), drop their agents and jobs, and re-run a few steps
+    on the rest from the multipliers so far. Returns an agent per job: the jobs left over
+    when no agent is (too little room in the fixed columns' agents), or when ``control``
+    stops the dive, go where they overload least; the repair and the tabu walk that polish
+    every dive remove that. Also returns whether the dive ran to its end (not stopped)."""
+    m, n = c.shape
+    assign = np.full(n, -1, dtype=np.int64)
+    agents, jobs = np.arange(m), np.arange(n)
+    u = u.astype(np.float64).copy()
+    while len(agents) and len(jobs) and not control.stop_requested():
+        ix = np.ix_(agents, jobs)
+        state = LagrangeState.start(c[ix], weight[ix], capacity[agents], gp.dive_step_factor)
+        state.u[:] = u[jobs]
+        state.best_u[:] = u[jobs]
+        value = lagrangian_value(
+            state.cost, state.weight, state.capacity, state.u, state.x, state.fs
+        )
+        target = value + gp.dive_target_share * abs(value) + 1.0
+        agree = state.x.astype(np.float64)
+        steps = 1
+        for _ in range(gp.dive_steps):
+            if state.converged or control.stop_requested():
+                break
+            state.run(1, target)
+            agree += state.x
+            steps += 1
+        agree /= steps
+        x = state.x  # the knapsack answers at the last multipliers
+        u[jobs] = state.u
+        count = x.sum(axis=1)
+        score = np.where(count > 0, (agree * x).sum(axis=1) / np.maximum(count, 1), -1.0)
+        score = score * (1.0 + noise * rng.uniform(-1.0, 1.0, len(agents)))
+        taken = np.zeros(len(jobs), dtype=bool)
+        fixed = []
+        least = max(1, int(gp.dive_fix_share * len(agents)))
+        for k in np.argsort(-score):
+            if score[k] < 0 or (len(fixed) >= least and score[k] < gp.dive_fix_agreement):
+                break
+            col = x[k] & ~taken
+            if fixed and col.sum() < count[k]:
+                continue  # overlaps a column fixed at this level
+            assign[jobs[col]] = agents[k]
+            taken |= col
+            fixed.append(k)
+        if not fixed:  # no knapsack takes anything: the rest goes to the walk's repair
+            break
+        agents = np.delete(agents, fixed)
+        jobs = jobs[~taken]
+    complete = not control.stop_requested()
+    if len(jobs):
+        load = np.zeros(m, dtype=np.int64)
+        done = assign >= 0
+        np.add.at(load, assign[done], weight[assign[done], np.flatnonzero(done)])
+        for j in jobs:
+            i = int(np.argmin(load + weight[:, j] - capacity + 1e-3 * c[:, j]))
+            assign[j] = i
+            load[i] += weight[i, j]
+    return assign, complete
+
+
+def _chunked(step, control: RunControl, first: int, least: int = 0, most: int = 1 << 20) -> int:
     """Call ``step(count)`` until ``control`` stops it (or ``step`` returns False), with
     ``count`` doubled while a call takes under 20 ms: few clock checks on small instances,
-    no long overrun on big ones. Gives up after the first call when, at its speed, the phase
-    could not do ``least`` units of work in its time (its time is better left to CP-SAT).
+    no long overrun on big ones. Gives up after any call of 20 ms or more when, at its speed,
+    the phase could no longer reach ``least`` units of work in its time (its time is better
+    left to the next phases; the Lagrangian's knapsacks are small at the start and grow, so
+    the speed is judged again at every call, and ``count`` never passes ``most``).
     Returns the units done."""
     count, done = first, 0
-    budget = control.left()
     while not control.stop_requested():
         started = time.perf_counter()
         if step(count) is False:
             return done + count
         took = time.perf_counter() - started
         done += count
-        if done == count and least > 0 and budget * count / max(took, 1e-9) < least:
+        if least > 0 and took >= 0.02 and done + control.left() * count / took < least:
             return done
-        if took < 0.02 and count < 1 << 20:
-            count *= 2
+        if took < 0.02 and count < most:
+            count = min(2 * count, most)
     return done
 
 
@@ -173,6 +320,29 @@ def _reduced_model(
     )
 
 
+def _solve_by(
+    model: AssignmentModel, params: SolveParams, control: RunControl, left: float, gp: GapParams
+):
+    """The market solver on ``model`` for ``left`` seconds, stopped (a cancel of its own
+    control) at ``control``'s deadline less ``cpsat_stop_margin_s`` if it runs past it: it
+    returns late by the time it takes to build the whole CP-SAT model, which grows with the
+    machine's load (3.3 s on e401600 at load 6; ``left`` is already shortened for a quiet
+    one). A cancel of ``control`` reaches it too."""
+
+    def forward(p) -> None:
+        control.report(p.phase, objective=p.objective, bound=p.bound, placed=p.placed)
+
+    own = RunControl(control.left() + 60.0, on_progress=forward)
+    watchdog = threading.Timer(max(0.0, control.left() - gp.cpsat_stop_margin_s), own.cancel)
+    watchdog.daemon = True
+    with control.on_cancel(own.cancel):
+        watchdog.start()
+        try:
+            return solve(model, params, own.slice(left))
+        finally:
+            watchdog.cancel()
+
+
 def solve_gap_instance(
     instance: GapInstance,
     sense: Sense,
@@ -190,6 +360,14 @@ def solve_gap_instance(
     c = np.ascontiguousarray(c)
     m, n = c.shape
     stats: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def timed(phase: str) -> None:
+        """Seconds spent in each phase, into the stats (how the shares were used)."""
+        now = time.perf_counter()
+        stats[f"{phase}_seconds"] = round(now - clock[0], 3)
+        clock[0] = now
+
     fits = instance.weight <= instance.capacity[:, None]
     if not fits.any(axis=0).all():
         return GapAnswer("infeasible", None, None, None, {"reason_job_fits_nowhere": 1.0})
@@ -203,6 +381,7 @@ def solve_gap_instance(
         value = cost if sense == "min" else -cost
         if value < best_cost:
             best_cost, best_agents = value, np.asarray(agents, dtype=np.int64).copy()
+            stats[f"{phase}_found"] = float(cost)
             control.report(phase, objective=-value, placed=n)
 
     def phase_slice(share: float) -> RunControl:
@@ -210,7 +389,9 @@ def solve_gap_instance(
         total = params.time_limit_s
         return control.slice(min(total * share, control.left() - total * gp.cpsat_reserve_share))
 
-    def run_search(search: _Search, share: float, phase: str, least: int = 0) -> None:
+    def run_search(
+        search: _Search, share: float, phase: str, least: int = 0, until_feasible: bool = False
+    ) -> None:
         if det:
             search.run(gp.search_iterations_deterministic)
         else:
@@ -220,6 +401,8 @@ def solve_gap_instance(
                 search.run(count)
                 if search.it < before + count:
                     return False  # the walk has no move left
+                if until_feasible and search.best_cost[0] < NO_COST:
+                    return False
                 # Nothing left to find once the answer meets the Lagrangian bound.
                 return lower is None or search.best_cost[0] > lower
 
@@ -240,6 +423,12 @@ def solve_gap_instance(
         params.seed,
     )
     run_search(first, gp.first_search_share, "gap_search")
+    if best_agents is None and not det:
+        # No feasible answer yet (1600 tight jobs: the greedy overloads and the walk needs a
+        # few hundred iterations): walk on, the later phases and CP-SAT's hint need one.
+        run_search(first, gp.first_feasible_share, "gap_search", until_feasible=True)
+
+    timed("first_search")
 
     # 1. Knapsack Lagrangian.
     lagrange = LagrangeState.start(c, instance.weight, instance.capacity, gp.step_factor)
@@ -267,7 +456,13 @@ def solve_gap_instance(
         while lagrange_steps(gp.lagrange_chunk):
             pass
     else:
-        _chunked(lagrange_steps, phase_slice(gp.lagrange_share), 1, gp.lagrange_least_steps)
+        _chunked(
+            lagrange_steps,
+            phase_slice(gp.lagrange_share),
+            1,
+            gp.lagrange_least_steps,
+            gp.lagrange_chunk,
+        )
     # Unbounded steps (an infeasible instance) leave no usable bound.
     finite = math.isfinite(lagrange.bound) and abs(lagrange.bound) < 1e17
     lower = math.ceil(lagrange.bound - 1e-6) if finite else None
@@ -294,6 +489,8 @@ def solve_gap_instance(
     if lower is not None and best_cost < NO_COST and lower >= best_cost:
         return answer("optimal", lower)
 
+    timed("lagrange")
+
     # 2. A tabu walk seeded from the Lagrangian.
     pair = lagrange.pair_bounds() if lower is not None else np.zeros((m, n))
 
@@ -316,7 +513,7 @@ def solve_gap_instance(
     else:
         keep = fits
     stats["kept_pairs_search"] = float(keep.sum())
-    if not control.stop_requested() or det:
+    if lower is not None and (not control.stop_requested() or det):
         seed_start = greedy_start(pair, instance.weight, instance.capacity, keep)
         search = _Search(c, instance, keep, seed_start, gp, params.seed + 1)
         if best_agents is not None:
@@ -324,7 +521,78 @@ def solve_gap_instance(
             search.best_cost[0] = best_cost
         run_search(search, gp.search_share, "gap_search", gp.search_least_iterations)
 
-    # 3. Reduced-cost fixing, then CP-SAT on the reduced model, hinted with the best answer.
+    timed("search")
+
+    # 3. Lagrangian dives, each polished by a short tabu walk; only once the bound is within
+    # ``dive_max_gap`` of the best answer (on 1600 jobs at 10 s the multipliers are still far
+    # off, and a dive from them is noise).
+    close = (
+        lower is not None
+        and best_cost < NO_COST
+        and best_cost - lower <= gp.dive_max_gap * max(1.0, abs(best_cost))
+    )
+    if close and (not control.stop_requested() or det):
+        rng = np.random.default_rng(params.seed)
+        dives = 0
+        phase = phase_slice(gp.dive_share) if not det else control.slice()
+        while dives < gp.dives_deterministic or not det:
+            if not det and phase.stop_requested():
+                break
+            noise = 0.0 if dives == 0 else gp.dive_noise
+            leaf, complete = _dive(
+                c, instance.weight, instance.capacity, lagrange.best_u, gp, rng, noise, phase
+            )
+            if not complete and not det:
+                break  # a dive cut short leaves many jobs over capacity: not worth repairing
+            # A leaf is a little over capacity at most agents' ends: the greedy repair makes
+            # it feasible at once (the walk alone lost ~0.2 % on d20200 doing it).
+            repaired = repair(c, instance.weight, instance.capacity, keep, leaf) == 0
+            walk = _Search(c, instance, keep, leaf, gp, params.seed + 7 + dives)
+            if repaired:
+                walk.best[:] = leaf
+                walk.best_cost[0] = int(c[leaf, np.arange(n)].sum())
+            if det:
+                walk.run(gp.dive_walk_iterations)
+            else:
+
+                def polish(count: int, walk: _Search = walk) -> bool:
+                    walk.run(count)
+                    return walk.it < gp.dive_walk_iterations
+
+                _chunked(polish, phase, gp.search_chunk)
+            dives += 1
+            if walk.best_cost[0] < NO_COST:
+                consider(walk.best, "gap_dive")
+            if best_cost <= lower:
+                break
+        stats["gap_dives"] = float(dives)
+
+    timed("dives")
+
+    # 3b. Tabu walks on small parts of the best answer.
+    if best_agents is not None and (not control.stop_requested() or det):
+        parts = _Parts(c, instance, keep, gp)
+        walk = best_agents.copy()
+        rng = np.random.default_rng(params.seed)
+
+        parts_phase = phase_slice(gp.parts_share) if not det else None
+
+        def part_walks(count: int) -> bool:
+            for _ in range(count):
+                parts.improve(walk, rng, gp.part_iterations, parts_phase)
+            consider(walk, "gap_parts")
+            return lower is None or best_cost > lower
+
+        if det:
+            part_walks(gp.parts_deterministic)
+        else:
+            _chunked(part_walks, parts_phase, 1)
+        stats["gap_parts"] = float(parts.parts)
+        stats["gap_parts_improved"] = float(parts.gains)
+
+    timed("parts")
+
+    # 4. Reduced-cost fixing, then CP-SAT on the reduced model, hinted with the best answer.
     keep = kept(best_cost)
     stats["kept_pairs"] = float(keep.sum())
     stats["pairs"] = float(m * n)
@@ -332,16 +600,23 @@ def solve_gap_instance(
     if not control.stop_requested() or det:
         model = _reduced_model(c, instance, keep, best_agents)
         left = (
-            control.left()
+            control.left() - gp.cpsat_overrun_per_pair * float(keep.sum())
             if not det
             else params.time_limit_s
-            * (1.0 - gp.first_search_share - gp.lagrange_share - gp.search_share)
+            * (
+                1.0
+                - gp.first_search_share
+                - gp.lagrange_share
+                - gp.search_share
+                - gp.parts_share
+                - gp.dive_share
+            )
         )
-        solution = solve(
-            model,
-            replace(params, time_limit_s=max(0.01, left)),
-            control.slice() if not det else None,
-        )
+        left = max(0.01, left)
+        if det:
+            solution = solve(model, replace(params, time_limit_s=left), None)
+        else:
+            solution = _solve_by(model, replace(params, time_limit_s=left), control, left, gp)
         if str(solution.status) in ("optimal", "feasible"):
             agents = model.cand_bin[solution.choice].astype(np.int64)
             consider(agents, "cpsat")
@@ -349,6 +624,7 @@ def solve_gap_instance(
             return GapAnswer("infeasible", None, None, None, stats)
         cp_bound = -float(solution.bound)  # the model maximises -c
         stats["cpsat_status_optimal"] = float(str(solution.status) == "optimal")
+    timed("cpsat")
     bounds = [b for b in (lower, cp_bound) if b is not None]
     bound = max(bounds) if bounds else None
     return answer("feasible" if best_agents is not None else "unknown", bound)
