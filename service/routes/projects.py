@@ -88,7 +88,7 @@ async def list_projects(
     stage: Stage | None = None,
     market: Annotated[Region | None, Query(description="Projects sold in this market.")] = None,
     maker_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
-) -> Page[ProjectView]:
+) -> Response:
     filters = ProjectFilters(
         status=status,
         category=category,
