@@ -203,17 +203,17 @@ class LoopReads:
             ).execution_options(isolation_level="AUTOCOMMIT")
         return engine
 
-    async def rows(self, stmt: Select[Any]) -> list[Row[Any]]:
+    async def rows(self, stmt: Select[Any], params: dict[str, Any] | None = None) -> list[Row[Any]]:
         async with self.slots.hold():
             if self._sync is not None:
-                return await run_in_threadpool(self._sync_rows, self._sync, stmt)
+                return await run_in_threadpool(self._sync_rows, self._sync, stmt, params)
             async with self._engine().connect() as conn:
-                return list(await conn.execute(stmt))
+                return list(await conn.execute(stmt, params))
 
     @staticmethod
-    def _sync_rows(engine: Engine, stmt: Select[Any]) -> list[Row[Any]]:
+    def _sync_rows(engine: Engine, stmt: Select[Any], params: Any) -> list[Row[Any]]:
         with engine.connect() as conn:
-            return list(conn.execute(stmt))
+            return list(conn.execute(stmt, params))
 
     def engines(self) -> list[Engine]:
         """The engines of the event loops read on so far (PostgreSQL; for event listeners)."""
