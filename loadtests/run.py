@@ -201,6 +201,9 @@ class Row:
     p99: float
     max: float
     statuses: dict[str, int]
+    # CPU time of the API processes per successful request in the phase (a phase of one
+    # endpoint, on a topology started here): less noisy than req/s on a shared machine
+    cpu_ms: float | None = None
 
 
 def run_phase(
@@ -228,9 +231,18 @@ def run_phase(
         gevent.sleep(1)
         env.stats.reset_all()
         statuses.clear()
-        gevent.sleep(seconds)
-        rows = _rows(env, statuses)
         out.mkdir(parents=True, exist_ok=True)
+        spy = _profile(target, seconds, out / f"{label}_pyspy.txt")
+        cpu_before = _tree_cpu_s(target.api_pid)
+        gevent.sleep(seconds)
+        cpu_used = _tree_cpu_s(target.api_pid) - cpu_before
+        rows = _rows(env, statuses)
+        if len(rows) == 1 and target.api_pid is not None:
+            ok = rows[0].rps * seconds
+            rows[0].cpu_ms = 1000 * cpu_used / ok if ok else None
+        if spy is not None:
+            spy.wait(timeout=30)
+            _profile_summary(out / f"{label}_pyspy.txt", out / f"{label}_profile.md")
         writer = StatsCSVFileWriter(env, PERCENTILES, str(out / label))
         with open(out / f"{label}_stats.csv", "w", newline="") as f:
             writer.requests_csv(csv.writer(f))
@@ -241,6 +253,73 @@ def run_phase(
     finally:
         runner.quit()
         env.events.request.remove_listener(count)
+
+
+def _tree_cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of ``pid`` and its descendants (Linux /proc; 0 elsewhere)."""
+    if pid is None or not Path("/proc").is_dir():
+        return 0.0
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                cpu = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+                stats[int(entry.name)] = (int(fields[1]), cpu)
+    tree, total, frontier = {pid}, 0.0, [pid]
+    while frontier:
+        parent = frontier.pop()
+        total += stats.get(parent, (0, 0.0))[1]
+        children = [p for p, (pp, _) in stats.items() if pp == parent and p not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return total
+
+
+PROFILE = False  # --profile: py-spy samples the API process during every measured phase
+
+
+def _profile(target: Target, seconds: float, raw: Path) -> subprocess.Popen[bytes] | None:
+    if not PROFILE or target.api_pid is None:
+        return None
+    return subprocess.Popen(
+        [
+            _bin("py-spy"), "record", "--pid", str(target.api_pid), "--duration",
+            str(int(seconds)), "--rate", "100", "--format", "raw", "--nonblocking",
+            "--gil", "--output", str(raw),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _profile_summary(raw: Path, out: Path, top: int = 40) -> None:
+    """Each function's share of the samples (inclusive, and where the sample was taken),
+    while it held the GIL (py-spy --gil): where the CPU time of one endpoint goes."""
+    if not raw.exists():
+        return
+    total = 0
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [f.split(" (")[0] for f in stack.split(";")]
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+    lines = [f"# py-spy: {raw.name}, {total} samples holding the GIL", ""]
+    for title, table in (("inclusive", inclusive), ("own", own)):
+        lines += [f"## {title}", "", "| % | function |", "|---:|---|"]
+        for name, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            lines.append(f"| {100 * n / max(1, total):.1f} | `{name}` |")
+        lines.append("")
+    out.write_text("\n".join(lines))
 
 
 def _setup_done(env: Environment, n_users: int) -> bool:
@@ -312,6 +391,7 @@ def capacity_run(
                 "max": max(r.max for r in health),
                 "ratio": 1.0,
                 "statuses": _merge(r.statuses for r in health),
+                "cpu_ms": _mean([r.cpu_ms for r in health]),
             },
         )
         result["levels"][str(n_users)] = table
@@ -336,9 +416,17 @@ def _merge(dicts: Any) -> dict[str, int]:
     return out
 
 
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
 def _brief(rows: list[Row]) -> str:
     return "; ".join(
-        f"{r.name}: {r.rps:.0f} req/s p50 {r.p50:.0f} p99 {r.p99:.0f} ms {r.statuses}" for r in rows
+        f"{r.name}: {r.rps:.0f} req/s p50 {r.p50:.0f} p99 {r.p99:.0f} ms "
+        + ("" if r.cpu_ms is None else f"cpu {r.cpu_ms:.2f} ms/req ")
+        + str(r.statuses)
+        for r in rows
     )
 
 
@@ -356,15 +444,16 @@ def write_summary(result: dict[str, Any], out: Path) -> str:
             f"## {level} users",
             "",
             "| endpoint | ok req/s | ratio to /health | p50 ms | p95 ms | p99 ms | max ms | "
-            "requests | failures | statuses |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "API CPU ms/req | requests | failures | statuses |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in table:
             ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
+            cpu = "" if r.get("cpu_ms") is None else f"{r['cpu_ms']:.2f}"
             statuses = ", ".join(f"{k}: {v}" for k, v in r["statuses"].items())
             lines.append(
                 f"| {r['name']} | {r['rps']:.1f} | {ratio} | {r['p50']:.0f} | {r['p95']:.0f} | "
-                f"{r['p99']:.0f} | {r['max']:.0f} | {r['requests']} | {r['failures']} | "
+                f"{r['p99']:.0f} | {r['max']:.0f} | {cpu} | {r['requests']} | {r['failures']} | "
                 f"{statuses} |"
             )
         lines.append("")
@@ -391,7 +480,15 @@ def main(argv: list[str] | None = None) -> int:
         choices=[*capacity.READS, *capacity.WRITES],
         help="capacity mode: only these endpoints (default all; /health is always measured)",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the API process with py-spy in every measured phase (1 process; "
+        "<phase>_profile.md: each function's share of the samples)",
+    )
     args = parser.parse_args(argv)
+    global PROFILE
+    PROFILE = args.profile
     levels = args.users or ([20, 100] if args.mode == "capacity" else [50])
     seconds = args.seconds or (15.0 if args.mode == "capacity" else 60.0)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if background is not None:
             background.stop()
         reaper.stop()
+        await services.db.reads.close()
         services.close()
 
     # FastAPIOffline: /docs loads Swagger UI from the package's own copy under /static/docs,

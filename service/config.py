@@ -33,6 +33,14 @@ class DatabaseSettings(BaseModel):
     queue_timeout_s: float = Field(
         default=0.5, gt=0, description="Wait for a request slot before answering 503."
     )
+    queue_budget_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Adaptive admission: answer 503 at once when the wait expected for a "
+        "slot exceeds this (0, the default: off, always wait up to queue_timeout_s). Off "
+        "because it did not lower p99 in the closed-loop load tests (README 'Under load', "
+        "'Tails').",
+    )
     connect_timeout_s: int = Field(default=2, ge=1, le=60)
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
 

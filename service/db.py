@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -27,10 +28,26 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    Select,
+    Update,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, col
+from starlette.concurrency import run_in_threadpool
 
 from service.config import DatabaseSettings
 from service.errors import ServiceUnavailableError
@@ -87,39 +104,126 @@ def make_engine(url: str, settings: DatabaseSettings | None = None) -> Engine:
     )
 
 
-class RequestSlots:
-    """At most ``size`` requests hold a database session at once (see the module doc)."""
+class _Queue:
+    """The slots of one event loop: a semaphore, how many wait for it, and how long a slot
+    is held (a moving average)."""
 
-    def __init__(self, size: int, timeout_s: float) -> None:
+    def __init__(self, size: int) -> None:
+        self.semaphore = asyncio.Semaphore(size)
+        self.waiting = 0
+        self.hold_s = 0.0
+
+
+class RequestSlots:
+    """At most ``size`` requests hold a database session at once (see the module doc).
+
+    Adaptive admission: a request that finds every slot taken is answered 503 at once when
+    the wait it can expect (the requests queued before it, served ``size`` at a time, each
+    holding its slot for the recent average) exceeds ``budget_s``; otherwise it waits up to
+    ``timeout_s`` (a budget of 0: always). So under overload the API answers quickly, the
+    request or a 503 with Retry-After, instead of queueing every request up to ``timeout_s``."""
+
+    HOLD_WEIGHT = 0.05  # of the newest hold in the moving average: ~20 requests' memory
+
+    def __init__(self, size: int, timeout_s: float, budget_s: float = 0.0) -> None:
         self.size = size
         self.timeout_s = timeout_s
-        # one semaphore per event loop (tests run several loops in one process)
-        self._semaphores: weakref.WeakKeyDictionary[Any, asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary()
-        )
+        self.budget_s = budget_s
+        # one queue per event loop (tests run several loops in one process)
+        self._queues: weakref.WeakKeyDictionary[Any, _Queue] = weakref.WeakKeyDictionary()
 
-    def _semaphore(self) -> asyncio.Semaphore:
+    def _queue(self) -> _Queue:
         loop = asyncio.get_running_loop()
-        sem = self._semaphores.get(loop)
-        if sem is None:
-            sem = self._semaphores[loop] = asyncio.Semaphore(self.size)
-        return sem
+        queue = self._queues.get(loop)
+        if queue is None:
+            queue = self._queues[loop] = _Queue(self.size)
+        return queue
+
+    def _refuse(self, why: str) -> ServiceUnavailableError:
+        return ServiceUnavailableError(
+            f"the service is at capacity ({why}); retry shortly", headers={"Retry-After": "1"}
+        )
 
     @asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
-        sem = self._semaphore()
+        queue = self._queue()
+        sem = queue.semaphore
+        if sem.locked() and self.budget_s > 0:
+            expected_s = (queue.waiting + 1) * queue.hold_s / self.size
+            if expected_s > self.budget_s:
+                raise self._refuse(
+                    f"a database slot expected in {1000 * expected_s:.0f} ms, over the "
+                    f"{1000 * self.budget_s:.0f} ms budget"
+                )
+        queue.waiting += 1
         try:
             await asyncio.wait_for(sem.acquire(), self.timeout_s)
         except TimeoutError:
-            raise ServiceUnavailableError(
-                f"the service is at capacity (no database slot within {self.timeout_s} s); "
-                "retry shortly",
-                headers={"Retry-After": "1"},
-            ) from None
+            raise self._refuse(f"no database slot within {self.timeout_s} s") from None
+        finally:
+            queue.waiting -= 1
+        started = time.monotonic()
         try:
             yield
         finally:
             sem.release()
+            held = time.monotonic() - started
+            weight = self.HOLD_WEIGHT if queue.hold_s else 1.0  # the first hold sets it
+            queue.hold_s += weight * (held - queue.hold_s)
+
+
+class LoopReads:
+    """Autocommit reads awaited on the event loop, for the hottest read endpoints: no thread
+    hop, no Session, no ORM (README "Under load"). Each read holds a request slot, like a
+    session. PostgreSQL: SQLAlchemy asyncio over psycopg's async connections, one engine per
+    event loop (a connection belongs to the loop that opened it; tests run several loops in
+    one process), at most one connection per slot. SQLite (no async driver here): the sync
+    engine in a worker thread."""
+
+    def __init__(
+        self, url: str, settings: DatabaseSettings, slots: RequestSlots, sync: Engine | None
+    ) -> None:
+        self.url = url
+        self.dialect = make_url(url).get_backend_name()
+        self.settings = settings
+        self.slots = slots
+        self._sync = sync  # SQLite's read engine
+        self._engines: weakref.WeakKeyDictionary[Any, AsyncEngine] = weakref.WeakKeyDictionary()
+
+    def _engine(self) -> AsyncEngine:
+        loop = asyncio.get_running_loop()
+        engine = self._engines.get(loop)
+        if engine is None:
+            engine = self._engines[loop] = create_async_engine(
+                self.url,
+                pool_size=self.slots.size,
+                max_overflow=0,
+                pool_timeout=self.settings.pool_timeout_s,
+                connect_args={"connect_timeout": self.settings.connect_timeout_s},
+            ).execution_options(isolation_level="AUTOCOMMIT")
+        return engine
+
+    async def rows(self, stmt: Select[Any], params: dict[str, Any] | None = None) -> list[Row[Any]]:
+        async with self.slots.hold():
+            if self._sync is not None:
+                return await run_in_threadpool(self._sync_rows, self._sync, stmt, params)
+            async with self._engine().connect() as conn:
+                return list(await conn.execute(stmt, params))
+
+    @staticmethod
+    def _sync_rows(engine: Engine, stmt: Select[Any], params: Any) -> list[Row[Any]]:
+        with engine.connect() as conn:
+            return list(conn.execute(stmt, params))
+
+    def engines(self) -> list[Engine]:
+        """The engines of the event loops read on so far (PostgreSQL; for event listeners)."""
+        return [e.sync_engine for e in self._engines.values()]
+
+    async def close(self) -> None:
+        """Close this event loop's connections (the app's shutdown)."""
+        engine = self._engines.pop(asyncio.get_running_loop(), None)
+        if engine is not None:
+            await engine.dispose()
 
 
 class Database:
@@ -140,7 +244,12 @@ class Database:
             self._snapshot_bind = self.engine.execution_options(isolation_level="REPEATABLE READ")
         connections = settings.pool_size + settings.max_overflow
         self.slots = RequestSlots(
-            min(settings.request_slots, connections), settings.queue_timeout_s
+            min(settings.request_slots, connections),
+            settings.queue_timeout_s,
+            settings.queue_budget_s,
+        )
+        self.reads = LoopReads(
+            url, settings, self.slots, self._read_bind if self.dialect == "sqlite" else None
         )
         self._probe: Engine | None = None
         self._connect_timeout_s = settings.connect_timeout_s
@@ -206,17 +315,34 @@ def bump_market_version(session: Session, *, supply: bool = False) -> None:
     an earlier :func:`mark_supply_changed`): the stripe's supply version moves too, in the
     same statement."""
     session.flush()
-    values: dict[str, Any] = {"version": MarketState.version + 1}
-    if session.info.pop(_SUPPLY_CHANGED, False) or supply:
-        values["supply_version"] = MarketState.supply_version + 1
+    supply = session.info.pop(_SUPPLY_CHANGED, False) or supply
     session.execute(
-        update(MarketState)
-        .where(col(MarketState.id) == random.randint(1, MARKET_STATE_STRIPES))
-        .values(**values)
+        _bump(supply)
         # No ORM synchronisation: it would scan every object in the session (thousands in an
         # optimiser batch) for a row that is never loaded as an object.
         .execution_options(synchronize_session=False)
     )
+
+
+def _bump(supply: bool, stripe: Any = None) -> Update:
+    values: dict[str, Any] = {"version": MarketState.version + 1}
+    if supply:
+        values["supply_version"] = MarketState.supply_version + 1
+    stripe = random.randint(1, MARKET_STATE_STRIPES) if stripe is None else stripe
+    return update(MarketState).where(col(MarketState.id) == stripe).values(**values)
+
+
+def market_bump_cte(written: ColumnElement[bool], *, supply: bool = False) -> CTE:
+    """:func:`bump_market_version` as a CTE of a one-statement write
+    (:meth:`service.transactions.Transaction.commit_at_once`): bumps only where ``written``
+    holds (the write's CTE returned its row); the stripe is the parameter ``market_stripe``
+    (:func:`market_bump_params`). It reads the write's CTE, so it runs after the write: the
+    stripe's lock is still taken last."""
+    return _bump(supply, bindparam("market_stripe")).where(written).cte("market_bumped")
+
+
+def market_bump_params() -> dict[str, Any]:
+    return {"market_stripe": random.randint(1, MARKET_STATE_STRIPES)}
 
 
 def read_market_version(session: Session) -> int:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Row
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -46,7 +47,7 @@ async def get_session(request: Request, services: ServicesDep) -> AsyncIterator[
         try:
             yield session
         finally:
-            if db.closes_without_io(write=write):
+            if db.closes_without_io(write=write) or not session.in_transaction():
                 session.close()
             else:
                 await run_in_threadpool(session.close)  # rolls back what was not committed
@@ -144,24 +145,28 @@ def parse_if_match(value: str | None, *, required: bool) -> frozenset[int] | Non
     return frozenset(versions)
 
 
+def parse_if_match_or_none(value: str | None) -> frozenset[int] | None:
+    """The versions of a required If-Match, or None where :func:`parse_if_match` would raise
+    (a route that checks the resource first raises it later, in the usual order)."""
+    try:
+        return parse_if_match(value, required=True)
+    except (PreconditionRequiredError, InvalidFieldError):
+        return None
+
+
 _IF_MATCH_DOC = 'The ETag of your last read, e.g. `"3"`. Stale -> 412, missing -> 428.'
+IfMatchHeader = Annotated[
+    str | None, Header(alias="If-Match", description=_IF_MATCH_DOC, examples=['"3"'])
+]
 
 
-async def if_match_required(
-    if_match: Annotated[
-        str | None, Header(alias="If-Match", description=_IF_MATCH_DOC, examples=['"3"'])
-    ] = None,
-) -> frozenset[int]:
+async def if_match_required(if_match: IfMatchHeader = None) -> frozenset[int]:
     versions = parse_if_match(if_match, required=True)
     assert versions is not None
     return versions
 
 
-async def if_match_optional(
-    if_match: Annotated[
-        str | None, Header(alias="If-Match", description=_IF_MATCH_DOC, examples=['"3"'])
-    ] = None,
-) -> frozenset[int] | None:
+async def if_match_optional(if_match: IfMatchHeader = None) -> frozenset[int] | None:
     return parse_if_match(if_match, required=False)
 
 
@@ -228,8 +233,11 @@ def load_site(
     return repo.sites.get_site(session=session, principal=principal, site_id=site_id)
 
 
+ListingId = Annotated[str, Path(pattern=_ID)]
+
+
 def load_listing(
-    listing_id: Annotated[str, Path(pattern=_ID)],
+    listing_id: ListingId,
     session: SessionDep,
     principal: CurrentOrg,
     request: Request,
@@ -256,8 +264,19 @@ def load_proposal(
     )
 
 
+async def read_project(
+    project_id: Annotated[str, Path(pattern=_ID)], principal: CurrentOrg, services: ServicesDep
+) -> Row[Any]:
+    """:func:`load_project` for the read endpoints: one statement awaited on the event loop
+    (service.db.LoopReads), the project's row rather than an ORM object."""
+    return await repo.projects.read_project(
+        reads=services.db.reads, principal=principal, project_id=project_id
+    )
+
+
 OrgDep = Annotated[Organisation, Depends(load_org)]
 SiteDep = Annotated[Site, Depends(load_site)]
 ListingDep = Annotated[tuple[Listing, str], Depends(load_listing)]
 ProjectDep = Annotated[Project, Depends(load_project)]
+ProjectRowDep = Annotated[Row[Any], Depends(read_project)]
 ProposalDep = Annotated[Proposal, Depends(load_proposal)]

@@ -3,14 +3,19 @@
 The key is scoped by organisation, method and path, and lives in the database table
 ``idempotency_records``, in the request's own transaction:
 
-1. :func:`idempotency` (a dependency, after authentication) *claims* the key with one
-   ``INSERT ... ON CONFLICT DO UPDATE ... WHERE expired``. The row it inserts is invisible to
-   others until commit, and a concurrent twin's INSERT waits on it: when the first request
-   commits, the twin finds the finished record and replays it; when it rolls back, the twin
-   claims the key and runs.
+1. :func:`idempotency` (a dependency, after authentication) leaves a :class:`Pending` key
+   on the transaction; the route's first use of ``tx.session`` (at the latest its
+   ``respond``) *claims* it with one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE expired``.
+   The row it inserts is invisible to others until commit, and a concurrent twin's INSERT
+   waits on it: when the first request commits, the twin finds the finished record and
+   replays it; when it rolls back, the twin claims the key and runs.
 2. The route ends with :meth:`Transaction.respond`, which fills the claimed row with the
    response and commits it *together with the resource*. A crash at any point leaves either
    both or neither, so a retry yields exactly one resource and the first response.
+3. A route that writes in one statement (:meth:`Transaction.commit_at_once`) claims the key
+   with its response already filled in, in a CTE that the write depends on: the same
+   INSERT, so the same waiting and the same all-or-nothing; when the key is taken, nothing
+   is written and the route's usual path replays it (or answers 422).
 
 Only successful answers are recorded: a request that failed created nothing, so its retry is
 simply evaluated again. The same key with another body gets 422.
@@ -27,15 +32,14 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import Response
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, bindparam, delete, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
-from starlette.concurrency import run_in_threadpool
 
 from service.deps import CurrentOrg, ServicesDep
 from service.errors import IdempotencyKeyReusedError, InvalidFieldError
 from service.models import IdempotencyRecord, utcnow
-from service.transactions import Tx
+from service.transactions import Answer, Tx
 
 HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"
@@ -61,13 +65,35 @@ class Claim:
     key: str
     fingerprint: str
 
-    def record(self, session: Session, status: int, headers: dict[str, str], body: str) -> None:
-        kept = {k: v for k, v in headers.items() if k.lower() in _REPLAYED_HEADERS}
+    def record(self, session: Session, answer: Answer) -> None:
         session.execute(
             update(IdempotencyRecord)
             .where(col(IdempotencyRecord.key) == self.key)
-            .values(status=status, headers=kept, body=body)
+            .values(status=answer.status, headers=_replayed(answer), body=answer.content)
         )
+
+
+def _replayed(answer: Answer) -> dict[str, str]:
+    return {k: v for k, v in answer.headers.items() if k.lower() in _REPLAYED_HEADERS}
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A key this request will claim (see the module doc, 1 and 3)."""
+
+    key: str
+    fingerprint: str
+    ttl_s: int
+
+    def claim(self, session: Session) -> Claim:
+        return claim(session, self.key, self.fingerprint, self.ttl_s)
+
+    def claim_and_record(self, answer: Answer) -> tuple[ColumnElement[bool], dict[str, Any]] | None:
+        if random.random() < PURGE_PROBABILITY:
+            return None  # the usual path claims, and purges expired records
+        values = _values(self.key, self.fingerprint, self.ttl_s)
+        values.update(status=answer.status, headers=_replayed(answer), body=answer.content)
+        return _CLAIMED, {f"claim_{k}": v for k, v in values.items()}
 
 
 def purge_expired(session: Session, now: dt.datetime, limit: int = 1000) -> int:
@@ -85,11 +111,9 @@ def purge_expired(session: Session, now: dt.datetime, limit: int = 1000) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def claim(session: Session, key: str, fingerprint: str, ttl_s: int) -> Claim:
-    """Claim ``key`` in this transaction, or raise :class:`IdempotentReplay` (the first
-    request's answer) or 422 (the key was used with another body)."""
+def _values(key: str, fingerprint: str, ttl_s: int) -> dict[str, Any]:
     now = utcnow()
-    values: dict[str, Any] = {
+    return {
         "key": key,
         "fingerprint": fingerprint,
         "status": 0,  # filled in by Claim.record before commit; 0 is never committed
@@ -98,17 +122,40 @@ def claim(session: Session, key: str, fingerprint: str, ttl_s: int) -> Claim:
         "created_at": now,
         "expires_at": now + dt.timedelta(seconds=ttl_s),
     }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+
+
+def _claim_statement(dialect: Any, values: dict[str, Any]) -> Any:
+    """Insert the record, or take over an expired one; returns the key when claimed."""
     table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
     stmt = dialect.insert(table).values(values)
-    stmt = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=[table.c.key],
         set_={k: stmt.excluded[k] for k in values if k != "key"},
-        where=table.c.expires_at <= now,  # an expired record is reused
+        where=table.c.expires_at <= values["created_at"],  # an expired record is reused
     ).returning(table.c.key)
-    if session.execute(stmt).first() is not None:
+
+
+def _claimed_in_a_cte() -> ColumnElement[bool]:
+    """True where the claim, as a CTE of a one-statement write, claimed the key (built once;
+    its values are the parameters ``claim_<column>``)."""
+    table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
+    names = ("key", "fingerprint", "status", "headers", "body", "created_at", "expires_at")
+    values = {n: bindparam(f"claim_{n}", type_=table.c[n].type) for n in names}
+    claimed = _claim_statement(postgresql, values).cte("claimed")
+    return exists(select(claimed.c.key))
+
+
+_CLAIMED = _claimed_in_a_cte()
+
+
+def claim(session: Session, key: str, fingerprint: str, ttl_s: int) -> Claim:
+    """Claim ``key`` in this transaction, or raise :class:`IdempotentReplay` (the first
+    request's answer) or 422 (the key was used with another body)."""
+    values = _values(key, fingerprint, ttl_s)
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    if session.execute(_claim_statement(dialect, values)).first() is not None:
         if random.random() < PURGE_PROBABILITY:
-            purge_expired(session, now)
+            purge_expired(session, values["created_at"])
         return Claim(key, fingerprint)
     record = session.execute(
         select(IdempotencyRecord).where(col(IdempotencyRecord.key) == key)
@@ -143,8 +190,7 @@ async def idempotency(
         )
     fingerprint = hashlib.sha256(await request.body()).hexdigest()
     key = record_key(principal.org_id, request.method, request.url.path, idempotency_key)
-    ttl_s = services.settings.idempotency.ttl_s
-    tx.claim = await run_in_threadpool(claim, tx.session, key, fingerprint, ttl_s)
+    tx.pending = Pending(key, fingerprint, services.settings.idempotency.ttl_s)
 
 
 IdempotencyDep = Depends(idempotency)

@@ -53,11 +53,25 @@ def paginate(
     ``stmt`` may select one entity or a tuple; the first element carries the key. The key is
     any unique, string-sortable column of it (an id, or a zero-padded position).
     """
+    rows = list(session.execute(page_statement(stmt, id_column, page)).all())
+    return page_of(rows, id_column, page, first=True)
+
+
+def page_statement(stmt: Any, id_column: Any, page: PageParams) -> Any:
+    """``stmt`` after the cursor, ordered by ``id_column``, one row more than the page."""
     if page.after is not None:
         stmt = stmt.where(id_column > page.after)
-    rows = list(session.execute(stmt.order_by(id_column).limit(page.limit + 1)).all())
+    return stmt.order_by(id_column).limit(page.limit + 1)
+
+
+def page_of(
+    rows: list[Any], id_column: Any, page: PageParams, *, first: bool = False
+) -> tuple[list[Any], str | None]:
+    """The page of rows read with :func:`page_statement`, and the next cursor. ``first``:
+    the key is on the row's first element (an entity), not on the row."""
     next_cursor = None
     if len(rows) > page.limit:
         rows = rows[: page.limit]
-        next_cursor = encode_cursor(getattr(rows[-1][0], id_column.key))
+        last = rows[-1][0] if first else rows[-1]
+        next_cursor = encode_cursor(getattr(last, id_column.key))
     return rows, next_cursor

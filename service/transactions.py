@@ -12,33 +12,86 @@ closes (an exception, a replay, a client error).
         thing = repo.things.create_thing(session=tx.session, ...)
         other = repo.others.touch(session=tx.session, ...)        # same transaction
         return tx.respond(to_public(thing), status_code=201, headers={"Location": ...})
+
+A hot write may first try :meth:`Transaction.commit_at_once`: the whole transaction as one
+statement (data-modifying CTEs, autocommitted: one round trip on PostgreSQL), falling back to
+the path above only when that statement changed nothing (README "Under load", "Hot path").
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends
 from fastapi.responses import Response
 from pydantic import BaseModel
+from sqlalchemy import ColumnElement, Row, Select, true
 from sqlmodel import Session
 
 from service.deps import SessionDep
 
 
-class ResponseRecorder(Protocol):
-    """What the idempotency dependency leaves on the transaction (see service.idempotency)."""
+@dataclass(frozen=True)
+class Answer:
+    """A write's response, serialised once: sent, and recorded for its Idempotency-Key."""
 
-    def record(self, session: Session, status: int, headers: dict[str, str], body: str) -> None: ...
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    content: str = ""  # JSON text; "" for no body
+
+    @classmethod
+    def of(
+        cls, body: BaseModel | None, status_code: int = 200, headers: dict[str, str] | None = None
+    ) -> Answer:
+        content = body.model_dump_json(by_alias=True) if body is not None else ""
+        return cls(status_code, headers or {}, content)
+
+    def response(self) -> Response:
+        media_type = "application/json" if self.content else None
+        return Response(
+            self.content, status_code=self.status, headers=self.headers, media_type=media_type
+        )
+
+
+class ResponseRecorder(Protocol):
+    """What claiming an Idempotency-Key leaves on the transaction (see service.idempotency)."""
+
+    def record(self, session: Session, answer: Answer) -> None: ...
+
+
+class PendingClaim(Protocol):
+    """An Idempotency-Key not yet claimed (see service.idempotency)."""
+
+    def claim(self, session: Session) -> ResponseRecorder: ...
+
+    def claim_and_record(self, answer: Answer) -> tuple[ColumnElement[bool], dict[str, Any]] | None:
+        """A condition true where a CTE claimed the key with ``answer`` already recorded, and
+        the parameters of that CTE (None: not in one statement this time)."""
 
 
 class Transaction:
     def __init__(self, session: Session) -> None:
-        self.session = session
-        self.claim: ResponseRecorder | None = None  # set by the idempotency dependency
+        self._session = session
+        self.pending: PendingClaim | None = None  # set by the idempotency dependency
+        self.claim: ResponseRecorder | None = None
+
+    @property
+    def session(self) -> Session:
+        """The request's session; a pending Idempotency-Key is claimed in it on first use (a
+        concurrent twin then waits for this transaction's end, see service.idempotency)."""
+        self._claim_pending()
+        return self._session
+
+    def _claim_pending(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            self.claim = pending.claim(self._session)
 
     def commit(self) -> None:
-        self.session.commit()
+        self._claim_pending()
+        self._session.commit()
 
     def respond(
         self,
@@ -49,12 +102,50 @@ class Transaction:
     ) -> Response:
         """Serialise the answer, record it for the Idempotency-Key in this same transaction
         (when the request claimed one), commit, and return it."""
-        content = body.model_dump_json(by_alias=True) if body is not None else ""
-        media_type = "application/json" if body is not None else None
+        return self.commit_answer(Answer.of(body, status_code, headers))
+
+    def commit_answer(self, answer: Answer) -> Response:
+        self._claim_pending()
         if self.claim is not None:
-            self.claim.record(self.session, status_code, headers or {}, content)
-        self.session.commit()
-        return Response(content, status_code=status_code, headers=headers, media_type=media_type)
+            self.claim.record(self._session, answer)
+        self._session.commit()
+        return answer.response()
+
+    def commit_at_once(
+        self,
+        build: Callable[[ColumnElement[bool]], Select[Any]],
+        params: dict[str, Any],
+        answer: Answer | None = None,
+    ) -> Row[Any] | None:
+        """The whole transaction as one autocommitted statement, when possible: PostgreSQL,
+        nothing sent on the session yet, and a pending Idempotency-Key only with ``answer``
+        (it is claimed with the answer recorded, in a CTE of the same statement).
+
+        ``build(gate)`` returns the statement: data-modifying CTEs that write only where
+        ``gate`` holds (the key was claimed), selected by one SELECT, its values bound from
+        ``params`` (so that it is built and compiled once per shape: building and hashing a
+        statement cost more CPU than the rest of the request). Returns its first row;
+        None when the statement was not sent or changed nothing (gate false, a condition not
+        met): the session is then untouched, and the route takes its usual path, which
+        answers the error (404, 409, 412, a replay, ...) or writes after all."""
+        session = self._session
+        if session.get_bind().dialect.name != "postgresql" or session.in_transaction():
+            return None
+        gate: ColumnElement[bool] = true()
+        if self.pending is not None:
+            claimed = self.pending.claim_and_record(answer) if answer is not None else None
+            if claimed is None:
+                return None
+            gate, claim_params = claimed
+            params = {**params, **claim_params}
+        connection = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        row = connection.execute(build(gate), params).first()
+        if row is None:
+            session.rollback()  # hands the connection back; the usual path begins afresh
+            return None
+        self.pending = None  # claimed and recorded by the statement
+        session.commit()  # sends nothing (autocommit); the session is left with no connection
+        return row
 
 
 async def get_transaction(session: SessionDep) -> Transaction:

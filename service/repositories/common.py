@@ -87,7 +87,11 @@ def versioned_update(
 
 def json_array_contains(session: Session, column: Any, value: str) -> ColumnElement[bool]:
     """``value`` is an element of the JSON array in ``column`` (PostgreSQL or SQLite)."""
-    if session.get_bind().dialect.name == "postgresql":
+    return json_array_contains_on(session.get_bind().dialect.name, column, value)
+
+
+def json_array_contains_on(dialect: str, column: Any, value: str) -> ColumnElement[bool]:
+    if dialect == "postgresql":
         return column.op("@>", is_comparison=True)(type_coerce([value], JSONB))
     each = func.json_each(column).table_valued("value")
     return exists(select(literal(1)).select_from(each).where(each.c.value == value))

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache, partial
 from typing import Any
 
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    ColumnElement,
+    Float,
+    Select,
+    any_,
+    bindparam,
+    func,
+    update,
+)
+from sqlalchemy import select as core_select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from schemas.api import ListingCreate, ListingPublic, ListingUpdate, ListingValues
 from schemas.market import ProcessKind
 from service.auth import Principal
-from service.db import bump_market_version
+from service.db import bump_market_version, market_bump_cte, market_bump_params
 from service.errors import CapacityHeldError, ConflictError, InvalidFieldError, NotFoundError
 from service.ids import new_id
-from service.models import Listing, Site
+from service.models import Listing, Site, utcnow
 from service.pagination import PageParams, paginate
 from service.repositories.common import (
     check_version,
@@ -51,6 +64,7 @@ def to_public(listing: Listing, cdmo_id: str) -> ListingPublic:
 
 
 _LOCKED = "cdmo_locked_listings"
+_EPS = 1e-9  # float tolerance of _check_holds, the same in patch_at_once
 
 
 def get_listing(
@@ -143,14 +157,14 @@ def _lock(session: Session, listing: Listing) -> None:
 def _check_holds(listing: Listing, capacity: float, reserved: float) -> None:
     """Capacity never below what is reserved, reserved never below what deals hold: 409."""
     held = listing.held_hours
-    if reserved < held - 1e-9:
+    if reserved < held - _EPS:
         raise CapacityHeldError(
             f"listing {listing.id}: reserved_hours cannot go below the {held:g} h held by "
             "accepted deals",
             held_hours=held,
             reserved_hours=listing.reserved_hours,
         )
-    if capacity < max(reserved, held) - 1e-9:
+    if capacity < max(reserved, held) - _EPS:
         raise CapacityHeldError(
             f"listing {listing.id}: capacity_hours cannot go below the {max(reserved, held):g} "
             f"h reserved ({held:g} h of them held by accepted deals)",
@@ -183,6 +197,80 @@ def patch_listing(
     )
     merged = merge_patch(ListingValues, listing, patch.model_dump(mode="json", exclude_unset=True))
     return _write(session, listing, merged.model_dump(mode="json"))
+
+
+def patch_at_once(
+    *,
+    principal: Principal,
+    listing_id: str,
+    patch: ListingUpdate,
+    expected: frozenset[int],
+) -> tuple[Callable[[ColumnElement[bool]], Select[Any]], dict[str, Any]] | None:
+    """:func:`patch_listing` as one statement (service.transactions.Transaction.commit_at_once):
+    the listing's ``UPDATE ... RETURNING`` and the market version bump, both only where
+    everything :func:`get_listing`, :func:`patch_listing` and the merged ``ListingValues``
+    check holds (the caller's listing, the version in If-Match, reserved within capacity,
+    capacity and reserved above what deals hold) and ``gate``; with its parameters. A row:
+    written. No row: a check failed, and :func:`patch_listing`'s path says which. None
+    here: the patch cannot be written this way (an explicit null: the usual path answers
+    422)."""
+    given = patch.model_dump(exclude_unset=True)
+    if not expected or any(v is None for v in given.values()):
+        return None
+    params = {
+        **{f"new_{name}": given.get(name) for name in _VALUES},  # None: unchanged
+        "listing_id": listing_id,
+        "versions": sorted(expected),
+        "org_id": principal.org_id,
+        "now": utcnow(),
+        **market_bump_params(),
+    }
+    return partial(_patch_statement, principal.is_operator), params
+
+
+_VALUES = ("capacity_hours", "reserved_hours", "price_per_hour")
+
+
+@cache
+def _patch_statement(operator: bool, gate: ColumnElement[bool]) -> Select[Any]:
+    """Built once per shape (and gate, a long-lived clause); values are parameters."""
+    new = {
+        name: func.coalesce(bindparam(f"new_{name}", type_=Float), col(getattr(Listing, name)))
+        for name in _VALUES
+    }
+    capacity, reserved = new["capacity_hours"], new["reserved_hours"]
+    held = col(Listing.held_hours)
+    conditions = [
+        col(Listing.id) == bindparam("listing_id"),
+        col(Listing.site_id) == col(Site.id),
+        col(Listing.version) == any_(bindparam("versions", type_=ARRAY(BigInteger))),
+        reserved <= capacity,  # ListingValues
+        reserved >= held - _EPS,  # _check_holds
+        capacity >= func.greatest(reserved, held) - _EPS,
+        gate,
+    ]
+    if not operator:
+        conditions.append(col(Site.cdmo_id) == bindparam("org_id"))
+    written = (
+        update(Listing)
+        .where(*conditions)
+        .values(
+            **new,
+            version=col(Listing.version) + 1,
+            updated_at=bindparam("now", type_=Listing.__table__.c.updated_at.type),  # type: ignore[attr-defined]
+        )
+        .returning(*Listing.__table__.columns, col(Site.cdmo_id))  # type: ignore[attr-defined]
+        .cte("written")
+    )
+    bumped = market_bump_cte(core_select(written.c.id).exists(), supply=True)
+    return core_select(written).add_cte(bumped)
+
+
+def from_row(row: Any) -> tuple[Listing, str]:
+    """The listing and its CDMO's id from a row of :func:`patch_at_once`."""
+    values = row._mapping
+    listing = Listing(**{c.key: values[c.key] for c in Listing.__table__.columns})  # type: ignore[attr-defined]
+    return listing, values["cdmo_id"]
 
 
 def delete_listing(*, session: Session, listing: Listing, expected: frozenset[int] | None) -> None:

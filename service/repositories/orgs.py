@@ -88,18 +88,36 @@ def owning_org(
     Operators must name it in ``field``; others create only for themselves and must be of
     ``kind``. ``owner`` and ``things`` name the kind and the resource in messages.
     """
+    org_id, named = requested_owner(
+        principal, requested_id, kind=kind, field=field, owner=owner, things=things
+    )
+    if named:
+        require_org_of_kind(session, org_id, kind, field)
+    return org_id
+
+
+def requested_owner(
+    principal: Principal,
+    requested_id: str | None,
+    *,
+    kind: OrgKind,
+    field: str,
+    owner: str,
+    things: str,
+) -> tuple[str, bool]:
+    """:func:`owning_org` before its database check: the owner's id, and whether it was named
+    by an operator (then it must still be shown to be an organisation of ``kind``)."""
     if principal.is_operator:
         if requested_id is None:
             raise InvalidFieldError(
                 field, f"operators must name the owning {owner}", code="missing"
             )
-        require_org_of_kind(session, requested_id, kind, field)
-        return requested_id
+        return requested_id, True
     if principal.kind != kind:
         raise PermissionDeniedError(f"only {owner}s and operators may create {things}")
     if requested_id is not None and requested_id != principal.org_id:
         raise PermissionDeniedError(f"a {owner} may only create {things} of its own")
-    return principal.org_id
+    return principal.org_id, False
 
 
 def create_api_key(

@@ -3,11 +3,26 @@ actively proposed to one of its sites; operators see all."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache, partial
 from typing import Any
 
-from sqlalchemy import exists, false
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Row,
+    Select,
+    String,
+    any_,
+    bindparam,
+    cast,
+    exists,
+    false,
+    func,
+    insert,
+)
+from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
 from schemas.api import (
@@ -23,7 +38,7 @@ from schemas.api import (
 )
 from schemas.market import DeviceCategory, Region, RegulatoryClass, Stage
 from service.auth import Principal
-from service.db import bump_market_version
+from service.db import LoopReads, bump_market_version, market_bump_cte, market_bump_params
 from service.errors import (
     InvalidFieldError,
     InvalidStateError,
@@ -32,16 +47,16 @@ from service.errors import (
 )
 from service.ids import new_id
 from service.models import Organisation, Project, Proposal, utcnow
-from service.pagination import PageParams, paginate
+from service.pagination import PageParams, page_of, page_statement
 from service.repositories.common import (
     check_version,
-    json_array_contains,
+    json_array_contains_on,
     merge_patch,
     versioned_delete,
     versioned_update,
     where_visible,
 )
-from service.repositories.orgs import owning_org
+from service.repositories.orgs import owning_org, requested_owner
 from service.repositories.proposals import release_hold
 
 _ACTIVE = [s.value for s in ACTIVE_PROPOSAL_STATUSES]
@@ -68,7 +83,7 @@ class ProjectFilters:
     maker_id: str | None = None
 
 
-def _proposed_to(cdmo_id: str) -> Any:
+def _proposed_to(cdmo_id: Any) -> Any:
     return exists().where(
         col(Proposal.project_id) == col(Project.id),
         col(Proposal.cdmo_id) == cdmo_id,
@@ -77,16 +92,21 @@ def _proposed_to(cdmo_id: str) -> Any:
 
 
 def _visible(principal: Principal) -> Any:
-    if principal.is_operator:
+    return _visible_to(principal.kind, principal.org_id)
+
+
+def _visible_to(kind: OrgKind, org_id: Any) -> Any:
+    """What an organisation of ``kind`` may see (``org_id``: its id, or a bound parameter)."""
+    if kind == OrgKind.OPERATOR:
         return None
-    if principal.is_maker:
-        return Project.maker_id == principal.org_id
-    if principal.is_cdmo:
-        return _proposed_to(principal.org_id)
+    if kind == OrgKind.MAKER:
+        return col(Project.maker_id) == org_id
+    if kind == OrgKind.CDMO:
+        return _proposed_to(org_id)
     return false()
 
 
-def view(project: Project, principal: Principal) -> ProjectPublic | ProjectRedacted:
+def view(project: Project | Row[Any], principal: Principal) -> ProjectPublic | ProjectRedacted:
     """What ``principal`` may see of a project it can see at all."""
     if principal.is_operator or project.maker_id == principal.org_id:
         return ProjectPublic.model_validate(project, from_attributes=True)
@@ -113,10 +133,38 @@ def get_project(*, session: Session, principal: Principal, project_id: str) -> P
     return project
 
 
-def list_projects(
-    *, session: Session, principal: Principal, filters: ProjectFilters, page: PageParams
-) -> tuple[Sequence[Project], str | None]:
-    stmt = where_visible(select(Project), _visible(principal))
+_COLUMNS = Project.__table__.columns  # type: ignore[attr-defined]
+
+
+async def read_project(*, reads: LoopReads, principal: Principal, project_id: str) -> Row[Any]:
+    """:func:`get_project` on the event loop (service.db.LoopReads): the project's row (its
+    columns by name, as :func:`view` reads them), or 404."""
+    params = {"project_id": project_id, "org_id": principal.org_id}
+    rows = await reads.rows(_read_statement(principal.kind), params)
+    if not rows:
+        raise NotFoundError(f"project {project_id} not found")
+    return rows[0]
+
+
+@cache
+def _read_statement(kind: OrgKind) -> Select[Any]:
+    """Built once per kind of caller (values bound): building and hashing a statement per
+    request cost a third of a read's CPU."""
+    stmt = core_select(*_COLUMNS).where(col(Project.id) == bindparam("project_id"))
+    return where_visible(stmt, _visible_to(kind, bindparam("org_id")))
+
+
+async def read_projects(
+    *, reads: LoopReads, principal: Principal, filters: ProjectFilters, page: PageParams
+) -> tuple[list[Row[Any]], str | None]:
+    """A page of the projects ``principal`` may see, as rows (for :func:`view`)."""
+    stmt = _filtered(core_select(*_COLUMNS), reads.dialect, principal, filters)
+    rows = await reads.rows(page_statement(stmt, _COLUMNS.id, page))
+    return page_of(rows, _COLUMNS.id, page)
+
+
+def _filtered(stmt: Any, dialect: str, principal: Principal, filters: ProjectFilters) -> Any:
+    stmt = where_visible(stmt, _visible(principal))
     for column, value in (
         (Project.status, filters.status),
         (Project.category, filters.category),
@@ -128,10 +176,9 @@ def list_projects(
             stmt = stmt.where(column == str(value))
     if filters.market is not None:
         stmt = stmt.where(
-            json_array_contains(session, Project.target_markets, filters.market.value)
+            json_array_contains_on(dialect, Project.target_markets, filters.market.value)
         )
-    rows, cursor = paginate(session, stmt, Project.id, page)
-    return [r[0] for r in rows], cursor
+    return stmt
 
 
 def _check_excluded(session: Session, ids: Sequence[str]) -> None:
@@ -170,6 +217,11 @@ def check_project_create(
     return maker_id
 
 
+def _new_project(maker_id: str, project_in: ProjectCreate, project_id: str | None) -> Project:
+    values = project_in.model_dump(mode="json", exclude={"maker_id"})
+    return Project(id=project_id or new_id("prj"), maker_id=maker_id, **values)
+
+
 def create_project(
     *,
     session: Session,
@@ -178,11 +230,64 @@ def create_project(
     project_id: str | None = None,
 ) -> Project:
     maker_id = check_project_create(session=session, principal=principal, project_in=project_in)
-    values = project_in.model_dump(mode="json", exclude={"maker_id"})
-    project = Project(id=project_id or new_id("prj"), maker_id=maker_id, **values)
+    project = _new_project(maker_id, project_in, project_id)
     session.add(project)
     bump_market_version(session)
     return project
+
+
+def create_at_once(
+    *, principal: Principal, project_in: ProjectCreate
+) -> tuple[Project, Callable[[ColumnElement[bool]], Select[Any]], dict[str, Any]]:
+    """:func:`create_project` as one statement (service.transactions.Transaction.commit_at_once):
+    the new project (not yet written, so that its answer can be recorded in the same
+    statement), and a statement with its parameters that inserts it and bumps the market
+    version, only where ``gate`` and :func:`check_project_create`'s checks hold (a maker named
+    by an operator is a maker; every excluded id is a CDMO). No row: a check failed, and
+    :func:`create_project` says which."""
+    maker_id, named = requested_owner(
+        principal,
+        project_in.maker_id,
+        kind=OrgKind.MAKER,
+        field="maker_id",
+        owner="maker",
+        things="projects",
+    )
+    project = _new_project(maker_id, project_in, None)
+    params = {f"new_{c.key}": getattr(project, c.key) for c in _COLUMNS}
+    params["excluded"] = list(project_in.excluded_cdmo_ids)  # unique (UniqueList)
+    return project, partial(_insert_statement, named), {**params, **market_bump_params()}
+
+
+@cache
+def _insert_statement(named: bool, gate: ColumnElement[bool]) -> Select[Any]:
+    """Built once per shape (and gate, a long-lived clause); values are parameters."""
+    maker = OrgKind.MAKER.value
+    checks: list[ColumnElement[bool]] = [
+        core_select(func.count())
+        .where(
+            col(Organisation.id) == any_(bindparam("excluded", type_=ARRAY(String))),
+            col(Organisation.kind) == OrgKind.CDMO.value,
+        )
+        .scalar_subquery()
+        == func.cardinality(bindparam("excluded", type_=ARRAY(String)))
+    ]
+    if named:
+        maker_id = bindparam("new_maker_id", type_=_COLUMNS.maker_id.type)
+        checks.append(
+            exists().where(col(Organisation.id) == maker_id, col(Organisation.kind) == maker)
+        )
+    row = core_select(
+        *(cast(bindparam(f"new_{c.key}", type_=c.type), c.type) for c in _COLUMNS)
+    ).where(*checks, gate)
+    inserted = (
+        insert(Project.__table__)  # type: ignore[attr-defined]
+        .from_select([c.key for c in _COLUMNS], row)
+        .returning(_COLUMNS.id)
+        .cte("inserted")
+    )
+    bumped = market_bump_cte(core_select(inserted.c.id).exists())
+    return core_select(inserted.c.id).add_cte(bumped)
 
 
 def _check_move(principal: Principal, current: ProjectStatus, target: ProjectStatus) -> None:

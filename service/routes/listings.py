@@ -12,18 +12,23 @@ from service import repositories as repo
 from service.deps import (
     ID_PATTERN,
     CdmoOrOperator,
+    CurrentOrg,
     IfMatch,
+    IfMatchHeader,
     IfMatchOptional,
     ListingDep,
+    ListingId,
     PageDep,
     SessionDep,
     cdmo_or_operator,
+    parse_if_match,
+    parse_if_match_or_none,
 )
 from service.models import Listing
 from service.openapi import problems
 from service.repositories.common import etag
 from service.repositories.listings import ListingFilters
-from service.transactions import Transaction, Tx
+from service.transactions import Answer, Transaction, Tx
 
 router = APIRouter(
     prefix="/v1/listings", tags=["listings"], dependencies=[Depends(cdmo_or_operator)]
@@ -95,8 +100,29 @@ def replace_listing(
     response_model=ListingPublic,
     responses=problems(403, 404, 409, 412, 413, 415, 422, 428),
 )
-def patch_listing(patch: ListingUpdate, loaded: ListingDep, expected: IfMatch, tx: Tx) -> Response:
-    listing, cdmo_id = loaded
+def patch_listing(
+    patch: ListingUpdate,
+    listing_id: ListingId,
+    principal: CurrentOrg,
+    tx: Tx,
+    if_match: IfMatchHeader = None,
+) -> Response:
+    # The hot path: one statement that writes only if every check passes (README "Under
+    # load"); otherwise the usual path below answers what failed (404, 428, 412, 409, 422).
+    expected = parse_if_match_or_none(if_match)
+    at_once = expected and repo.listings.patch_at_once(
+        principal=principal, listing_id=listing_id, patch=patch, expected=expected
+    )
+    if at_once and (row := tx.commit_at_once(*at_once)):
+        listing, cdmo_id = repo.listings.from_row(row)
+        return Answer.of(
+            repo.listings.to_public(listing, cdmo_id), headers={"ETag": etag(listing.version)}
+        ).response()
+    listing, cdmo_id = repo.listings.get_listing(
+        session=tx.session, principal=principal, listing_id=listing_id, lock=True
+    )
+    expected = parse_if_match(if_match, required=True)
+    assert expected is not None
     listing = repo.listings.patch_listing(
         session=tx.session, listing=listing, patch=patch, expected=expected
     )

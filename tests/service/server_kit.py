@@ -83,6 +83,7 @@ def server_env(database_url: str, redis_url: str | None, **settings: Any) -> dic
         "CDMO_RATE_LIMIT__REQUESTS": "1000000",
         "CDMO_LOG_LEVEL": "WARNING",
         "CDMO_DB__QUEUE_TIMEOUT_S": "5",  # tests that want shedding set it lower
+        "CDMO_DB__QUEUE_BUDGET_S": "0",  # and no adaptive shedding unless a test asks
     }
     env.pop("REDIS_URL", None)
     if redis_url:

@@ -88,7 +88,7 @@ def make_settings(
         "redis": RedisSettings(key_prefix=prefix),
         "rate_limit": RateLimitSettings(requests=100_000, window_s=3600),
         # a loaded CI machine must not shed the tests' own concurrent requests
-        "db": DatabaseSettings(queue_timeout_s=10),
+        "db": DatabaseSettings(queue_timeout_s=10, queue_budget_s=0),
     }
     values.update(overrides)
     return Settings(**values)
