@@ -210,9 +210,10 @@ class Workers:
                 proc.kill()
                 proc.wait(timeout=5)
 
-    def logs(self) -> str:
+    def logs(self, tail: int | None = 3000) -> str:
+        """The workers' logs, the last ``tail`` characters of each (None: whole)."""
         return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+            f"--- {p.name}\n{p.read_text(errors='replace')[-tail if tail else 0 :]}"
             for p in sorted(self.log_dir.glob("worker-*.log"))
         )
 

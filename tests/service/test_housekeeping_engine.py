@@ -109,14 +109,18 @@ def test_two_api_processes_two_schedulers_two_workers_expire_once_per_period(
                 )
             expired = _wait(lambda: set(_statuses(services.db, ids).values()) == {"expired"}, 180)
             assert expired, workers.logs()
-            time.sleep(3.0)  # a few more periods: they find nothing, still one sweep each
+            # A few more periods (they find nothing, still one sweep each), at least until a
+            # second scheduler's message for a period was refused (a loaded machine may start
+            # the second scheduler late).
+            time.sleep(3.0)
+            _wait(lambda: SKIPPED.search(workers.logs(tail=None)) is not None, 60)
         finally:
             for proc in schedulers:
                 proc.terminate()
             for proc in schedulers:
                 proc.wait(timeout=15)
             workers.stop()
-        logs = workers.logs()
+        logs = workers.logs(tail=None)  # every period's line, not only the last ones
 
         claimed = Counter(int(p) for p in CLAIMED.findall(logs))
         skipped = Counter(int(p) for p in SKIPPED.findall(logs))
