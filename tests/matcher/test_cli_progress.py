@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import pytest
 import typer
 from market_factories import project, site, snapshot
@@ -11,6 +14,16 @@ from matcher.cli import register
 from matcher.cli_progress import figures
 from matcher.control import Progress
 from schemas.market import MatchResult
+
+
+@pytest.fixture(autouse=True)
+def no_inherited_log_handlers() -> Iterator[None]:
+    """`cdmo solve` sets up no logging of its own; a handler an earlier test of this process
+    installed (bound to a stream since closed) must not write into the stderr asserted here."""
+    root = logging.getLogger()
+    saved, root.handlers = root.handlers, []
+    yield
+    root.handlers = saved
 
 
 @pytest.fixture(scope="module")
