@@ -1,8 +1,9 @@
 """The matcher's one entry point: MarketSnapshot in, verified MatchResult out.
 
 build_problem (encode + kernels + model) -> rounds of solver.solve with column generation in
-between (pricing.extend_problem) -> the bound over the whole market (pricing.market_bound) ->
-verify_assignment (always: the objective reported is the verifier's, never the solver's) ->
+between (pricing.extend_problem) -> the last pass over every eligible site (complete) -> the
+bound over the whole market (pricing.market_bound, with subgradient steps of its own when the
+model's prices say little about the market) -> verify_assignment (always: the objective reported is the verifier's, never the solver's) ->
 explain -> MatchResult.
 
 Time: one ``RunControl`` carries the deadline of the whole run. Building is done first; the
@@ -348,6 +349,10 @@ def _match(
         sp.price_kernel_passes * kernel_s + sp.price_model_passes * problem.timings["model"]
     )
     bound_estimate = sp.market_bound_kernel_passes * kernel_s
+    # Time kept for the market bound: its first pass, and its subgradient steps (one pass
+    # each) once the first solve shows they are needed.
+    bound_keep = min(bound_estimate, sp.reserve_share * limit)
+    market_steps = False
     best_problem, best = problem, _nothing_placed(problem)
     bound = best.bound
     solve_s = price_s = 0.0
@@ -359,7 +364,7 @@ def _match(
     # feasible answer in a fraction of what building took.
     while not control.cancelled and (rounds == 0 or not control.stop_requested()):
         unplaced = int(np.count_nonzero(best.choice == NONE))
-        keep = _after_solve_s(problem, sp, unplaced) + min(bound_estimate, sp.reserve_share * limit)
+        keep = _after_solve_s(problem, sp, unplaced) + bound_keep
         if params.deterministic:  # fixed shares of the limit, whatever the clock says
             fraction = sp.round_shares[step] if step < last else 1.0 - sum(sp.round_shares[:rounds])
             round_control = control.slice(limit * fraction)
@@ -384,6 +389,11 @@ def _match(
             best_problem, best = problem, solution
         placed = int(np.count_nonzero(best.choice[problem.enc.project_rows[:, 0]] != NONE))
         control.report("solve", objective=float(best.objective), bound=float(bound), placed=placed)
+        if rounds == 1 and bound > (1 - sp.market_steps_below_gain) * item_upper_bound(problem):
+            # The model's prices barely bound the market: keep time for the market steps.
+            market_steps = True
+            steps_s = bound_estimate * (1 + sp.market_bound_steps)
+            bound_keep = min(steps_s, sp.reserve_share * limit)
         if (
             rounds == 1
             and problem.model.n_cand <= sp.lp_max_candidates
@@ -407,7 +417,7 @@ def _match(
         if step == last or control.stop_requested():
             break
         unplaced = int(np.count_nonzero(best.choice == NONE))
-        room = control.left() - _after_solve_s(problem, sp, unplaced) - bound_estimate
+        room = control.left() - _after_solve_s(problem, sp, unplaced) - bound_keep
         if not params.deterministic and room < sp.price_margin * price_estimate:
             # No time for another round of pricing: finish from this answer with what is left.
             start = best.choice if best_problem is problem else solution.choice
@@ -430,6 +440,24 @@ def _match(
     if best.status == SolveStatus.UNKNOWN:
         best = replace(best, status=SolveStatus.FEASIBLE)
     problem, solution = best_problem, replace(best, bound=bound)
+    solved, solved_prices = problem, solution.prices  # the model the prices belong to
+    priced = rounds and len(solved_prices) == solved.model.n_res
+    # Each row's term of the Lagrangian bound at the final prices, so that projects the
+    # explanations prove unplaceable in the whole market can be taken off it below.
+    terms = None
+    if (
+        priced
+        and not control.cancelled
+        and (params.deterministic or solved.model.use_res.size <= sp.structural_bound_max_uses)
+    ):
+        terms = lagrangian_terms(solved.model, solved_prices)
+    # The last pass first: the market bound's steps aim at the objective of the final answer.
+    t0 = time.perf_counter()
+    grace = sp.explain_grace_share * limit + sp.explain_grace_s
+    problem, choice, completed = complete(problem, solution.choice, control, grace_s=grace)
+    solution = replace(solution, choice=choice)
+    complete_s = time.perf_counter() - t0
+    target = float(verify_assignment(problem.model, choice)) if completed else solution.objective
     t0 = time.perf_counter()
     unplaced = int(np.count_nonzero(solution.choice == NONE))
 
@@ -451,8 +479,23 @@ def _match(
         def past_budget() -> bool:
             return control.cancelled or (not params.deterministic and control.clock() > latest)
 
+        steps = [0]
+
+        def another(step_s: float) -> bool:
+            """Whether one more subgradient step fits (deterministic: a fixed number)."""
+            if params.deterministic:
+                ok = steps[0] < sp.market_bound_steps and not control.cancelled
+            else:
+                ok = not control.cancelled and control.clock() + step_s < latest
+            steps[0] += ok
+            return ok
+
         try:
-            whole = market_bound(problem, solution.prices, control, stop=past_budget)
+            whole = market_bound(
+                solved, solved_prices, control, stop=past_budget, target=target,
+                another=another if market_steps else None, params=sp,
+            )  # fmt: skip
+            problem.stats["market_bound_steps"] = float(steps[0])
         except Stopped:  # cancelled or out of time: the solver's bound stands
             whole = solution.bound
             notes.append(
@@ -468,22 +511,7 @@ def _match(
         )
     problem.timings["market_bound"] = time.perf_counter() - t0
     problem.timings["price"] = price_s
-    # Each row's term of the Lagrangian bound at the final prices, so that projects the
-    # explanations prove unplaceable in the whole market can be taken off it below.
-    terms = None
-    if (
-        rounds
-        and len(solution.prices) == problem.model.n_res
-        and not control.cancelled
-        and (params.deterministic or problem.model.use_res.size <= sp.structural_bound_max_uses)
-    ):
-        terms = lagrangian_terms(problem.model, solution.prices)
-    solved, solved_prices = problem, solution.prices  # the model the prices belong to
-    t0 = time.perf_counter()
-    grace = sp.explain_grace_share * limit + sp.explain_grace_s
-    problem, choice, completed = complete(problem, solution.choice, control, grace_s=grace)
-    solution = replace(solution, choice=choice)
-    problem.timings["complete"] = time.perf_counter() - t0
+    problem.timings["complete"] = complete_s
     problem.stats["completed_projects"] = float(completed)
     if control.first_feasible_s is not None:
         problem.stats["first_feasible_s"] = control.first_feasible_s
@@ -504,10 +532,9 @@ def _match(
         bound = min(bound, _without_structural(problem, out, *terms))
     left = control.left()
     if (
-        rounds
+        priced
         and not params.deterministic
         and not control.cancelled
-        and len(solved_prices) == solved.model.n_res
         and left >= sp.bound_polish_min_s
         and out.objective < bound
     ):
