@@ -1,10 +1,10 @@
 """The matcher's one entry point: MarketSnapshot in, verified MatchResult out.
 
 build_problem (encode + kernels + model) -> rounds of solver.solve with column generation in
-between (pricing.extend_problem) -> the last pass over every eligible site (complete) -> the
-bound over the whole market (pricing.market_bound, with subgradient steps of its own when the
-model's prices say little about the market) -> verify_assignment (always: the objective reported is the verifier's, never the solver's) ->
-explain -> MatchResult.
+between (pricing.extend_problem) -> the last pass over every eligible site (complete) ->
+verify_assignment (always: the objective reported is the verifier's, never the solver's) ->
+explain -> the bound over the whole market (pricing.market_bound, with subgradient steps of
+its own when the model's prices say little about the market) -> MatchResult.
 
 Time: one ``RunControl`` carries the deadline of the whole run. Building is done first; the
 rest of the time is split so that what must follow the solves (the market bound, verifying,
@@ -451,30 +451,41 @@ def _match(
         and (params.deterministic or solved.model.use_res.size <= sp.structural_bound_max_uses)
     ):
         terms = lagrangian_terms(solved.model, solved_prices)
-    # The last pass first: the market bound's steps aim at the objective of the final answer.
+    # The last pass, then the answer verified and explained: the bound over the whole market
+    # comes last, with whatever time is left (its steps aim at the final objective).
     t0 = time.perf_counter()
     grace = sp.explain_grace_share * limit + sp.explain_grace_s
     problem, choice, completed = complete(problem, solution.choice, control, grace_s=grace)
     solution = replace(solution, choice=choice)
     complete_s = time.perf_counter() - t0
-    target = float(verify_assignment(problem.model, choice)) if completed else solution.objective
+    problem.timings["price"] = price_s
+    problem.timings["complete"] = complete_s
+    problem.stats["completed_projects"] = float(completed)
+    if control.first_feasible_s is not None:
+        problem.stats["first_feasible_s"] = control.first_feasible_s
+    problem.stats["priced_candidates"] = float(added_total)
+    problem.stats["rounds"] = float(rounds)
+    out = result(
+        snapshot,
+        problem,
+        solution,
+        solve_s=solve_s,
+        t_start=t_start,
+        control=control,
+        explain_grace_s=grace,
+    )
+    update: dict = {"notes": list(out.notes)}
+    bound = out.bound
+    if terms is not None:
+        bound = min(bound, _without_structural(problem, out, *terms))
+    # The bound over every eligible pair is optional (the solver's bound is already valid for
+    # the market): it runs when its first pass fits, with a small share of the limit as slack,
+    # and stops (between chunks of rows) at that slack; the solver's bound then stands.
     t0 = time.perf_counter()
-    unplaced = int(np.count_nonzero(solution.choice == NONE))
-
-    # The bounds below are optional (the solver's bound is already valid for the market):
-    # each runs only when its estimate fits, with a small share of the limit as slack.
-    def time_for_bounds() -> float:
-        slack = sp.bound_overrun_share * limit
-        return control.left() + slack - _after_solve_s(problem, sp, unplaced)
-
-    notes: list[str] = []
-    fits = params.deterministic or time_for_bounds() >= bound_estimate
+    latest = control.deadline + sp.bound_overrun_share * limit
+    fits = params.deterministic or latest - control.clock() >= bound_estimate
     if rounds and not control.cancelled and fits:
         control.report("market_bound")
-        # Budgeted: it stops (between chunks of rows) once it would eat the time kept for
-        # verifying and explaining; the solver's bound then stands.
-        latest = control.deadline + sp.bound_overrun_share * limit
-        latest -= _after_solve_s(problem, sp, unplaced)
 
         def past_budget() -> bool:
             return control.cancelled or (not params.deterministic and control.clock() > latest)
@@ -492,47 +503,26 @@ def _match(
 
         try:
             whole = market_bound(
-                solved, solved_prices, control, stop=past_budget, target=target,
+                solved, solved_prices, control, stop=past_budget, target=out.objective,
                 another=another if market_steps else None, params=sp,
             )  # fmt: skip
-            problem.stats["market_bound_steps"] = float(steps[0])
+            bound = min(bound, whole)
+            out.stats["market_bound_steps"] = float(steps[0])
         except Stopped:  # cancelled or out of time: the solver's bound stands
-            whole = solution.bound
-            notes.append(
+            update["notes"].append(
                 "the bound over every eligible pair was stopped (out of time): the bound "
                 "reported is the solver's (still valid for the whole market)"
             )
-        if whole < solution.bound:
-            solution = replace(solution, bound=whole)
+        out.timings["market_bound"] = time.perf_counter() - t0
     elif rounds:
-        notes.append(
+        update["notes"].append(
             "no time left for the bound over every eligible pair: the bound "
             "reported is the solver's (still valid for the whole market)"
         )
-    problem.timings["market_bound"] = time.perf_counter() - t0
-    problem.timings["price"] = price_s
-    problem.timings["complete"] = complete_s
-    problem.stats["completed_projects"] = float(completed)
-    if control.first_feasible_s is not None:
-        problem.stats["first_feasible_s"] = control.first_feasible_s
-    problem.stats["priced_candidates"] = float(added_total)
-    problem.stats["rounds"] = float(rounds)
-    out = result(
-        snapshot,
-        problem,
-        solution,
-        solve_s=solve_s,
-        t_start=t_start,
-        control=control,
-        explain_grace_s=grace,
-    )
-    update: dict = {"notes": out.notes + notes}
-    bound = out.bound
-    if terms is not None:
-        bound = min(bound, _without_structural(problem, out, *terms))
     left = control.left()
     if (
         priced
+        and not market_steps  # the model's prices say little about the market: steps did more
         and not params.deterministic
         and not control.cancelled
         and left >= sp.bound_polish_min_s
