@@ -274,11 +274,14 @@ class SolveParams:
     # about the market: 0.09 % at 100000 x 10000, where 10 steps took the gap from 2.34 % to
     # 1.43 %; 1.4 % at 20000 x 2000, where the market bound, its second-source links
     # relaxed, stays above the model's: 146.41 M against 145.81 M after 12 steps). Time is
-    # then kept for this many steps (within ``reserve_share``); more run while they fit.
+    # then kept for this many steps, within ``market_steps_share`` of the limit (a step took
+    # 0.3-0.5 % off the gap there, the same time in LNS less than 0.05 %); more run while
+    # they fit.
     # Step scale at first, halved after this many steps without a better bound, stopped
     # below the last.
     market_steps_below_gain: float = 0.005
     market_bound_steps: int = 8
+    market_steps_share: float = 0.4
     market_step_theta: float = 1.0
     market_stall_steps: int = 2
     market_min_theta: float = 0.05

@@ -393,7 +393,7 @@ def _match(
             # The model's prices barely bound the market: keep time for the market steps.
             market_steps = True
             steps_s = bound_estimate * (1 + sp.market_bound_steps)
-            bound_keep = min(steps_s, sp.reserve_share * limit)
+            bound_keep = min(steps_s, sp.market_steps_share * limit)
         if (
             rounds == 1
             and problem.model.n_cand <= sp.lp_max_candidates

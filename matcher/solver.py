@@ -483,10 +483,12 @@ def solve_part(
 
     if not control.stop_requested():
         t = time.perf_counter()
-        reduced = greedy_solution(model, reduced_values(model, prices))
-        consider(reduced)
-        if passes:
-            consider(_polish(model, reduced, passes, control, params, greedy_s))
+        desirability = reduced_values(model, prices)  # a NumPy pass over every use: checked
+        if not control.stop_requested():
+            reduced = greedy_solution(model, desirability)
+            consider(reduced)
+            if passes:
+                consider(_polish(model, reduced, passes, control, params, greedy_s))
         clock.add("heuristic_s", time.perf_counter() - t)
     stop = threading.Event()
     rng = np.random.default_rng(params.seed)
