@@ -9,7 +9,7 @@ def warm_up() -> float:
     worker / app start so that no run pays JIT time."""
     import time
 
-    from matcher import complete, kernels
+    from matcher import complete, kernels, pricing
     from matcher.generate import generate_market
     from matcher.market import match
     from schemas.market import RunParams
@@ -17,5 +17,6 @@ def warm_up() -> float:
     t0 = time.perf_counter()
     kernels.warm_up()
     complete.warm_up()  # the last pass and the explanations' scans and pair searches
+    pricing.warm_up()  # column generation's list merge
     match(generate_market(12, 4, months=2, seed=0), RunParams(time_limit_s=0.5, workers=1))
     return time.perf_counter() - t0

@@ -120,6 +120,14 @@ def _merge_lists(
             site[j + 1], value[j + 1], cost[j + 1] = s, v, w
 
 
+def warm_up() -> None:
+    """Compile (or load) the list merge of column generation: a tiny market seldom prices."""
+    i64, i32, f64 = np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float64)
+    no = np.zeros(0, np.bool_)
+    _new_sites(i64, i32, i64, i32, no)
+    _merge_lists(i64, i32, i64[:0], f64, i64, i32, f64, no, i64[:0], i64, i32, i64[:0], f64)
+
+
 def extend_problem(
     problem: MarketProblem, prices: np.ndarray, control: RunControl | None = None
 ) -> tuple[MarketProblem, int]:
