@@ -277,13 +277,12 @@ class SolveParams:
     # then kept for this many steps, within ``market_steps_share`` of the limit (a step took
     # 0.3-0.5 % off the gap there, the same time in LNS less than 0.05 %); more run while
     # they fit.
-    # Step scale at first, halved after this many steps without a better bound, stopped
-    # below the last.
+    # Step scale at first (halved after a step without a better bound), stopped below the
+    # last.
     market_steps_below_gain: float = 0.005
     market_bound_steps: int = 8
     market_steps_share: float = 0.4
     market_step_theta: float = 1.0
-    market_stall_steps: int = 2
     market_min_theta: float = 0.05
     # The optional final bounds (market bound, LP) may use this share of the limit beyond the
     # deadline (the run's promise is the limit + 5 % + 1 s).
