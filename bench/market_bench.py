@@ -2,6 +2,8 @@
 
     python -m bench.market_bench                       # 20000 projects x 2000 sites, 60 s
     python -m bench.market_bench --projects 2000 --sites 500 --time-limit 5
+    python -m bench.market_bench --projects 100000 --sites 10000 --checkpoints 1 \
+        --cancel kernels:0.5          # cancel 0.5 s into the model assembly
 
 The market is generated once; the whole matcher (matcher.market.match) then runs once per
 checkpoint (fractions of --time-limit, each from scratch), which gives objective, bound and
@@ -14,9 +16,11 @@ from __future__ import annotations
 import argparse
 import resource
 import sys
+import threading
 import time
 
 from matcher import kernels
+from matcher.control import Progress, RunControl
 from matcher.generate import generate_market
 from matcher.market import match
 from matcher.problem import build_problem
@@ -25,6 +29,28 @@ from schemas.market import RunParams
 
 def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _cancelling(spec: str | None, limit: float) -> tuple[RunControl | None, list]:
+    """A run control that cancels itself ``SECONDS`` after ``PHASE`` is first reported, and
+    the list that receives (moment of the cancel, phase then running)."""
+    if not spec:
+        return None, []
+    phase, _, delay = spec.partition(":")
+    done: list = []
+    last: list[str] = []
+
+    def cancel() -> None:
+        done.append((time.perf_counter(), last[-1]))
+        control.cancel()
+
+    def on_progress(p: Progress) -> None:
+        last.append(p.phase)
+        if p.phase == phase and len(last) == last.index(phase) + 1:
+            threading.Timer(float(delay or 0), cancel).start()
+
+    control = RunControl(limit, on_progress=on_progress)
+    return control, done
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--checkpoints", default="0.1,0.3,1", help="fractions of --time-limit, one run each"
+    )
+    ap.add_argument(
+        "--cancel",
+        metavar="PHASE:SECONDS",
+        help="cancel each run from a timer thread this long after PHASE is first reported "
+        "(e.g. kernels:0.5 lands in the model assembly) and print how long match took to return",
     )
     args = ap.parse_args(argv)
     out = sys.stdout.write
@@ -89,9 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         # Each checkpoint is a separate run of the whole matcher (build, column generation
         # rounds, bound over the full market, verify, explain) from scratch.
         params = base.model_copy(update={"time_limit_s": max(0.1, frac * args.time_limit)})
+        control, cancelled = _cancelling(args.cancel, params.time_limit_s)
         t_run = time.perf_counter()
-        res = match(snap, params)
+        res = match(snap, params, control)
         run_s = time.perf_counter() - t_run
+        if cancelled:
+            t_cancel, phase = cancelled[0]
+            back = time.perf_counter() - t_cancel
+            out(f"cancelled in phase {phase} after {t_cancel - t_run:.2f} s: returned "
+                f"{back:.2f} s later (partial {res.partial})\n")  # fmt: skip
         first = res.stats.get("first_feasible_s", float("nan"))
         out(
             f"| {params.time_limit_s:.1f} | {run_s:.2f} | {first:.3f} | {res.status} | "

@@ -9,9 +9,7 @@ def warm_up() -> float:
     worker / app start so that no run pays JIT time."""
     import time
 
-    import numpy as np
-
-    from matcher import complete, kernels, pairs
+    from matcher import complete, kernels, pricing
     from matcher.generate import generate_market
     from matcher.market import match
     from schemas.market import RunParams
@@ -19,7 +17,6 @@ def warm_up() -> float:
     t0 = time.perf_counter()
     kernels.warm_up()
     complete.warm_up()  # the last pass and the explanations' scans and pair searches
-    one = np.zeros(1, dtype=np.int64)
-    pairs.merge_uses(np.zeros(2, dtype=np.int64), one[:0], one[:0], one, one, one)
+    pricing.warm_up()  # column generation's list merge
     match(generate_market(12, 4, months=2, seed=0), RunParams(time_limit_s=0.5, workers=1))
     return time.perf_counter() - t0

@@ -1,9 +1,10 @@
 """The matcher's one entry point: MarketSnapshot in, verified MatchResult out.
 
 build_problem (encode + kernels + model) -> rounds of solver.solve with column generation in
-between (pricing.extend_problem) -> the bound over the whole market (pricing.market_bound) ->
+between (pricing.extend_problem) -> the last pass over every eligible site (complete) ->
 verify_assignment (always: the objective reported is the verifier's, never the solver's) ->
-explain -> MatchResult.
+explain -> the bound over the whole market (pricing.market_bound, with subgradient steps of
+its own when the model's prices say little about the market) -> MatchResult.
 
 Time: one ``RunControl`` carries the deadline of the whole run. Building is done first; the
 rest of the time is split so that what must follow the solves (the market bound, verifying,
@@ -14,7 +15,11 @@ returns its best verified answer so far with ``partial=True``.
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -64,24 +69,36 @@ solver_params = solve_params
 
 
 def assignments(problem: MarketProblem, choice: np.ndarray) -> list[Assignment]:
+    """The placements of ``choice`` as ``Assignment`` objects (columns gathered with NumPy
+    first: 100,000 placements in ~0.3 s, what a cancelled run at that size must still pay)."""
     enc, model = problem.enc, problem.model
-    out = []
-    for r in np.flatnonzero(choice != NONE):
-        c = int(choice[r])
-        s = int(model.cand_bin[c])
-        # Built without validation: every field comes from already validated data.
-        out.append(
-            Assignment.model_construct(
-                project_id=enc.project_ids[enc.row_project[r]],
-                site_id=enc.site_ids[s],
-                cdmo_id=enc.cdmo_ids[enc.sites.cdmo[s]],
-                role=Role.SECOND_SOURCE if enc.row_role[r] == ROLE_SECOND else Role.PRIMARY,
-                share=float(enc.row_share[r]),
-                value=float(model.cand_value[c]),
-                cost=float(problem.cand_cost[c]),
-            )
+    rows = np.flatnonzero(choice != NONE)
+    cands = choice[rows]
+    sites = model.cand_bin[cands].astype(np.int64)
+    project_ids, site_ids, cdmo_ids = enc.project_ids, enc.site_ids, enc.cdmo_ids
+    columns = zip(
+        enc.row_project[rows].tolist(),
+        sites.tolist(),
+        enc.sites.cdmo[sites].tolist(),
+        (enc.row_role[rows] == ROLE_SECOND).tolist(),
+        enc.row_share[rows].tolist(),
+        model.cand_value[cands].astype(np.float64).tolist(),
+        problem.cand_cost[cands].astype(np.float64).tolist(),
+        strict=True,
+    )
+    # Built without validation: every field comes from already validated data.
+    return [
+        Assignment.model_construct(
+            project_id=project_ids[j],
+            site_id=site_ids[s],
+            cdmo_id=cdmo_ids[d],
+            role=Role.SECOND_SOURCE if second else Role.PRIMARY,
+            share=share,
+            value=value,
+            cost=cost,
         )
-    return out
+        for j, s, d, second, share, value, cost in columns
+    ]
 
 
 def item_upper_bound(problem: MarketProblem) -> int:
@@ -257,6 +274,30 @@ def _stopped_in_build(snapshot: MarketSnapshot, params: RunParams, t_start: floa
     )
 
 
+_gc_lock = threading.Lock()
+_gc_runs = [0, False]  # runs in progress, whether the collector was on before the first
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while any run is in progress (restored after the
+    last). A run makes ~100,000 result objects beside a snapshot of millions, and the full
+    collections they set off walk them all: one took 7.8 s at 100000 x 10000 under load,
+    which no cancel could interrupt (arrays and results hold no cycles worth collecting)."""
+    with _gc_lock:
+        if _gc_runs[0] == 0:
+            _gc_runs[1] = gc.isenabled()
+            gc.disable()
+        _gc_runs[0] += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_runs[0] -= 1
+            if _gc_runs[0] == 0 and _gc_runs[1]:
+                gc.enable()
+
+
 def match(
     snapshot: MarketSnapshot,
     params: RunParams,
@@ -279,6 +320,18 @@ def match(
     ``site_table``: the snapshot's encoded sites, e.g. cached per market version.
     ``solver``: tuned solver knobs (``SolveParams``) other than the run's own.
     """
+    with _collector_paused():
+        return _match(snapshot, params, control, map_parts, site_table, solver)
+
+
+def _match(
+    snapshot: MarketSnapshot,
+    params: RunParams,
+    control: RunControl | None,
+    map_parts: MapParts | None,
+    site_table: SiteTable | None,
+    solver: SolveParams | None,
+) -> MatchResult:
     sp = solve_params(params, solver)
     if control is None:
         control = RunControl(params.time_limit_s, deterministic=params.deterministic)
@@ -296,6 +349,10 @@ def match(
         sp.price_kernel_passes * kernel_s + sp.price_model_passes * problem.timings["model"]
     )
     bound_estimate = sp.market_bound_kernel_passes * kernel_s
+    # Time kept for the market bound: its first pass, and its subgradient steps (one pass
+    # each) once the first solve shows they are needed.
+    bound_keep = min(bound_estimate, sp.reserve_share * limit)
+    market_steps = False
     best_problem, best = problem, _nothing_placed(problem)
     bound = best.bound
     solve_s = price_s = 0.0
@@ -307,7 +364,7 @@ def match(
     # feasible answer in a fraction of what building took.
     while not control.cancelled and (rounds == 0 or not control.stop_requested()):
         unplaced = int(np.count_nonzero(best.choice == NONE))
-        keep = _after_solve_s(problem, sp, unplaced) + min(bound_estimate, sp.reserve_share * limit)
+        keep = _after_solve_s(problem, sp, unplaced) + bound_keep
         if params.deterministic:  # fixed shares of the limit, whatever the clock says
             fraction = sp.round_shares[step] if step < last else 1.0 - sum(sp.round_shares[:rounds])
             round_control = control.slice(limit * fraction)
@@ -332,6 +389,11 @@ def match(
             best_problem, best = problem, solution
         placed = int(np.count_nonzero(best.choice[problem.enc.project_rows[:, 0]] != NONE))
         control.report("solve", objective=float(best.objective), bound=float(bound), placed=placed)
+        if rounds == 1 and bound > (1 - sp.market_steps_below_gain) * item_upper_bound(problem):
+            # The model's prices barely bound the market: keep time for the market steps.
+            market_steps = True
+            steps_s = bound_estimate * (1 + sp.market_bound_steps)
+            bound_keep = min(steps_s, sp.market_steps_share * limit)
         if (
             rounds == 1
             and problem.model.n_cand <= sp.lp_max_candidates
@@ -355,7 +417,7 @@ def match(
         if step == last or control.stop_requested():
             break
         unplaced = int(np.count_nonzero(best.choice == NONE))
-        room = control.left() - _after_solve_s(problem, sp, unplaced) - bound_estimate
+        room = control.left() - _after_solve_s(problem, sp, unplaced) - bound_keep
         if not params.deterministic and room < sp.price_margin * price_estimate:
             # No time for another round of pricing: finish from this answer with what is left.
             start = best.choice if best_problem is problem else solution.choice
@@ -378,60 +440,26 @@ def match(
     if best.status == SolveStatus.UNKNOWN:
         best = replace(best, status=SolveStatus.FEASIBLE)
     problem, solution = best_problem, replace(best, bound=bound)
-    t0 = time.perf_counter()
-    unplaced = int(np.count_nonzero(solution.choice == NONE))
-
-    # The bounds below are optional (the solver's bound is already valid for the market):
-    # each runs only when its estimate fits, with a small share of the limit as slack.
-    def time_for_bounds() -> float:
-        slack = sp.bound_overrun_share * limit
-        return control.left() + slack - _after_solve_s(problem, sp, unplaced)
-
-    notes: list[str] = []
-    fits = params.deterministic or time_for_bounds() >= bound_estimate
-    if rounds and not control.cancelled and fits:
-        control.report("market_bound")
-        # Budgeted: it stops (between chunks of rows) once it would eat the time kept for
-        # verifying and explaining; the solver's bound then stands.
-        latest = control.deadline + sp.bound_overrun_share * limit
-        latest -= _after_solve_s(problem, sp, unplaced)
-
-        def past_budget() -> bool:
-            return control.cancelled or (not params.deterministic and control.clock() > latest)
-
-        try:
-            whole = market_bound(problem, solution.prices, control, stop=past_budget)
-        except Stopped:  # cancelled or out of time: the solver's bound stands
-            whole = solution.bound
-            notes.append(
-                "the bound over every eligible pair was stopped (out of time): the bound "
-                "reported is the solver's (still valid for the whole market)"
-            )
-        if whole < solution.bound:
-            solution = replace(solution, bound=whole)
-    elif rounds:
-        notes.append(
-            "no time left for the bound over every eligible pair: the bound "
-            "reported is the solver's (still valid for the whole market)"
-        )
-    problem.timings["market_bound"] = time.perf_counter() - t0
-    problem.timings["price"] = price_s
+    solved, solved_prices = problem, solution.prices  # the model the prices belong to
+    priced = rounds and len(solved_prices) == solved.model.n_res
     # Each row's term of the Lagrangian bound at the final prices, so that projects the
     # explanations prove unplaceable in the whole market can be taken off it below.
     terms = None
     if (
-        rounds
-        and len(solution.prices) == problem.model.n_res
+        priced
         and not control.cancelled
-        and (params.deterministic or problem.model.use_res.size <= sp.structural_bound_max_uses)
+        and (params.deterministic or solved.model.use_res.size <= sp.structural_bound_max_uses)
     ):
-        terms = lagrangian_terms(problem.model, solution.prices)
-    solved, solved_prices = problem, solution.prices  # the model the prices belong to
+        terms = lagrangian_terms(solved.model, solved_prices)
+    # The last pass, then the answer verified and explained: the bound over the whole market
+    # comes last, with whatever time is left (its steps aim at the final objective).
     t0 = time.perf_counter()
     grace = sp.explain_grace_share * limit + sp.explain_grace_s
     problem, choice, completed = complete(problem, solution.choice, control, grace_s=grace)
     solution = replace(solution, choice=choice)
-    problem.timings["complete"] = time.perf_counter() - t0
+    complete_s = time.perf_counter() - t0
+    problem.timings["price"] = price_s
+    problem.timings["complete"] = complete_s
     problem.stats["completed_projects"] = float(completed)
     if control.first_feasible_s is not None:
         problem.stats["first_feasible_s"] = control.first_feasible_s
@@ -446,16 +474,57 @@ def match(
         control=control,
         explain_grace_s=grace,
     )
-    update: dict = {"notes": out.notes + notes}
+    update: dict = {"notes": list(out.notes)}
     bound = out.bound
     if terms is not None:
         bound = min(bound, _without_structural(problem, out, *terms))
+    # The bound over every eligible pair is optional (the solver's bound is already valid for
+    # the market): it runs when its first pass fits, with a small share of the limit as slack,
+    # and stops (between chunks of rows) at that slack; the solver's bound then stands.
+    t0 = time.perf_counter()
+    latest = control.deadline + sp.bound_overrun_share * limit
+    fits = params.deterministic or latest - control.clock() >= bound_estimate
+    if rounds and not control.cancelled and fits:
+        control.report("market_bound")
+
+        def past_budget() -> bool:
+            return control.cancelled or (not params.deterministic and control.clock() > latest)
+
+        steps = [0]
+
+        def another(step_s: float) -> bool:
+            """Whether one more subgradient step fits (deterministic: a fixed number)."""
+            if params.deterministic:
+                ok = steps[0] < sp.market_bound_steps and not control.cancelled
+            else:
+                ok = not control.cancelled and control.clock() + step_s < latest
+            steps[0] += ok
+            return ok
+
+        try:
+            whole = market_bound(
+                solved, solved_prices, control, stop=past_budget, target=out.objective,
+                another=another if market_steps else None, params=sp,
+            )  # fmt: skip
+            bound = min(bound, whole)
+            out.stats["market_bound_steps"] = float(steps[0])
+        except Stopped:  # cancelled or out of time: the solver's bound stands
+            update["notes"].append(
+                "the bound over every eligible pair was stopped (out of time): the bound "
+                "reported is the solver's (still valid for the whole market)"
+            )
+        out.timings["market_bound"] = time.perf_counter() - t0
+    elif rounds:
+        update["notes"].append(
+            "no time left for the bound over every eligible pair: the bound "
+            "reported is the solver's (still valid for the whole market)"
+        )
     left = control.left()
     if (
-        rounds
+        priced
+        and not market_steps  # the model's prices say little about the market: steps did more
         and not params.deterministic
         and not control.cancelled
-        and len(solved_prices) == solved.model.n_res
         and left >= sp.bound_polish_min_s
         and out.objective < bound
     ):

@@ -92,78 +92,22 @@ def side_uses(
     return c_all[order], np.concatenate(parts_k)[order], np.concatenate(parts_a)[order], caps
 
 
-@njit(cache=True)
-def _merge_csr(use_ptr, keys, amts, side_ptr, side_key, side_amt, new_ptr, out_k, out_a):
-    """One linear pass: each candidate's own uses, then its side uses."""
-    for c in range(len(use_ptr) - 1):
-        at = new_ptr[c]
-        for u in range(use_ptr[c], use_ptr[c + 1]):
-            out_k[at] = keys[u]
-            out_a[at] = amts[u]
-            at += 1
-        for u in range(side_ptr[c], side_ptr[c + 1]):
-            out_k[at] = side_key[u]
-            out_a[at] = side_amt[u]
-            at += 1
-
-
-def merge_uses(
-    use_ptr: np.ndarray,
-    keys: np.ndarray,
-    amts: np.ndarray,
-    side_cand: np.ndarray,
-    side_key: np.ndarray,
-    side_amt: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-candidate CSR of resource uses with the side uses (sorted by candidate) appended
-    after each candidate's own (site) uses. Linear in the uses (a Numba pass: the NumPy
-    version with index arrays made the build 4x slower at 20000 x 2000)."""
-    if side_cand.size == 0:
-        return use_ptr, keys, amts
-    n_cand = len(use_ptr) - 1
-    side_len = np.bincount(side_cand, minlength=n_cand)
-    side_ptr = np.zeros(n_cand + 1, dtype=np.int64)
-    np.cumsum(side_len, out=side_ptr[1:])
-    new_ptr = np.zeros(n_cand + 1, dtype=np.int64)
-    np.cumsum(np.diff(use_ptr) + side_len, out=new_ptr[1:])
-    total = int(new_ptr[-1])
-    out_k = np.empty(total, dtype=np.int64)
-    out_a = np.empty(total, dtype=np.int64)
-    _merge_csr(
-        np.ascontiguousarray(use_ptr, dtype=np.int64),
-        np.ascontiguousarray(keys, dtype=np.int64),
-        np.ascontiguousarray(amts, dtype=np.int64),
-        side_ptr,
-        np.ascontiguousarray(side_key, dtype=np.int64),
-        np.ascontiguousarray(side_amt, dtype=np.int64),
-        new_ptr,
-        out_k,
-        out_a,
-    )
-    return new_ptr, out_k, out_a
-
-
-def with_side_resources(enc, scored, capacity, res_key, use_ptr, use_res, use_amt):  # noqa: ANN001, ANN201
-    """The model's site resources with the side resources of ``scored``'s candidates appended:
-    ``(capacity, res_key, use_ptr, use_res, use_amt)``."""
+def side_resources(enc, scored):  # noqa: ANN001, ANN201
+    """The side resources of ``scored``'s candidates: ``(side_ptr, side_index, side_amt,
+    keys, capacity)``, the uses as a CSR per candidate (``side_ptr`` [n_cand + 1]; each use
+    the index of its resource among the side resources, sorted by key, and its amount) and
+    each side resource's key and capacity. ``matcher.problem.assemble`` appends them after
+    each candidate's site uses, as resources ``n_site_resources + index``."""
     side_base = enc.sites.free.size
     site_region = np.log2(enc.sites.region_bit.astype(np.float64)).astype(np.int64)
     side_cand, side_key, side_amt, side_cap = side_uses(
         enc.project_rows, enc.row_project, enc.project_apart_region, enc.project_budget,
         site_region, scored.cand_ptr, scored.cand_site, scored.cand_cost, side_base,
     )  # fmt: skip
-    if not side_cap:
-        return capacity, res_key, use_ptr, use_res, use_amt
+    n_cand = len(scored.cand_site)
+    side_ptr = np.zeros(n_cand + 1, dtype=np.int64)
+    np.cumsum(np.bincount(side_cand, minlength=n_cand), out=side_ptr[1:])
     keys = np.array(sorted(side_cap), dtype=np.int64)
-    side_id = len(res_key) + np.searchsorted(keys, side_key)
-    capacity = np.concatenate([capacity, np.array([side_cap[k] for k in keys.tolist()])])
-    use_ptr, use_res64, use_amt = merge_uses(
-        use_ptr, use_res.astype(np.int64), use_amt, side_cand, side_id, side_amt
-    )
-    return (
-        capacity.astype(np.int64),
-        np.concatenate([res_key, keys]),
-        use_ptr,
-        use_res64.astype(np.int32),
-        use_amt,
-    )
+    capacity = np.array([side_cap[k] for k in keys.tolist()], dtype=np.int64)
+    index = np.searchsorted(keys, side_key).astype(np.int64)
+    return side_ptr, index, np.asarray(side_amt, dtype=np.int64), keys, capacity

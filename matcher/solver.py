@@ -445,6 +445,8 @@ def solve_part(
             1, min(params.local_search_passes, params.local_search_work // max(1, model.n_cand))
         )
     )
+    if control.cancelled:  # e.g. while the parts were split: nothing found, nothing to say
+        return PartResult(None, 0, _item_bound(model), False, False, np.zeros(model.n_res))
     t_greedy = time.perf_counter()
     greedy_choice = greedy_solution(model, model.cand_value.astype(np.float64))
     greedy_s = time.perf_counter() - t_greedy
@@ -481,10 +483,12 @@ def solve_part(
 
     if not control.stop_requested():
         t = time.perf_counter()
-        reduced = greedy_solution(model, reduced_values(model, prices))
-        consider(reduced)
-        if passes:
-            consider(_polish(model, reduced, passes, control, params, greedy_s))
+        desirability = reduced_values(model, prices)  # a NumPy pass over every use: checked
+        if not control.stop_requested():
+            reduced = greedy_solution(model, desirability)
+            consider(reduced)
+            if passes:
+                consider(_polish(model, reduced, passes, control, params, greedy_s))
         clock.add("heuristic_s", time.perf_counter() - t)
     stop = threading.Event()
     rng = np.random.default_rng(params.seed)
@@ -622,11 +626,21 @@ def solve_part(
 
 
 def split(model: AssignmentModel, params: SolveParams | None = None) -> list[Part]:
-    """The model's independent parts, smallest first (items without candidates are in none:
-    they are never placed)."""
+    """The model's independent parts, smallest first. Items without candidates are in none
+    (they are never placed), except when one part holds every candidate: it is then the
+    model itself, all items included."""
     params = params or SolveParams()
     parts = []
-    for items in _parts(model, params.bundle_candidates):
+    groups = _parts(model, params.bundle_candidates)
+    if (
+        len(groups) == 1
+        and model.cand_ptr[groups[0] + 1].sum() - model.cand_ptr[groups[0]].sum() == model.n_cand
+    ):
+        # One part holding every candidate: the model itself (a copy costs ~1 s at 100000 x
+        # 10000); its items without candidates are never placed and bound by their term.
+        every = np.arange(model.n_items, dtype=np.int64)
+        return [Part(every, model, np.arange(model.n_cand, dtype=np.int64))]
+    for items in groups:
         sub, cand_index = restrict(model, items, model.capacity)
         parts.append(Part(items, sub, cand_index))
     return sorted(parts, key=lambda p: p.size)
@@ -643,8 +657,13 @@ def merge(
     # Items without any candidate are never placed; a must-assign one makes it infeasible.
     no_candidates = np.diff(model.cand_ptr) == 0
     infeasible = bool(np.any(model.must_assign & no_candidates))
-    # Items with no candidates still count in the bound through outside_best.
-    bound = int(np.maximum(model.outside_best[no_candidates & ~model.must_assign], 0).sum())
+    # Items with no candidates still count in the bound through outside_best (those of a
+    # part, in its bound).
+    in_part = np.zeros(model.n_items, dtype=np.bool_)
+    for part in parts:
+        in_part[part.items] = True
+    alone = no_candidates & ~model.must_assign & ~in_part
+    bound = int(np.maximum(model.outside_best[alone], 0).sum())
     objective = 0
     optimal = True
     found_all = True

@@ -256,3 +256,19 @@ def test_matcher_warm_up_compiles_kernels_and_solver():
     from matcher import kernels
 
     assert matcher.warm_up() > 0 and kernels.warm_up() > 0
+    from matcher import pricing, problem
+
+    # Compiled (or loaded) for the argument types of a real run: no run pays JIT time.
+    functions = (
+        problem._fill_uses,
+        problem._resource_ids,
+        pricing._new_sites,
+        pricing._merge_lists,
+    )
+    assert all(len(f.signatures) == 1 for f in functions)
+    built = problem.build_problem(
+        generate_market(300, 30, 12, seed=1), RunParams(candidates_per_project=3)
+    )
+    prices = np.random.default_rng(0).random(built.model.n_res) * 20
+    assert pricing.extend_problem(built, prices)[1] > 0  # it priced new sites in
+    assert all(len(f.signatures) == 1 for f in functions)  # ... with no new compilation

@@ -103,13 +103,43 @@ def test_pair_lagrangian_is_an_upper_bound(model: AssignmentModel) -> None:
         assert solution.bound >= optimum
 
 
-def test_merge_uses_appends_each_candidates_side_uses_after_its_own():
-    from matcher.pairs import merge_uses
+def test_assembled_uses_are_each_candidates_loads_then_its_pair_rules(monkeypatch):
+    """The model's uses, written in chunks of candidates, are exactly: each candidate's
+    row's positive loads at its site, then its side uses (pair rules), which come last (the
+    bound's pair check relies on it)."""
+    from matcher import problem as problem_module
+    from matcher.generate import generate_market
+    from matcher.pairs import side_uses
+    from matcher.problem import N_PROC, build_problem
+    from schemas.market import RunParams
 
-    use_ptr = np.array([0, 2, 2, 3], dtype=np.int64)  # candidate 1 has no own use
-    keys, amts = np.array([5, 6, 7]), np.array([50, 60, 70])
-    ptr, k, a = merge_uses(use_ptr, keys, amts, np.array([0, 1, 1]), np.array([90, 91, 92]),
-                           np.array([1, 2, 3]))  # fmt: skip
-    assert ptr.tolist() == [0, 3, 5, 6]
-    assert k.tolist() == [5, 6, 90, 91, 92, 7]
-    assert a.tolist() == [50, 60, 1, 2, 3, 70]
+    monkeypatch.setattr(problem_module, "CANDS_PER_CHECK", 97)  # dozens of chunks
+    prob = build_problem(generate_market(400, 40, 12, seed=5), RunParams())
+    m, enc, rows = prob.model, prob.enc, prob.enc.rows
+    region = np.log2(enc.sites.region_bit.astype(np.float64)).astype(np.int64)
+    side_cand, side_key, side_amt, side_cap = side_uses(
+        enc.project_rows, enc.row_project, enc.project_apart_region, enc.project_budget,
+        region, prob.scored.cand_ptr, prob.scored.cand_site, prob.scored.cand_cost,
+        enc.sites.free.size,
+    )  # fmt: skip
+    assert len(side_cap) > 0 and m.side_from < m.n_res  # the market has pair rules
+    pt = N_PROC * enc.n_months
+    cand_row = m.cand_item()
+    for c in range(m.n_cand):
+        r, s = cand_row[c], int(m.cand_bin[c])
+        ents = [e for e in range(rows.ent_ptr[r], rows.ent_ptr[r + 1]) if rows.ent_units[e] > 0]
+        want = [(s * pt + int(rows.ent_off[e]), int(rows.ent_units[e])) for e in ents]
+        want += [
+            (int(k), int(a))
+            for k, a in zip(side_key[side_cand == c], side_amt[side_cand == c], strict=True)
+        ]
+        uses = range(m.use_ptr[c], m.use_ptr[c + 1])
+        got = [(int(prob.res_key[m.use_res[u]]), int(m.use_amt[u])) for u in uses]
+        assert got == want, c
+        kinds = [int(m.use_res[u]) >= m.side_from for u in uses]
+        assert kinds == sorted(kinds)  # site uses first, pair rules last
+    site = prob.res_key[: m.side_from]
+    assert np.array_equal(m.capacity[: m.side_from], enc.sites.free.reshape(-1)[site])
+    assert [side_cap[int(k)] for k in prob.res_key[m.side_from :]] == m.capacity[
+        m.side_from :
+    ].tolist()

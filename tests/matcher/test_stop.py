@@ -93,3 +93,68 @@ def test_encoding_checks_the_stop_request_between_blocks_of_projects():
         encode(snap, RunParams(), stop=stop)
     assert len(calls) == 3
     assert encode(snap, RunParams(), stop=lambda: False).rows.n_rows >= 3000
+
+
+def test_cancel_during_assembly_is_heard_at_the_next_chunk_of_candidates(monkeypatch):
+    from matcher import problem
+
+    snap = generate_market(3000, 300, 12, seed=8)
+    params = RunParams(time_limit_s=60.0, seed=0)
+    control = RunControl(60.0)
+    fill = problem._fill_uses
+    calls = []
+
+    def fill_then_cancel(*args) -> None:
+        calls.append(1)
+        fill(*args)
+        if len(calls) == 3:
+            control.cancel()
+
+    monkeypatch.setattr(problem, "CANDS_PER_CHECK", 256)  # 3,000+ rows x 16: many chunks
+    monkeypatch.setattr(problem, "_fill_uses", fill_then_cancel)
+    t0 = time.perf_counter()
+    res = match(snap, params, control)
+    assert time.perf_counter() - t0 < 30.0  # far from its 60 s
+    assert len(calls) == 3  # stopped at the check after the third chunk
+    assert res.partial and res.assignments == [] and res.objective == 0
+    monkeypatch.undo()
+    done = match(snap, params.model_copy(update={"time_limit_s": 3.0}))
+    assert res.bound >= done.bound >= done.objective > 0
+
+
+def test_cancel_while_pricing_rebuilds_the_model_returns_the_verified_answer_so_far(monkeypatch):
+    from market_factories import check_feasible
+
+    from matcher import problem
+
+    snap = generate_market(600, 60, 12, seed=4)  # the independent checker is quadratic
+    # Short lists, so that pricing has sites to add and rebuilds the model.
+    params = RunParams(time_limit_s=8.0, seed=1, candidates_per_project=4)
+    phases: list[str] = []
+    control = RunControl(8.0, on_progress=lambda p: phases.append(p.phase))
+    fill = problem._fill_uses
+    after = []
+
+    def fill_or_cancel(*args) -> None:
+        if "solve" in phases:  # the first round is solved: this is pricing's model
+            after.append(1)
+            control.cancel()
+        fill(*args)
+
+    monkeypatch.setattr(problem, "_fill_uses", fill_or_cancel)
+    res = match(snap, params, control)
+    assert after == [1]  # the rebuild stopped at its first check
+    assert res.partial and res.objective > 0 and res.bound >= res.objective
+    check_feasible(snap, res)  # independent checker: capacities, eligibility, objective
+    assert res.objective == pytest.approx(sum(a.value for a in res.assignments))
+
+
+def test_the_garbage_collector_is_paused_during_a_run_and_restored_after():
+    import gc
+
+    seen: list[bool] = []
+    control = RunControl(1.0, on_progress=lambda p: seen.append(gc.isenabled()))
+    assert gc.isenabled()
+    match(generate_market(200, 20, 12, seed=1), RunParams(time_limit_s=1.0), control)
+    assert seen and not any(seen)  # off in every phase
+    assert gc.isenabled()
