@@ -165,6 +165,11 @@ def run(
     objective plus the offset: the value of everything outside this model).
     """
     cp, _ = build(model, hint=hint, objective_floor=objective_floor)
+    if control is not None and not control.deterministic:
+        # Building took time (seconds on a large model): the search gets what is left of the
+        # run now, not what was left when the solver was configured.
+        limit = solver.parameters.max_time_in_seconds
+        solver.parameters.max_time_in_seconds = max(0.01, min(limit, control.left()))
     if control is None:
         status = solver.solve(cp)
     elif control.cancelled:
