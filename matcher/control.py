@@ -350,13 +350,9 @@ class GapParams:
     # grows tenfold as the multipliers rise, so doubling the calls freely overran the limit
     # by 5 s on d801600.
     lagrange_chunk: int = 10
-    # The market solver returns this long after its time limit per pair of its model
-    # (it builds the whole CP-SAT model after reading the time left): 1.2-3.4 s on d801600's
-    # 128000 pairs at load 5-6, 2.6-3.3 s on e401600's 64000; its
-    # limit is shortened by as much so that the GAP path keeps the limit + 5 % + 1 s.
-    cpsat_overrun_per_pair: float = 2e-5
-    # ... and past the whole limit less this margin (a loaded machine builds slower still),
-    # it is stopped by a cancel of its own control: it answers within about a second.
+    # The market solver's CP-SAT search gets what is left after its model is built
+    # (matcher.cpsat.run); past the whole limit less this margin (a loaded machine may still
+    # overrun in the steps around the search) it is stopped by a cancel of its own control.
     cpsat_stop_margin_s: float = 0.3
     # Share of the limit always kept for CP-SAT on the reduced model: the earlier phases
     # stop short of it even when Numba compiles or the machine is loaded, so CP-SAT always

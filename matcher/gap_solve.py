@@ -326,8 +326,8 @@ def _solve_by(
     """The market solver on ``model`` for ``left`` seconds, stopped (a cancel of its own
     control) at ``control``'s deadline less ``cpsat_stop_margin_s`` if it runs past it: it
     returns late by the time it takes to build the whole CP-SAT model, which grows with the
-    machine's load (3.3 s on e401600 at load 6; ``left`` is already shortened for a quiet
-    one). A cancel of ``control`` reaches it too."""
+    machine's load (3.3 s on e401600 at load 6, before the search's limit was cut to what the
+    build left). A cancel of ``control`` reaches it too."""
 
     def forward(p) -> None:
         control.report(p.phase, objective=p.objective, bound=p.bound, placed=p.placed)
@@ -600,7 +600,7 @@ def solve_gap_instance(
     if not control.stop_requested() or det:
         model = _reduced_model(c, instance, keep, best_agents)
         left = (
-            control.left() - gp.cpsat_overrun_per_pair * float(keep.sum())
+            control.left()
             if not det
             else params.time_limit_s
             * (
