@@ -1,44 +1,15 @@
-"""The pair-by-pair walk (``matcher.kernels.score_pairs(method="walk")``), by name.
+"""The two ways ``matcher.kernels.score_pairs`` scores, by name, whatever the size.
 
-The kernels take it for small calls; for large ones they score lanes. The benchmarks time the
-walk beside the lanes in the same run (so that their ratio holds on a noisy machine), and
-the tests hold the two to the same bits.
+The kernels take the pair-by-pair walk for small calls and score lanes for large ones. The
+benchmarks time the walk beside the lanes in the same run (so that their ratio holds on a
+noisy machine), and the tests hold the two to the same bits.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from functools import partial
 
-from matcher.kernels import GroupWords, RowArrays, Scored, SiteArrays, score_pairs
+from matcher.kernels import score_pairs
 
-
-def score_pairs_walk(
-    sites: SiteArrays,
-    rows: RowArrays,
-    words: GroupWords,
-    *,
-    k: int,
-    w_cost: float,
-    fit_market: float,
-    dual: np.ndarray | None = None,
-) -> Scored:
-    """``score_pairs`` computed pair by pair, whatever the size."""
-    return score_pairs(
-        sites, rows, words, k=k, w_cost=w_cost, fit_market=fit_market, dual=dual, method="walk"
-    )
-
-
-def score_pairs_lanes(
-    sites: SiteArrays,
-    rows: RowArrays,
-    words: GroupWords,
-    *,
-    k: int,
-    w_cost: float,
-    fit_market: float,
-    dual: np.ndarray | None = None,
-) -> Scored:
-    """``score_pairs`` computed on lanes, whatever the size."""
-    return score_pairs(
-        sites, rows, words, k=k, w_cost=w_cost, fit_market=fit_market, dual=dual, method="lanes"
-    )
+score_pairs_walk = partial(score_pairs, method="walk")
+score_pairs_lanes = partial(score_pairs, method="lanes")

@@ -483,6 +483,30 @@ def _heap_push(sites, vals, costs, n, s, v, c):
         i = parent
 
 
+@njit(cache=True, inline="always")
+def _offer(sites, vals, costs, nk, k, s, v, c, o1v, o1s, o2v):
+    """One eligible site offered to a row's top-``k`` heap of ``nk`` entries. What it cuts
+    (the site itself or the heap's worst) updates the two best values cut and the first's
+    site (``outside_best``). Returns (nk, o1v, o1s, o2v)."""
+    if nk < k:
+        _heap_push(sites, vals, costs, nk, s, v, c)
+        return nk + 1, o1v, o1s, o2v
+    cv = v
+    cs = s
+    if _ranks_before(v, s, vals[0], sites[0]):
+        cv = vals[0]
+        cs = sites[0]
+        sites[0] = s
+        vals[0] = v
+        costs[0] = c
+        _sift_down(sites, vals, costs, 0, k)
+    if cv > o1v:
+        return nk, cv, cs, o1v
+    if cv > o2v:
+        return nk, o1v, o1s, cv
+    return nk, o1v, o1s, o2v
+
+
 @njit(cache=True)
 def _heap_sort(sites, vals, costs, n):
     """Heap of ``n`` entries -> sorted best first (the worst is moved to the end each time)."""
@@ -900,26 +924,7 @@ def _score_task(
                         bv, b_s, bc, bcd, av, a_s, ac = _best_two_cdmos(
                             v, s, c, cdmo[i], bv, b_s, bc, bcd, av, a_s, ac
                         )
-                    if nk < k:
-                        _heap_push(sites, vals, costs, nk, s, v, c)
-                        nk += 1
-                        continue
-                    if _ranks_before(v, s, vals[0], sites[0]):
-                        cv = vals[0]
-                        cs = sites[0]
-                        sites[0] = s
-                        vals[0] = v
-                        costs[0] = c
-                        _sift_down(sites, vals, costs, 0, k)
-                    else:
-                        cv = v
-                        cs = s
-                    if cv > o1v:
-                        o2v = o1v
-                        o1v = cv
-                        o1s = cs
-                    elif cv > o2v:
-                        o2v = cv
+                    nk, o1v, o1s, o2v = _offer(sites, vals, costs, nk, k, s, v, c, o1v, o1s, o2v)
                     # Below the second value cut nothing changes any more (but the
                     # alternative CDMO's best may lie there).
                     if not want_alt and o2v > thr:
@@ -1085,28 +1090,10 @@ def _walk_rows(
                 s_pen[t] if use_dual else 0.0, row_stab[j] if s == prev else 0.0,
             )  # fmt: skip
 
-            # Streaming "best, and best of a CDMO other than the best's"; strict > keeps the
-            # lower site on ties.
-            if not want_alt:
-                pass
-            elif cd == bcd:
-                if v > bv:
-                    bv = v
-                    b_s = s
-                    bc = cost
-            elif v > bv:
-                if b_s >= 0:
-                    av = bv
-                    a_s = b_s
-                    ac = bc
-                bv = v
-                b_s = s
-                bc = cost
-                bcd = cd
-            elif v > av:
-                av = v
-                a_s = s
-                ac = cost
+            if want_alt:
+                bv, b_s, bc, bcd, av, a_s, ac = _best_two_cdmos(
+                    v, s, cost, cd, bv, b_s, bc, bcd, av, a_s, ac
+                )
 
             if s == f0:
                 fv0 = v
@@ -1118,26 +1105,7 @@ def _walk_rows(
                 fc1 = cost
                 fok1 = True
                 continue
-            if nk < k:
-                _heap_push(sites, vals, costs, nk, s, v, cost)
-                nk += 1
-                continue
-            if _ranks_before(v, s, vals[0], sites[0]):
-                cv = vals[0]
-                cs = sites[0]
-                sites[0] = s
-                vals[0] = v
-                costs[0] = cost
-                _sift_down(sites, vals, costs, 0, k)
-            else:
-                cv = v
-                cs = s
-            if cv > o1v:
-                o2v = o1v
-                o1v = cv
-                o1s = cs
-            elif cv > o2v:
-                o2v = cv
+            nk, o1v, o1s, o2v = _offer(sites, vals, costs, nk, k, s, v, cost, o1v, o1s, o2v)
 
         _heap_sort(sites, vals, costs, nk)
         if fok0:

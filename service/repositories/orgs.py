@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
@@ -73,50 +74,47 @@ def require_org_of_kind(session: Session, org_id: str, kind: OrgKind, field: str
     return org
 
 
-def owning_org(
-    session: Session,
-    principal: Principal,
-    requested_id: str | None,
-    *,
-    kind: OrgKind,
-    field: str,
-    owner: str,
-    things: str,
-) -> str:
-    """The id of the organisation (of ``kind``) that will own a new resource.
+@dataclass(frozen=True)
+class Ownership:
+    """Who owns a new resource: an organisation of ``kind``, named by operators in
+    ``field``; ``owner`` and ``things`` name the kind and the resource in messages."""
 
-    Operators must name it in ``field``; others create only for themselves and must be of
-    ``kind``. ``owner`` and ``things`` name the kind and the resource in messages.
-    """
-    org_id, named = requested_owner(
-        principal, requested_id, kind=kind, field=field, owner=owner, things=things
-    )
+    kind: OrgKind
+    field: str
+    owner: str
+    things: str
+
+
+MAKER_OWNS_PROJECTS = Ownership(OrgKind.MAKER, "maker_id", "maker", "projects")
+CDMO_OWNS_SITES = Ownership(OrgKind.CDMO, "cdmo_id", "CDMO", "sites")
+
+
+def owning_org(
+    session: Session, principal: Principal, requested_id: str | None, rule: Ownership
+) -> str:
+    """The id of the organisation that will own a new resource: operators must name it in
+    ``rule.field``; others create only for themselves and must be of ``rule.kind``."""
+    org_id, named = requested_owner(principal, requested_id, rule)
     if named:
-        require_org_of_kind(session, org_id, kind, field)
+        require_org_of_kind(session, org_id, rule.kind, rule.field)
     return org_id
 
 
 def requested_owner(
-    principal: Principal,
-    requested_id: str | None,
-    *,
-    kind: OrgKind,
-    field: str,
-    owner: str,
-    things: str,
+    principal: Principal, requested_id: str | None, rule: Ownership
 ) -> tuple[str, bool]:
     """:func:`owning_org` before its database check: the owner's id, and whether it was named
-    by an operator (then it must still be shown to be an organisation of ``kind``)."""
+    by an operator (then it must still be shown to be an organisation of ``rule.kind``)."""
     if principal.is_operator:
         if requested_id is None:
             raise InvalidFieldError(
-                field, f"operators must name the owning {owner}", code="missing"
+                rule.field, f"operators must name the owning {rule.owner}", code="missing"
             )
         return requested_id, True
-    if principal.kind != kind:
-        raise PermissionDeniedError(f"only {owner}s and operators may create {things}")
+    if principal.kind != rule.kind:
+        raise PermissionDeniedError(f"only {rule.owner}s and operators may create {rule.things}")
     if requested_id is not None and requested_id != principal.org_id:
-        raise PermissionDeniedError(f"a {owner} may only create {things} of its own")
+        raise PermissionDeniedError(f"a {rule.owner} may only create {rule.things} of its own")
     return principal.org_id, False
 
 

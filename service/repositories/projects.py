@@ -56,7 +56,7 @@ from service.repositories.common import (
     versioned_update,
     where_visible,
 )
-from service.repositories.orgs import owning_org, requested_owner
+from service.repositories.orgs import MAKER_OWNS_PROJECTS, owning_org, requested_owner
 from service.repositories.proposals import release_hold
 
 _ACTIVE = [s.value for s in ACTIVE_PROPOSAL_STATUSES]
@@ -204,15 +204,7 @@ def check_project_create(
 ) -> str:
     """Check a new project in context (its maker, its excluded CDMOs); returns the maker id.
     Also used for draft bodies that are only quoted (instant candidates), never stored."""
-    maker_id = owning_org(
-        session,
-        principal,
-        project_in.maker_id,
-        kind=OrgKind.MAKER,
-        field="maker_id",
-        owner="maker",
-        things="projects",
-    )
+    maker_id = owning_org(session, principal, project_in.maker_id, MAKER_OWNS_PROJECTS)
     _check_excluded(session, project_in.excluded_cdmo_ids)
     return maker_id
 
@@ -245,14 +237,7 @@ def create_at_once(
     version, only where ``gate`` and :func:`check_project_create`'s checks hold (a maker named
     by an operator is a maker; every excluded id is a CDMO). No row: a check failed, and
     :func:`create_project` says which."""
-    maker_id, named = requested_owner(
-        principal,
-        project_in.maker_id,
-        kind=OrgKind.MAKER,
-        field="maker_id",
-        owner="maker",
-        things="projects",
-    )
+    maker_id, named = requested_owner(principal, project_in.maker_id, MAKER_OWNS_PROJECTS)
     project = _new_project(maker_id, project_in, None)
     params = {f"new_{c.key}": getattr(project, c.key) for c in _COLUMNS}
     params["excluded"] = list(project_in.excluded_cdmo_ids)  # unique (UniqueList)

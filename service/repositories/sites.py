@@ -11,7 +11,6 @@ from sqlmodel import Session, select
 
 from schemas.api import (
     ACTIVE_PROPOSAL_STATUSES,
-    OrgKind,
     SiteBase,
     SiteCreate,
     SitePublic,
@@ -32,7 +31,7 @@ from service.repositories.common import (
     versioned_update,
     where_visible,
 )
-from service.repositories.orgs import owning_org
+from service.repositories.orgs import CDMO_OWNS_SITES, owning_org
 
 
 @dataclass(frozen=True)
@@ -88,15 +87,7 @@ def list_sites(
 def create_site(
     *, session: Session, principal: Principal, site_in: SiteCreate, site_id: str | None = None
 ) -> Site:
-    cdmo_id = owning_org(
-        session,
-        principal,
-        site_in.cdmo_id,
-        kind=OrgKind.CDMO,
-        field="cdmo_id",
-        owner="CDMO",
-        things="sites",
-    )
+    cdmo_id = owning_org(session, principal, site_in.cdmo_id, CDMO_OWNS_SITES)
     values = site_in.model_dump(mode="json", exclude={"cdmo_id"})
     site = Site(id=site_id or new_id("site"), cdmo_id=cdmo_id, **values)
     session.add(site)
