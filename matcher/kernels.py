@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numba import njit, parallel_chunksize, prange
@@ -267,9 +267,11 @@ class Lanes:
     lane_of: np.ndarray  # int64 [n_lanes]
     site: np.ndarray  # int32 [n_lanes]
     ent_col: np.ndarray  # int32 per row entry: its column (the cells the rows load only)
+    cells: np.ndarray  # int64 [columns] the (process, month) cell of each column
     price: np.ndarray  # float64 [columns, n_lanes]
     free: np.ndarray  # int32 [columns, n_lanes]
     dual: np.ndarray  # float64 [columns, n_lanes], or [0, n_lanes] without dual prices
+    # (``lanes`` builds the layout without them, once per market: ``with_dual`` adds them)
     cdmo: np.ndarray  # int32 [n_lanes]
     fitq: np.ndarray  # float64 [n_lanes]
     region_bit: np.ndarray  # uint32 [n_lanes]
@@ -278,8 +280,8 @@ class Lanes:
 
 @njit(cache=True, parallel=True)
 def _lane_columns(
-    lane_site, cells, price, free, dual, use_dual, site_cdmo, site_fitq, site_rbit,
-    l_price, l_free, l_dual, l_cdmo, l_fitq, l_rbit,
+    lane_site, cells, price, free, site_cdmo, site_fitq, site_rbit,
+    l_price, l_free, l_cdmo, l_fitq, l_rbit,
 ):  # fmt: skip
     n_lanes = lane_site.shape[0]
     n_pt = cells.shape[0]
@@ -293,8 +295,6 @@ def _lane_columns(
                 for o in range(n_pt):
                     l_price[o, q] = 0.0
                     l_free[o, q] = 0
-                    if use_dual:
-                        l_dual[o, q] = 0.0
                 continue
             l_cdmo[q] = site_cdmo[s]
             l_fitq[q] = site_fitq[s]
@@ -302,9 +302,16 @@ def _lane_columns(
             for o in range(n_pt):
                 l_price[o, q] = price[s, cells[o]]
                 l_free[o, q] = free[s, cells[o]]
-            if use_dual:
-                for o in range(n_pt):
-                    l_dual[o, q] = dual[s, cells[o]]
+
+
+@njit(cache=True, parallel=True)
+def _lane_dual(lane_site, cells, dual, l_dual):
+    n_lanes = lane_site.shape[0]
+    for blk in prange((n_lanes + 255) // 256):
+        for q in range(blk * 256, min(n_lanes, blk * 256 + 256)):
+            s = lane_site[q]
+            for o in range(cells.shape[0]):
+                l_dual[o, q] = dual[s, cells[o]] if s >= 0 else 0.0
 
 
 @njit(cache=True, parallel=True)
@@ -342,8 +349,11 @@ def _sort_key(word: np.ndarray, freq: np.ndarray) -> np.ndarray:
     return np.argsort(-key, kind="stable")
 
 
-def lanes(sites: SiteArrays, rows: RowArrays, words: GroupWords, dual: np.ndarray | None) -> Lanes:
-    """Lane layout of the lists the rows use (one per category x class), with ``dual``."""
+def lanes(sites: SiteArrays, rows: RowArrays, words: GroupWords) -> Lanes:
+    """Lane layout of the lists the rows use (one per category x class), without dual prices.
+
+    It depends on the market only (not on a pass's prices), so a market's passes share one
+    (``matcher.encode.Encoded.lanes``); ``with_dual`` adds a pass's prices."""
     n_groups = len(rows.grp_cc)
     used = np.unique(rows.group).astype(np.int64)
     used_cc = rows.grp_cc[used]
@@ -387,16 +397,13 @@ def lanes(sites: SiteArrays, rows: RowArrays, words: GroupWords, dual: np.ndarra
     n_lanes, n_pt = len(lane_site), len(cells)
     l_price = np.empty((n_pt, n_lanes))
     l_free = np.empty((n_pt, n_lanes), dtype=np.int32)
-    l_dual = np.empty((n_pt if dual is not None else 0, n_lanes))
     l_cdmo = np.empty(n_lanes, dtype=np.int32)
     l_fitq = np.empty(n_lanes)
     l_rbit = np.empty(n_lanes, dtype=np.uint32)
     if n_lanes:
         _lane_columns(
-            lane_site, cells, sites.price, sites.free,
-            np.zeros((1, 1)) if dual is None else np.ascontiguousarray(dual, np.float64),
-            dual is not None, sites.cdmo, sites.fitq, sites.region_bit,
-            l_price, l_free, l_dual, l_cdmo, l_fitq, l_rbit,
+            lane_site, cells, sites.price, sites.free, sites.cdmo, sites.fitq, sites.region_bit,
+            l_price, l_free, l_cdmo, l_fitq, l_rbit,
         )  # fmt: skip
     padded = (lengths[used] + BLOCK - 1) // BLOCK * BLOCK
     w0 = np.zeros(n_groups, dtype=np.int64)
@@ -405,9 +412,17 @@ def lanes(sites: SiteArrays, rows: RowArrays, words: GroupWords, dual: np.ndarra
     if len(word):
         _lane_words(used, words.ptr, words.word, q0, w0, lane_perm, word)
     return Lanes(
-        q0, w0, lane_of, lane_site, col_of[rows.ent_off], l_price, l_free, l_dual, l_cdmo,
-        l_fitq, l_rbit, word,
+        q0, w0, lane_of, lane_site, col_of[rows.ent_off], cells, l_price, l_free,
+        np.zeros((0, n_lanes)), l_cdmo, l_fitq, l_rbit, word,
     )  # fmt: skip
+
+
+def with_dual(lane: Lanes, dual: np.ndarray) -> Lanes:
+    """``lane`` with the dual prices (float64 [S, PT]) of its sites' cells as columns."""
+    l_dual = np.empty((len(lane.cells), len(lane.site)))
+    if l_dual.size:
+        _lane_dual(lane.site, lane.cells, np.ascontiguousarray(dual, np.float64), l_dual)
+    return replace(lane, dual=l_dual)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -1200,6 +1215,11 @@ def _compact_kernel(ptr, buf_site, buf_value, buf_cost, cand_site, cand_value, c
             cand_cost[base + t] = buf_cost[j, t]
 
 
+def method_for(rows: RowArrays, sites: SiteArrays) -> str:
+    """The kernel ``score_pairs`` takes by default for these rows and sites."""
+    return "lanes" if rows.n_rows * sites.n_sites >= LANES_MIN_PAIRS else "walk"
+
+
 def score_pairs(
     sites: SiteArrays,
     rows: RowArrays,
@@ -1211,6 +1231,7 @@ def score_pairs(
     dual: np.ndarray | None = None,
     stop: Callable[[], bool] | None = None,
     method: str | None = None,
+    layout: Lanes | None = None,
 ) -> Scored:
     """Eligibility and value of every row x site pair; at most ``k`` + 3 candidates per row.
 
@@ -1227,13 +1248,14 @@ def score_pairs(
     second source at another CDMO is always representable). ``outside_best`` is exactly the
     best value among the eligible sites left out.
 
-    ``method`` ("lanes" or "walk"; by default by size, see LANES_MIN_PAIRS) picks the
-    kernel: both return the same bits.
+    ``method`` ("lanes" or "walk"; by default ``method_for`` the size) picks the kernel: both
+    return the same bits. ``layout`` is ``lanes(sites, rows, words)`` when the caller keeps
+    one for several passes (built here otherwise).
     """
     if k < 1:
         raise ValueError("k must be at least 1")
     if method is None:
-        method = "lanes" if rows.n_rows * sites.n_sites >= LANES_MIN_PAIRS else "walk"
+        method = method_for(rows, sites)
     if method not in ("lanes", "walk"):
         raise ValueError("method must be 'lanes' or 'walk'")
     n = rows.n_rows
@@ -1254,7 +1276,9 @@ def score_pairs(
             buf_site, buf_value, buf_cost, out_n, counts, outside,
         )  # fmt: skip
         if method == "lanes":
-            lane = lanes(sites, rows, words, dual)
+            lane = lanes(sites, rows, words) if layout is None else layout
+            if dual is not None:
+                lane = with_dual(lane, dual)
             args = (
                 k, float(w_cost), float(fit_market), sites.n_sites,
                 lane.q0, lane.w0, lane.lane_of, lane.site, lane.price, lane.free, lane.dual,

@@ -151,6 +151,7 @@ def score(
     (``matcher.control.Stopped``)."""
     if stop is None and control is not None:
         stop = lambda: control.cancelled  # noqa: E731
+    lanes = kernels.method_for(enc.rows, enc.sites) == "lanes"
     return kernels.score_pairs(
         enc.sites,
         enc.rows,
@@ -160,6 +161,7 @@ def score(
         fit_market=FIT_MARKET,
         dual=dual,
         stop=stop,
+        layout=enc.lanes if lanes else None,
     )
 
 
