@@ -247,6 +247,10 @@ def group_words(sites: SiteArrays, rows: RowArrays) -> GroupWords:
 # skip more lanes but cut runs shorter; 16 and 32 measured the same at 100000 x 10000, 8 slower.
 BLOCK = 32
 WORDS_PER_BLOCK = BLOCK // 8
+# Inactive blocks (no survivor) that a run of lanes bridges: their lanes cost a few vector
+# operations per load, a new run a call and a loop's set-up per load; their flags are 0, so
+# they change no count and no value.
+RUN_GAP = 1
 I32_MIN = np.iinfo(np.int32).min
 I32_MAX = np.iinfo(np.int32).max
 
@@ -592,12 +596,55 @@ def _run_4(cost, fits, lo, hi, h0, h1, h2, h3, u0, u1, u2, u3, p0, p1, p2, p3, f
 
 
 @njit(cache=True)
+def _run_8(cost, fits, lo, hi, h, u, p, f):
+    """Eight loads at once (``h``, ``u``: their hours and units; ``p``, ``f``: their price and
+    free-hour columns): half the passes over ``cost`` and ``fits`` of four at a time."""
+    c = cost[lo:hi]
+    ok = fits[lo:hi]
+    h0, h1, h2, h3, h4, h5, h6, h7 = h
+    u0, u1, u2, u3, u4, u5, u6, u7 = u
+    a0, a1, a2, a3 = p[0][lo:hi], p[1][lo:hi], p[2][lo:hi], p[3][lo:hi]
+    a4, a5, a6, a7 = p[4][lo:hi], p[5][lo:hi], p[6][lo:hi], p[7][lo:hi]
+    g0, g1, g2, g3 = f[0][lo:hi], f[1][lo:hi], f[2][lo:hi], f[3][lo:hi]
+    g4, g5, g6, g7 = f[4][lo:hi], f[5][lo:hi], f[6][lo:hi], f[7][lo:hi]
+    for i in range(hi - lo):
+        x = (((c[i] + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]) + h3 * a3[i]
+        c[i] = (((x + h4 * a4[i]) + h5 * a5[i]) + h6 * a6[i]) + h7 * a7[i]
+        ok[i] &= np.uint8(
+            (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]) & (u3 <= g3[i])
+            & (u4 <= g4[i]) & (u5 <= g5[i]) & (u6 <= g6[i]) & (u7 <= g7[i])
+        )  # fmt: skip
+
+
+@njit(cache=True)
 def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_hours, lp, lf):
     """Cost and capacity of the lanes of the runs, over the row's entries e0..e1."""
     for t in range(n_runs):
         _run_clear(cost, fits, run0[t], run1[t])
     e = e0
-    while e1 - e >= 4:
+    while e1 - e >= 8:
+        o = ent_col[e : e + 8]
+        h = (
+            ent_hours[e], ent_hours[e + 1], ent_hours[e + 2], ent_hours[e + 3],
+            ent_hours[e + 4], ent_hours[e + 5], ent_hours[e + 6], ent_hours[e + 7],
+        )  # fmt: skip
+        u = (
+            _units32(ent_units[e]), _units32(ent_units[e + 1]), _units32(ent_units[e + 2]),
+            _units32(ent_units[e + 3]), _units32(ent_units[e + 4]), _units32(ent_units[e + 5]),
+            _units32(ent_units[e + 6]), _units32(ent_units[e + 7]),
+        )  # fmt: skip
+        p = (
+            lp[o[0], q0:], lp[o[1], q0:], lp[o[2], q0:], lp[o[3], q0:],
+            lp[o[4], q0:], lp[o[5], q0:], lp[o[6], q0:], lp[o[7], q0:],
+        )  # fmt: skip
+        f = (
+            lf[o[0], q0:], lf[o[1], q0:], lf[o[2], q0:], lf[o[3], q0:],
+            lf[o[4], q0:], lf[o[5], q0:], lf[o[6], q0:], lf[o[7], q0:],
+        )  # fmt: skip
+        for t in range(n_runs):
+            _run_8(cost, fits, run0[t], run1[t], h, u, p, f)
+        e += 8
+    if e1 - e >= 4:
         o0, o1, o2, o3 = ent_col[e], ent_col[e + 1], ent_col[e + 2], ent_col[e + 3]
         h0, h1, h2, h3 = ent_hours[e], ent_hours[e + 1], ent_hours[e + 2], ent_hours[e + 3]
         u0, u1 = _units32(ent_units[e]), _units32(ent_units[e + 1])
@@ -796,7 +843,6 @@ def _score_task(
         )  # fmt: skip
         n_act = 0
         n_runs = 0
-        in_run = False
         for blk in range(n_blk):
             live = np.uint64(0)
             for w in range(blk * WORDS_PER_BLOCK, blk * WORDS_PER_BLOCK + WORDS_PER_BLOCK):
@@ -804,13 +850,12 @@ def _score_task(
             if live:
                 blocks[n_act] = blk
                 n_act += 1
-                if not in_run:
+                if n_runs > 0 and blk * BLOCK - run1[n_runs - 1] <= RUN_GAP * BLOCK:
+                    run1[n_runs - 1] = blk * BLOCK + BLOCK
+                else:
                     run0[n_runs] = blk * BLOCK
+                    run1[n_runs] = blk * BLOCK + BLOCK
                     n_runs += 1
-                run1[n_runs - 1] = blk * BLOCK + BLOCK
-                in_run = True
-            else:
-                in_run = False
 
         # Cost and capacity (and dual penalty) of the lanes in active blocks.
         e0 = ent_ptr[j]
@@ -940,10 +985,12 @@ def _score_task(
                             v, s, c, cdmo[i], bv, b_s, bc, bcd, av, a_s, ac
                         )
                     nk, o1v, o1s, o2v = _offer(sites, vals, costs, nk, k, s, v, c, o1v, o1s, o2v)
-                    # Below the second value cut nothing changes any more (but the
-                    # alternative CDMO's best may lie there).
-                    if not want_alt and o2v > thr:
-                        thr = o2v
+                    # Below the second value cut nothing changes the list any more; nor the
+                    # alternative CDMO's best once two CDMOs rank above: whichever is best,
+                    # the other ranks above the lane.
+                    lift = o2v if not want_alt else (min(o2v, av) if a_s >= 0 else NO_VALUE)
+                    if pass_ == 0 and lift > thr:
+                        thr = lift
 
         _heap_sort(sites, vals, costs, nk)
         for pf, f in ((pf0, f0), (pf1, f1)):
