@@ -701,6 +701,28 @@ def _masks(word, flag, n, r_proc, r_cert, r_mkt):
 
 
 @njit(cache=True)
+def _active_runs(flag64, n_blk, blocks, run0, run1):
+    """The blocks holding a survivor of the masks (``blocks``), and the runs of lanes that
+    cover them (``run0``, ``run1``; bridging up to RUN_GAP inactive blocks); their counts."""
+    n_act = 0
+    n_runs = 0
+    for blk in range(n_blk):
+        live = np.uint64(0)
+        for w in range(blk * WORDS_PER_BLOCK, blk * WORDS_PER_BLOCK + WORDS_PER_BLOCK):
+            live |= flag64[w]
+        if live:
+            blocks[n_act] = blk
+            n_act += 1
+            if n_runs > 0 and blk * BLOCK - run1[n_runs - 1] <= RUN_GAP * BLOCK:
+                run1[n_runs - 1] = blk * BLOCK + BLOCK
+            else:
+                run0[n_runs] = blk * BLOCK
+                run1[n_runs] = blk * BLOCK + BLOCK
+                n_runs += 1
+    return n_act, n_runs
+
+
+@njit(cache=True)
 def _add_penalty(pen, units, dual):
     for i in range(pen.shape[0]):
         pen[i] += units * dual[i]
@@ -820,7 +842,6 @@ def _score_task(
     rbit = lrbit[q0 : q0 + n_pad]
     asc = gsite[base : base + n_list]  # the same sites, ascending (GroupWords' order)
     flag = np.zeros(n_pad, dtype=np.uint8)  # padding lanes stay 0: never survivors
-    flag64 = flag.view(np.uint64)
     cost = np.zeros(n_pad)
     fits = np.zeros(n_pad, dtype=np.uint8)
     pen = np.zeros(n_pad)
@@ -832,30 +853,20 @@ def _score_task(
     run1 = np.empty(n_blk, dtype=np.int64)
     heap = np.empty(k + 2, dtype=np.int64)
     order_blk = np.empty(n_blk, dtype=np.int64)  # active blocks by best value, descending
+    n_p2 = n_p3 = n_p4 = n_act = n_runs = 0
 
     for ii in range(i0, i1):
         j = order[ii]
         req = row_req[j]
-        # Process, certification and market masks over every lane of the list.
-        n_p2, n_p3, n_p4 = _masks(
-            word, flag, n_list, req & np.uint32(PROC_FIELD), req & np.uint32(CERT_FIELD),
-            req & np.uint32(MKT_FIELD),
-        )  # fmt: skip
-        n_act = 0
-        n_runs = 0
-        for blk in range(n_blk):
-            live = np.uint64(0)
-            for w in range(blk * WORDS_PER_BLOCK, blk * WORDS_PER_BLOCK + WORDS_PER_BLOCK):
-                live |= flag64[w]
-            if live:
-                blocks[n_act] = blk
-                n_act += 1
-                if n_runs > 0 and blk * BLOCK - run1[n_runs - 1] <= RUN_GAP * BLOCK:
-                    run1[n_runs - 1] = blk * BLOCK + BLOCK
-                else:
-                    run0[n_runs] = blk * BLOCK
-                    run1[n_runs] = blk * BLOCK + BLOCK
-                    n_runs += 1
+        # Process, certification and market masks over every lane of the list, and the
+        # blocks and runs they leave: the previous row's when it required the same (rows
+        # come sorted by group, then requirements: a third of them repeat the one before).
+        if ii == i0 or req != row_req[order[ii - 1]]:
+            n_p2, n_p3, n_p4 = _masks(
+                word, flag, n_list, req & np.uint32(PROC_FIELD), req & np.uint32(CERT_FIELD),
+                req & np.uint32(MKT_FIELD),
+            )  # fmt: skip
+            n_act, n_runs = _active_runs(flag.view(np.uint64), n_blk, blocks, run0, run1)
 
         # Cost and capacity (and dual penalty) of the lanes in active blocks.
         e0 = ent_ptr[j]
@@ -1196,7 +1207,7 @@ def _walk_rows(
         counts[j, ELIGIBLE] = n_elig
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _walk_kernel(
     order, k, w_cost, fit_market, n_sites, max_list,
     site_cdmo, site_rbit, site_fitq, free, price, dual, use_dual, gptr, gsite, gword,
@@ -1222,7 +1233,7 @@ def _walk_kernel(
         )  # fmt: skip
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _score_kernel(
     order, tptr, k, w_cost, fit_market, n_sites,
     q0s, w0s, lane_of, lsite, lp, lf, ld, lcdmo, lfitq, lrbit, lword, use_dual, gptr, gsite,
