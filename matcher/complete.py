@@ -218,7 +218,7 @@ def cheapest_pair(n0, s0, v0, c0, n1, s1, v1, c1, site_cdmo, site_region, apart,
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _complete_kernel(
     projects, project_rows, apart, budget_cap, site_region, free_left, placed_site, placed_cost,
     w_cost,

@@ -73,7 +73,7 @@ __all__ = [
 CANDS_PER_CHECK = 1 << 17
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fill_uses(
     lo, hi, cand_row, cand_site, pos_ptr, pos_ent, ent_off, ent_units, pt, side_ptr, side_index,
     side_amt, use_ptr, keys, amts, used,
