@@ -212,6 +212,18 @@ def test_a_cancel_during_the_last_pass_returns_the_answer_before_it(monkeypatch)
     monkeypatch.setattr(pass_module, "_complete_kernel", then_cancel)
     same, choice, placed = complete(problem, empty, control)
     assert placed == 0 and same is problem and np.array_equal(choice, empty)
+    # Cancelled while the answer's model is assembled (the pass itself was done): the same.
+    monkeypatch.setattr(pass_module, "_complete_kernel", kernel)
+    assemble = pass_module.assemble
+
+    def cancel_then_assemble(*args):
+        control.cancel()
+        return assemble(*args)
+
+    control = RunControl(60.0)
+    monkeypatch.setattr(pass_module, "assemble", cancel_then_assemble)
+    same, choice, placed = complete(problem, empty, control)
+    assert placed == 0 and same is problem and np.array_equal(choice, empty)
 
 
 def test_the_last_pass_keeps_pins_and_separation():
