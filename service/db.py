@@ -26,8 +26,10 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from alembic import command
 from alembic.config import Config
+from psycopg.rows import namedtuple_row
 from sqlalchemy import (
     CTE,
     ColumnElement,
@@ -43,6 +45,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -226,6 +229,72 @@ class LoopReads:
             await engine.dispose()
 
 
+class RawStatement:
+    """A statement of ours compiled once for PostgreSQL with psycopg's ``%(name)s``
+    placeholders, and the values it binds itself (e.g. the members of an ``IN`` list): what
+    :class:`RawReads` runs. The statement stays defined once, with SQLAlchemy."""
+
+    def __init__(self, stmt: Any) -> None:
+        compiled = stmt.compile(dialect=psycopg_dialect())
+        # the parameters left to the caller (placeholders here), the others' values rendered
+        # into the text where they expand (IN lists)
+        open_ = {name: None for name, bind in compiled.binds.items() if bind.required}
+        expanded = compiled.construct_expanded_state(open_)
+        self.sql: str = expanded.statement
+        self.defaults: dict[str, Any] = {
+            k: v for k, v in expanded.parameters.items() if k not in open_
+        }
+
+    def params(self, **values: Any) -> dict[str, Any]:
+        return {**self.defaults, **values}
+
+
+class RawReads:
+    """Autocommit reads on raw psycopg connections, for the lean path (service.hotpath): no
+    SQLAlchemy between the request and the driver, each statement prepared by the server on
+    its first use per connection. One stack of connections per event loop (as
+    :class:`LoopReads`), opened on demand; a caller must hold a request slot, so a loop never
+    has more connections than slots. A connection that fails is closed, not reused.
+    ``listeners`` see every statement sent (tests count round trips with them)."""
+
+    def __init__(self, url: str, settings: DatabaseSettings) -> None:
+        parsed = make_url(url).set(drivername="postgresql")
+        self.conninfo = parsed.render_as_string(hide_password=False)
+        self.connect_timeout_s = settings.connect_timeout_s
+        self.listeners: list[Any] = []
+        self._free: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+
+    async def rows(self, stmt: RawStatement, params: dict[str, Any]) -> list[Any]:
+        """The rows of ``stmt`` (named tuples: columns by name, as an ORM row reads)."""
+        free = self._free.get(asyncio.get_running_loop())
+        if free is None:
+            free = self._free[asyncio.get_running_loop()] = []
+        conn = free.pop() if free else None
+        if conn is None:
+            conn = await psycopg.AsyncConnection.connect(
+                self.conninfo,
+                autocommit=True,
+                prepare_threshold=0,
+                row_factory=namedtuple_row,
+                connect_timeout=self.connect_timeout_s,
+            )
+        for listener in self.listeners:
+            listener(stmt.sql)
+        try:
+            cursor = await conn.execute(stmt.sql, params)
+            rows = await cursor.fetchall()
+        except BaseException:
+            await conn.close()
+            raise
+        free.append(conn)
+        return rows
+
+    async def close(self) -> None:
+        """Close this event loop's connections (the app's shutdown)."""
+        for conn in self._free.pop(asyncio.get_running_loop(), []):
+            await conn.close()
+
+
 class Database:
     """One engine, the kinds of session the service opens on it, and the request slots."""
 
@@ -251,6 +320,7 @@ class Database:
         self.reads = LoopReads(
             url, settings, self.slots, self._read_bind if self.dialect == "sqlite" else None
         )
+        self.raw = RawReads(url, settings) if self.dialect == "postgresql" else None
         self._probe: Engine | None = None
         self._connect_timeout_s = settings.connect_timeout_s
 

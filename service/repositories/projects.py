@@ -38,7 +38,14 @@ from schemas.api import (
 )
 from schemas.market import DeviceCategory, Region, RegulatoryClass, Stage
 from service.auth import Principal
-from service.db import LoopReads, bump_market_version, market_bump_cte, market_bump_params
+from service.db import (
+    LoopReads,
+    RawReads,
+    RawStatement,
+    bump_market_version,
+    market_bump_cte,
+    market_bump_params,
+)
 from service.errors import (
     InvalidFieldError,
     InvalidStateError,
@@ -152,6 +159,19 @@ def _read_statement(kind: OrgKind) -> Select[Any]:
     request cost a third of a read's CPU."""
     stmt = core_select(*_COLUMNS).where(col(Project.id) == bindparam("project_id"))
     return where_visible(stmt, _visible_to(kind, bindparam("org_id")))
+
+
+async def raw_read_project(*, raw: RawReads, principal: Principal, project_id: str) -> Any:
+    """:func:`read_project` for the lean path (service.hotpath): the same statement on a raw
+    connection; the row, or None (the usual path then answers the 404)."""
+    stmt = _raw_read_statement(principal.kind)
+    rows = await raw.rows(stmt, stmt.params(project_id=project_id, org_id=principal.org_id))
+    return rows[0] if rows else None
+
+
+@cache
+def _raw_read_statement(kind: OrgKind) -> RawStatement:
+    return RawStatement(_read_statement(kind))
 
 
 async def read_projects(

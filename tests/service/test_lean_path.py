@@ -1,0 +1,231 @@
+"""The lean path (service.hotpath) answers exactly as the usual path does.
+
+Every request is sent to two app instances on the same PostgreSQL and Redis: the test's
+app (lean path on, the default with PostgreSQL) and a second one with ``CDMO_HTTP__LEAN_PATH``
+off (every request through routing, dependencies and the middleware stack). Their status,
+the headers that matter and the body must be equal, byte for byte; and the lean app must
+have answered the request itself where it should (its raw connection sent the statement),
+or handed it over where it should not (it sent nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import uuid
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from service_testkit import Api, Backend, Tenant, ok, open_backend, project_body
+
+from service.app import create_app
+from service.config import RateLimitSettings, Settings
+from service.runtime import Services, build_services
+
+# compared exactly; Retry-After and RateLimit-Reset (seconds left in the window: the two
+# requests may fall either side of a second) and RateLimit-Remaining (each instance's own
+# count) only for their presence
+SAME = ("content-type", "etag", "x-request-id", "location", "ratelimit-limit")
+PRESENT = ("retry-after", "ratelimit-remaining", "ratelimit-reset", "content-length")
+
+
+def _lean_off(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={"http": settings.http.model_copy(update={"lean_path": False})}
+    )
+
+
+@pytest.fixture(scope="module")
+def usual(backend: Backend) -> Iterator[TestClient]:
+    """A second app instance on the same database and Redis, lean path off."""
+    if backend.name != "services":
+        pytest.skip("the lean path is PostgreSQL's")
+    settings = _lean_off(backend.settings)
+    services = build_services(settings)
+    with TestClient(create_app(settings, services)) as client:
+        yield client
+
+
+class Sent:
+    """Statements the lean app's raw connections sent (service.db.RawReads.listeners)."""
+
+    def __init__(self, services: Services) -> None:
+        assert services.db.raw is not None
+        self.raw = services.db.raw
+        self.statements: list[str] = []
+
+    def __enter__(self) -> Sent:
+        self.raw.listeners.append(self.statements.append)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.raw.listeners.remove(self.statements.append)
+
+
+def _same(lean: httpx.Response, usual: httpx.Response) -> None:
+    assert (lean.status_code, lean.content) == (usual.status_code, usual.content)
+    for name in SAME:
+        assert lean.headers.get(name) == usual.headers.get(name), name
+    for name in PRESENT:
+        assert (name in lean.headers) == (name in usual.headers), name
+    assert "x-request-id" in lean.headers
+
+
+def compare(
+    services: Services,
+    lean: TestClient,
+    usual: TestClient,
+    path: str,
+    key: str | None,
+    *,
+    served: bool,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """GET ``path`` from both apps and check they answer alike; ``served``: the lean path
+    answered it itself (else it handed it over)."""
+    headers = {"X-Request-ID": f"req-{uuid.uuid4().hex}", **(headers or {})}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    with Sent(services) as sent:
+        first = lean.get(path, headers=headers)
+    second = usual.get(path, headers=headers)
+    _same(first, second)
+    assert bool(sent.statements) == served, (path, sent.statements)
+    return first
+
+
+def _warm(tenant: Tenant, usual: TestClient) -> None:
+    """The key in both apps' caches (the lean path serves only cached keys)."""
+    ok(tenant.get("/v1/orgs/me"))
+    ok(usual.get("/v1/orgs/me", headers={"Authorization": f"Bearer {tenant.key}"}))
+
+
+def test_a_project_read_is_answered_alike_for_every_caller(
+    api: Api, backend: Backend, usual: TestClient
+) -> None:
+    maker, other, cdmo, stranger = api.maker(), api.maker(), api.cdmo(), api.cdmo()
+    full = api.project(maker)
+    nulls = api.project(maker, budget_ceiling=None, required_certifications=[])
+    public = api.project(maker, confidential=False)
+    site = api.site(cdmo)
+    for project in (full, public):
+        api.propose(project["id"], site["id"])
+    for tenant in (maker, other, cdmo, stranger, api.operator):
+        _warm(tenant, usual)
+    services, lean = backend.services, backend.client
+
+    def check(tenant: Tenant, project_id: str, *, served: bool, **kw: Any) -> httpx.Response:
+        path = f"/v1/projects/{project_id}"
+        return compare(services, lean, usual, path, tenant.key, served=served, **kw)
+
+    for project in (full, nulls, public):
+        answer = check(maker, project["id"], served=True)
+        assert answer.status_code == 200 and answer.json()["view"] == "full"
+        assert answer.headers["etag"] == f'"{answer.json()["version"]}"'
+        check(api.operator, project["id"], served=True)
+    assert check(maker, nulls["id"], served=True).json()["budget_ceiling"] is None
+    # a CDMO sees a proposed project redacted: title and maker hidden while confidential
+    hidden = check(cdmo, full["id"], served=True).json()
+    assert hidden["view"] == "redacted" and hidden["title"] is None
+    shown = check(cdmo, public["id"], served=True).json()
+    assert shown["title"] == public["title"] and shown["maker_id"] == maker.id
+    # not visible: 404 from the usual path (the lean path's read found nothing, handed over)
+    assert check(other, full["id"], served=True).status_code == 404
+    assert check(stranger, full["id"], served=True).status_code == 404
+    assert check(cdmo, nulls["id"], served=True).status_code == 404
+    assert check(maker, "prj_nope", served=True).status_code == 404
+    # without a request id, each instance makes one; the client's comes back; an If-None-Match (even a bad one) changes nothing
+    made = lean.get(f"/v1/projects/{full['id']}", headers={"Authorization": f"Bearer {maker.key}"})
+    assert made.status_code == 200 and len(made.headers["x-request-id"]) == 32
+    given = check(maker, full["id"], served=True, headers={"X-Request-ID": "abc-123"})
+    assert given.headers["x-request-id"] == "abc-123"
+    check(maker, full["id"], served=True, headers={"If-None-Match": '"nope", W/"x"'})
+    # shapes the lean path hands over untouched
+    for project_id in ("a b", "x" * 65, "abc%0A", "abc%0a", "%00"):
+        assert check(maker, project_id, served=False).status_code == 422, project_id
+    check(maker, f"{full['id']}?fields=all", served=False)
+    # a trailing slash: the usual path redirects, the lean path serves the redirected read
+    check(maker, f"{full['id']}/", served=True)
+
+
+def test_a_read_without_a_valid_key_is_refused_alike(
+    api: Api, backend: Backend, usual: TestClient
+) -> None:
+    maker = api.maker()
+    project = api.project(maker)
+    _warm(maker, usual)
+    services, lean = backend.services, backend.client
+    path = f"/v1/projects/{project['id']}"
+    for key in (None, "", "ck_not_a_key", "x" * 500):
+        assert compare(services, lean, usual, path, key, served=False).status_code == 401
+    for header in ("Basic abc", "Bearer", "bearer "):
+        response = compare(
+            services, lean, usual, path, None, served=False, headers={"Authorization": header}
+        )
+        assert response.status_code == 401
+    # revoked: the revoking app forgets the key at once, the other through Redis
+    keys = ok(api.operator.get(f"/v1/orgs/{maker.id}/keys"))["items"]
+    assert compare(services, lean, usual, path, maker.key, served=True).status_code == 200
+    ok(maker.delete(f"/v1/orgs/{maker.id}/keys/{keys[0]['id']}"))
+    auth = {"Authorization": f"Bearer {maker.key}"}
+    for _ in range(100):  # the broadcast reaches the second instance within milliseconds
+        if usual.get("/v1/orgs/me", headers=auth).status_code == 401:
+            break
+    assert compare(services, lean, usual, path, maker.key, served=False).status_code == 401
+
+
+@pytest.fixture(scope="module")
+def limited_pair(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, key_prefix: str
+) -> Iterator[tuple[Backend, TestClient]]:
+    """Both instances with a limit of 4 requests per key and hour, each counting in its own
+    Redis namespace (so each sees the same requests)."""
+    tmp = tmp_path_factory.mktemp("lean-limited")
+    limit = RateLimitSettings(requests=4, window_s=3600)
+    settings, services = open_backend(
+        request, "services", tmp, f"{key_prefix}ll:", rate_limit=limit
+    )
+    off = _lean_off(settings).model_copy(
+        update={"redis": settings.redis.model_copy(update={"key_prefix": f"{key_prefix}lu:"})}
+    )
+    with (
+        TestClient(create_app(settings, services)) as lean,
+        TestClient(create_app(off, build_services(off))) as usual,
+    ):
+        yield Backend("services", settings, services, lean, f"{key_prefix}ll:"), usual
+
+
+def test_the_rate_limit_counts_a_lean_read_once_and_refuses_alike(
+    limited_pair: tuple[Backend, TestClient],
+) -> None:
+    backend, usual = limited_pair
+    backend.reset()
+    api = Api(backend)
+    maker = api.tenant("maker")  # the operator's requests count against the operator's key
+    secret_project = ok(
+        api.operator.post("/v1/projects", json=project_body(maker_id=maker.id)), 201
+    )
+    path = f"/v1/projects/{secret_project['id']}"
+    _warm(maker, usual)  # 1 of 4
+    statuses = []
+    for _ in range(4):
+        response = compare(
+            backend.services, backend.client, usual, path, maker.key, served=len(statuses) < 3
+        )
+        statuses.append(response.status_code)
+    assert statuses == [200, 200, 200, 429]
+    assert "retry-after" in response.headers
+    # a 404 handed over after the lean path counted it is counted once, not twice
+    backend.reset()
+    api = Api(backend)
+    maker = api.tenant("maker")
+    _warm(maker, usual)  # 1
+    missing = [
+        compare(
+            backend.services, backend.client, usual, "/v1/projects/prj_nope", maker.key, served=True
+        ).status_code
+        for _ in range(3)
+    ]  # 2, 3, 4
+    assert missing == [404, 404, 404]  # counted twice, the third would have been a 429
