@@ -29,17 +29,27 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service import repositories as repo
 from service.auth import Principal
 from service.deps import ID_PATTERN
-from service.errors import ApiError, ServiceUnavailableError, api_error_response
+from service.errors import (
+    ApiError,
+    InvalidFieldError,
+    ServiceUnavailableError,
+    api_error_response,
+)
 from service.middleware import AUTHENTICATED_STATE, bearer_token
 from service.observability import REQUEST_ID_HEADER, REQUEST_ID_STATE, log_access, request_id
-from service.routes.projects import project_answer
+from service.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageParams, decode_cursor
+from service.routes.projects import page_answer, project_answer
 from service.runtime import Services
 
 _ID = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))  # fullmatch: no "\n" at the end
+_PROJECTS = "/v1/projects"
 _PROJECT = "/v1/projects/"
+_PROJECT_ROUTE = "/v1/projects/{project_id}"
+_LIMIT = re.compile(rb"[1-9][0-9]{0,2}")
+_CURSOR = re.compile(rb"[A-Za-z0-9_-]{1,200}")  # as we make them: nothing to unquote
 _REQUEST_ID = REQUEST_ID_HEADER.lower().encode()
 
-Endpoint = Callable[["HotPath", Principal, str], Awaitable[Response | None]]
+Endpoint = Callable[["HotPath", Principal, Any], Awaitable[Response | None]]
 
 
 class HotPath:
@@ -51,23 +61,24 @@ class HotPath:
         self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
+        if scope["type"] == "http" and scope["method"] == "GET":
             path: str = scope["path"]
-            if path.startswith(_PROJECT) and _ID.fullmatch(path, len(_PROJECT)):
-                served = await self._serve(
-                    scope,
-                    receive,
-                    send,
-                    _get_project,
-                    "/v1/projects/{project_id}",
-                    path[len(_PROJECT) :],
-                )
-                if served:
+            query: bytes = scope["query_string"]
+            if path == _PROJECTS:
+                page = _page(query)
+                if page is not None and await self._serve(
+                    scope, receive, send, _list_projects, _PROJECTS, page
+                ):
+                    return
+            elif not query and path.startswith(_PROJECT) and _ID.fullmatch(path, len(_PROJECT)):
+                if await self._serve(
+                    scope, receive, send, _get_project, _PROJECT_ROUTE, path[len(_PROJECT) :]
+                ):
                     return
         await self.app(scope, receive, send)
 
     async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, route: str, arg: str
+        self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, route: str, arg: Any
     ) -> bool:
         """Answer the request with ``endpoint``; False: hand it over (nothing was sent)."""
         for name, value in scope["headers"]:
@@ -125,3 +136,32 @@ async def _get_project(hot: HotPath, principal: Principal, project_id: str) -> R
         raw=hot.raw, principal=principal, project_id=project_id
     )
     return None if row is None else project_answer(row, principal).response()
+
+
+def _page(query: bytes) -> PageParams | None:
+    """The page a list's query asks for, when it names nothing but ``limit`` and ``cursor``
+    (once each, valid); None otherwise (a filter, anything odd: the usual path)."""
+    limit, after = DEFAULT_LIMIT, None
+    seen: set[bytes] = set()
+    for part in query.split(b"&") if query else ():
+        name, _, value = part.partition(b"=")
+        if name in seen:
+            return None
+        seen.add(name)
+        if name == b"limit" and _LIMIT.fullmatch(value) and int(value) <= MAX_LIMIT:
+            limit = int(value)
+        elif name == b"cursor" and _CURSOR.fullmatch(value):
+            try:
+                after = decode_cursor(value.decode("ascii"))
+            except (InvalidFieldError, UnicodeDecodeError):
+                return None
+        else:
+            return None
+    return PageParams(limit=limit, after=after)
+
+
+async def _list_projects(hot: HotPath, principal: Principal, page: PageParams) -> Response:
+    rows, cursor = await repo.projects.raw_read_projects(
+        raw=hot.raw, principal=principal, page=page
+    )
+    return page_answer(rows, cursor, principal).response()

@@ -101,9 +101,15 @@ async def list_projects(
     rows, cursor = await repo.projects.read_projects(
         reads=services.db.reads, principal=principal, filters=filters, page=page
     )
+    return page_answer(rows, cursor, principal).response()
+
+
+def page_answer(rows: list[Any], cursor: str | None, principal: Principal) -> Answer:
+    """The answer to a list of projects, on the usual path and the lean one
+    (service.hotpath). Serialised here, once: FastAPI would validate the page against
+    response_model again."""
     items = [repo.projects.view(p, principal) for p in rows]
-    # Serialised here, once: FastAPI would validate the page against response_model again.
-    return Answer.of(Page[ProjectView](items=items, next_cursor=cursor)).response()
+    return Answer.of(Page[ProjectView](items=items, next_cursor=cursor))
 
 
 @router.get(

@@ -10,10 +10,9 @@ or handed it over where it should not (it sent nothing).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
-
-import uuid
 
 import httpx
 import pytest
@@ -22,6 +21,7 @@ from service_testkit import Api, Backend, Tenant, ok, open_backend, project_body
 
 from service.app import create_app
 from service.config import RateLimitSettings, Settings
+from service.pagination import encode_cursor
 from service.runtime import Services, build_services
 
 # compared exactly; Retry-After and RateLimit-Reset (seconds left in the window: the two
@@ -136,8 +136,10 @@ def test_a_project_read_is_answered_alike_for_every_caller(
     assert check(stranger, full["id"], served=True).status_code == 404
     assert check(cdmo, nulls["id"], served=True).status_code == 404
     assert check(maker, "prj_nope", served=True).status_code == 404
-    # without a request id, each instance makes one; the client's comes back; an If-None-Match (even a bad one) changes nothing
-    made = lean.get(f"/v1/projects/{full['id']}", headers={"Authorization": f"Bearer {maker.key}"})
+    # without a request id, each instance makes one; the client's comes back; an
+    # If-None-Match (even a bad one) changes nothing
+    auth = {"Authorization": f"Bearer {maker.key}"}
+    made = lean.get(f"/v1/projects/{full['id']}", headers=auth)
     assert made.status_code == 200 and len(made.headers["x-request-id"]) == 32
     given = check(maker, full["id"], served=True, headers={"X-Request-ID": "abc-123"})
     assert given.headers["x-request-id"] == "abc-123"
@@ -148,6 +150,57 @@ def test_a_project_read_is_answered_alike_for_every_caller(
     check(maker, f"{full['id']}?fields=all", served=False)
     # a trailing slash: the usual path redirects, the lean path serves the redirected read
     check(maker, f"{full['id']}/", served=True)
+
+
+def test_a_list_of_projects_is_answered_alike_page_by_page(
+    api: Api, backend: Backend, usual: TestClient
+) -> None:
+    maker, other, cdmo = api.maker(), api.maker(), api.cdmo()
+    mine = [api.project(maker, budget_ceiling=None if i % 2 else 1000 * (i + 1)) for i in range(5)]
+    theirs = api.project(other)
+    site = api.site(cdmo)
+    api.propose(mine[0]["id"], site["id"])
+    for tenant in (maker, other, cdmo, api.operator):
+        _warm(tenant, usual)
+    services, lean = backend.services, backend.client
+
+    def check(tenant: Tenant, query: str, *, served: bool) -> httpx.Response:
+        path = f"/v1/projects{query}"
+        return compare(services, lean, usual, path, tenant.key, served=served)
+
+    # every page of the maker's projects, two at a time, through the cursors
+    seen, query = [], "?limit=2"
+    while True:
+        page = check(maker, query, served=True).json()
+        seen += [p["id"] for p in page["items"]]
+        if page["next_cursor"] is None:
+            break
+        query = f"?limit=2&cursor={page['next_cursor']}"
+    assert seen == sorted(p["id"] for p in mine)
+    assert len(check(maker, "", served=True).json()["items"]) == 5
+    assert len(check(api.operator, "?limit=200", served=True).json()["items"]) == 6
+    assert [p["view"] for p in check(cdmo, "", served=True).json()["items"]] == ["redacted"]
+    assert check(other, "?cursor=" + encode_cursor(theirs["id"]), served=True).json() == {
+        "items": [],
+        "next_cursor": None,
+    }
+    # filters, odd or invalid parameters: handed over, answered alike (422s included)
+    for query in (
+        "?status=open",
+        "?limit=2&limit=3",
+        "?limit=0",
+        "?limit=201",
+        "?limit=007",
+        "?limit=",
+        "?limit=x",
+        "?cursor=",
+        "?cursor=nope",
+        "?cursor=a%2Bb",
+        "?cursor=a+b",
+        "?unknown=1",
+        "?limit=2&",
+    ):
+        check(maker, query, served=False)
 
 
 def test_a_read_without_a_valid_key_is_refused_alike(
