@@ -30,6 +30,8 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 from psycopg.rows import namedtuple_row
+from psycopg.types.json import set_json_loads
+from pydantic_core import from_json
 from sqlalchemy import (
     CTE,
     ColumnElement,
@@ -158,13 +160,16 @@ class RequestSlots:
                     f"a database slot expected in {1000 * expected_s:.0f} ms, over the "
                     f"{1000 * self.budget_s:.0f} ms budget"
                 )
-        queue.waiting += 1
-        try:
-            await asyncio.wait_for(sem.acquire(), self.timeout_s)
-        except TimeoutError:
-            raise self._refuse(f"no database slot within {self.timeout_s} s") from None
-        finally:
-            queue.waiting -= 1
+        if sem.locked():
+            queue.waiting += 1
+            try:
+                await asyncio.wait_for(sem.acquire(), self.timeout_s)
+            except TimeoutError:
+                raise self._refuse(f"no database slot within {self.timeout_s} s") from None
+            finally:
+                queue.waiting -= 1
+        else:  # a free slot: taken at once, without wait_for's task
+            await sem.acquire()
         started = time.monotonic()
         try:
             yield
@@ -278,6 +283,9 @@ class RawReads:
                 row_factory=namedtuple_row,
                 connect_timeout=self.connect_timeout_s,
             )
+            # JSON columns parsed by pydantic's parser: the same values, a third of the CPU
+            # of the standard library's (the lists of projects have four JSON columns a row)
+            set_json_loads(from_json, conn)
         for listener in self.listeners:
             listener(stmt.sql)
         try:
