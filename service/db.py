@@ -23,6 +23,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -240,7 +241,8 @@ class RawStatement:
     :class:`RawReads` runs. The statement stays defined once, with SQLAlchemy."""
 
     def __init__(self, stmt: Any) -> None:
-        compiled = stmt.compile(dialect=psycopg_dialect())
+        dialect = _PSYCOPG
+        compiled = stmt.compile(dialect=dialect)
         # the parameters left to the caller (placeholders here), the others' values rendered
         # into the text where they expand (IN lists)
         open_ = {name: None for name, bind in compiled.binds.items() if bind.required}
@@ -249,9 +251,28 @@ class RawStatement:
         self.defaults: dict[str, Any] = {
             k: v for k, v in expanded.parameters.items() if k not in open_
         }
+        # what SQLAlchemy does to a value of the caller's before sending it (JSON -> Jsonb)
+        self.processors: dict[str, Any] = {}
+        for name in open_:
+            bind_type = compiled.binds[name].type
+            processor = bind_type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                self.processors[name] = processor
 
     def params(self, **values: Any) -> dict[str, Any]:
+        for name, processor in self.processors.items():
+            if name in values:
+                values[name] = processor(values[name])
         return {**self.defaults, **values}
+
+
+_PSYCOPG = psycopg_dialect()
+
+
+@cache
+def raw_statement(stmt: Any) -> RawStatement:
+    """:class:`RawStatement` of a statement built once (and kept) elsewhere."""
+    return RawStatement(stmt)
 
 
 class RawReads:

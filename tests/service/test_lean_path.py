@@ -10,6 +10,7 @@ or handed it over where it should not (it sent nothing).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -82,16 +83,28 @@ def compare(
     *,
     served: bool,
     headers: dict[str, str] | None = None,
+    method: str = "GET",
+    content: str | bytes | None = None,
+    usual_path: str | None = None,
+    normalise: Any = None,
 ) -> httpx.Response:
-    """GET ``path`` from both apps and check they answer alike; ``served``: the lean path
-    answered it itself (else it handed it over)."""
+    """Send the request to both apps and check they answer alike; ``served``: the lean path
+    sent its statement (it answered, or handed over what its statement did not write).
+    ``usual_path``: a twin resource for the usual app (a write changes what it writes to),
+    whose answer equals after ``normalise``."""
     headers = {"X-Request-ID": f"req-{uuid.uuid4().hex}", **(headers or {})}
+    if content is not None:
+        headers.setdefault("Content-Type", "application/json")
     if key is not None:
         headers["Authorization"] = f"Bearer {key}"
     with Sent(services) as sent:
-        first = lean.get(path, headers=headers)
-    second = usual.get(path, headers=headers)
-    _same(first, second)
+        first = lean.request(method, path, headers=headers, content=content)
+    second = usual.request(method, usual_path or path, headers=headers, content=content)
+    if normalise is None:
+        _same(first, second)
+    else:
+        assert first.status_code == second.status_code, (first.text, second.text)
+        assert normalise(first.json()) == normalise(second.json())
     assert bool(sent.statements) == served, (path, sent.statements)
     return first
 
@@ -282,3 +295,85 @@ def test_the_rate_limit_counts_a_lean_read_once_and_refuses_alike(
         for _ in range(3)
     ]  # 2, 3, 4
     assert missing == [404, 404, 404]  # counted twice, the third would have been a 429
+
+
+def test_a_listing_patch_is_answered_alike(api: Api, backend: Backend, usual: TestClient) -> None:
+    cdmo, other, maker = api.cdmo(), api.cdmo(), api.maker()
+    twins = [api.site(cdmo) for _ in range(2)]
+    lean_listing, usual_listing = (
+        api.listing(cdmo, site["id"], capacity_hours=500, reserved_hours=50) for site in twins
+    )
+    for tenant in (cdmo, other, maker, api.operator):
+        _warm(tenant, usual)
+    services, lean = backend.services, backend.client
+    lean_path = f"/v1/listings/{lean_listing['id']}"
+    version = lean_listing["version"]
+
+    def written(tenant: Tenant, body: dict[str, Any], if_match: str) -> dict[str, Any]:
+        """The same PATCH to the twins: the lean app writes the first, the usual the second."""
+        response = compare(
+            services,
+            lean,
+            usual,
+            lean_path,
+            tenant.key,
+            served=True,
+            method="PATCH",
+            content=json.dumps(body),
+            headers={"If-Match": if_match},
+            usual_path=f"/v1/listings/{usual_listing['id']}",
+            normalise=_twin,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def refused(tenant: Tenant, content: str | bytes, *, served: bool, **headers: str) -> int:
+        """A PATCH that writes nothing, sent to the lean app's listing on both apps."""
+        return compare(
+            services,
+            lean,
+            usual,
+            lean_path,
+            tenant.key,
+            served=served,
+            method="PATCH",
+            content=content,
+            headers=headers,
+        ).status_code
+
+    answer = written(cdmo, {"capacity_hours": 600}, f'"{version}"')
+    assert (answer["capacity_hours"], answer["version"]) == (600, version + 1)
+    answer = written(cdmo, {"price_per_hour": 95.5, "reserved_hours": 20}, f'"{version + 1}"')
+    assert (answer["free_hours"], answer["version"]) == (580, version + 2)
+    answer = written(api.operator, {"capacity_hours": 700}, f'W/"1", "{version + 2}", "99"')
+    assert answer["version"] == version + 3
+    current = f'"{version + 3}"'
+    body = json.dumps({"capacity_hours": 400})
+    # the statement writes nothing; the usual path answers (after the body was replayed)
+    assert refused(cdmo, body, served=True, **{"If-Match": f'"{version}"'}) == 412
+    assert refused(other, body, served=True, **{"If-Match": current}) == 404
+    reserved_over = json.dumps({"reserved_hours": 900})
+    assert refused(cdmo, reserved_over, served=True, **{"If-Match": current}) == 409
+    # handed over before any statement
+    assert refused(maker, body, served=False, **{"If-Match": current}) == 403
+    assert refused(cdmo, body, served=False) == 428
+    assert refused(cdmo, body, served=False, **{"If-Match": "*"}) == 428
+    assert refused(cdmo, body, served=False, **{"If-Match": "nope"}) == 422
+    for bad in ('{"capacity_hours": null}', '{"capacity_hours": -1}', "{", "[]", '"x"', ""):
+        assert refused(cdmo, bad, served=False, **{"If-Match": current}) in (400, 422), bad
+    nul = json.dumps({"capacity_hours": 1, "note\u0000": "x"})
+    assert refused(cdmo, nul, served=False, **{"If-Match": current}) == 422
+    assert (
+        refused(cdmo, body, served=False, **{"If-Match": current, "Content-Type": "text/plain"})
+        == 415
+    )
+    big = json.dumps({"capacity_hours": 400, "pad": " " * 9000})
+    refused(cdmo, big, served=False, **{"If-Match": current})
+    # nothing above wrote: the listing is as the last write left it
+    after = ok(cdmo.get(lean_path))
+    assert (after["version"], after["capacity_hours"]) == (version + 3, 700)
+
+
+def _twin(body: dict[str, Any]) -> dict[str, Any]:
+    """A listing's answer without what differs between twins (ids, times)."""
+    return {k: v for k, v in body.items() if k not in ("id", "site_id", "created_at", "updated_at")}
