@@ -27,11 +27,12 @@ from typing import Any, TypeVar
 import psycopg
 import structlog
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import true
+from sqlalchemy import ColumnElement, true
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from schemas.api import ListingUpdate
+from schemas.api import ListingUpdate, ProjectCreate
+from service import idempotency
 from service import repositories as repo
 from service.auth import Principal
 from service.db import raw_statement
@@ -46,7 +47,7 @@ from service.middleware import AUTHENTICATED_STATE, bearer_token
 from service.observability import REQUEST_ID_HEADER, REQUEST_ID_STATE, log_access, request_id
 from service.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageParams, decode_cursor
 from service.routes.listings import patched_answer
-from service.routes.projects import page_answer, project_answer
+from service.routes.projects import created_answer, page_answer, project_answer
 from service.runtime import Services
 
 _ID = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))  # fullmatch: no "\n" at the end
@@ -56,7 +57,9 @@ _LISTING = "/v1/listings/"
 _LIMIT = re.compile(rb"[1-9][0-9]{0,2}")
 _CURSOR = re.compile(rb"[A-Za-z0-9_-]{1,200}")  # as we make them: nothing to unquote
 _REQUEST_ID = REQUEST_ID_HEADER.lower().encode()
-_WATCHED = frozenset({b"content-length", b"content-type", b"transfer-encoding", b"if-match"})
+_WATCHED = frozenset(
+    {b"content-length", b"content-type", b"transfer-encoding", b"if-match", b"idempotency-key"}
+)
 BODY_MAX = 8192
 """Bodies the lean path reads (declared with Content-Length, JSON); larger: the usual path."""
 
@@ -106,6 +109,9 @@ class HotPath:
             if not query and path.startswith(_PROJECT) and _ID.fullmatch(path, len(_PROJECT)):
                 arg = path[len(_PROJECT) :]
                 return _get_project, "/v1/projects/{project_id}", arg, False
+        elif method == "POST":
+            if path == _PROJECTS and not query:
+                return _post_project, _PROJECTS, None, True
         elif method == "PATCH":
             if not query and path.startswith(_LISTING) and _ID.fullmatch(path, len(_LISTING)):
                 arg = path[len(_LISTING) :]
@@ -260,6 +266,42 @@ async def _patch_listing(hot: HotPath, request: _Request) -> Response | None:
     stmt = raw_statement(build(true()))
     rows = await hot.raw.rows(stmt, stmt.params(**params))
     return patched_answer(rows[0]).response() if rows else None
+
+
+async def _post_project(hot: HotPath, request: _Request) -> Response | None:
+    """routes.projects.create_project's one statement, with its Idempotency-Key claimed in
+    it: None (the usual path) wherever that route would not write at once (a replay
+    included) or its statement wrote nothing."""
+    principal = request.principal
+    project_in = _body(ProjectCreate, request.body)
+    if not (principal.is_maker or principal.is_operator) or project_in is None:
+        return None
+    gate: ColumnElement[bool] = true()
+    claim_params: dict[str, Any] = {}
+    header = _text(request.headers.get(b"idempotency-key"))
+    project, build, params = repo.projects.create_at_once(
+        principal=principal, project_in=project_in
+    )
+    answer = created_answer(project)
+    if header is not None:
+        try:
+            key = idempotency.pending(
+                principal.org_id,
+                "POST",
+                _PROJECTS,
+                header,
+                request.body,
+                hot.services.settings.idempotency.ttl_s,
+            )
+        except InvalidFieldError:
+            return None
+        claimed = key.claim_and_record(answer)
+        if claimed is None:
+            return None
+        gate, claim_params = claimed
+    stmt = raw_statement(build(gate))
+    rows = await hot.raw.rows(stmt, stmt.params(**params, **claim_params))
+    return answer.response() if rows else None
 
 
 def _text(value: bytes | None) -> str | None:

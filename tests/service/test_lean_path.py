@@ -377,3 +377,80 @@ def test_a_listing_patch_is_answered_alike(api: Api, backend: Backend, usual: Te
 def _twin(body: dict[str, Any]) -> dict[str, Any]:
     """A listing's answer without what differs between twins (ids, times)."""
     return {k: v for k, v in body.items() if k not in ("id", "site_id", "created_at", "updated_at")}
+
+
+def test_a_project_post_is_answered_alike_with_and_without_a_key(
+    api: Api, backend: Backend, usual: TestClient
+) -> None:
+    maker, cdmo = api.maker(), api.cdmo()
+    for tenant in (maker, cdmo, api.operator):
+        _warm(tenant, usual)
+    services, lean = backend.services, backend.client
+
+    def post(
+        tenant: Tenant, body: Any, *, served: bool, twin: bool = False, **headers: str
+    ) -> httpx.Response:
+        """``twin``: each app creates its own project (compared without ids and times)."""
+        content = body if isinstance(body, str) else json.dumps(body)
+        return compare(
+            services,
+            lean,
+            usual,
+            "/v1/projects",
+            tenant.key,
+            served=served,
+            method="POST",
+            content=content,
+            headers=headers,
+            normalise=_created if twin else None,
+        )
+
+    before = _count(api)
+    created = post(maker, project_body(), served=True, twin=True)
+    assert created.status_code == 201
+    assert created.headers["location"] == f"/v1/projects/{created.json()['id']}"
+    nulls = project_body(budget_ceiling=None, excluded_cdmo_ids=[cdmo.id], maker_id=maker.id)
+    assert post(api.operator, nulls, served=True, twin=True).status_code == 201
+    assert _count(api) == before + 4  # each app created its own two
+    # with an Idempotency-Key: the lean app creates and records it; then both replay it
+    body = project_body(title="Keyed")
+    first = compare(
+        services,
+        lean,
+        usual,
+        "/v1/projects",
+        maker.key,
+        served=True,
+        method="POST",
+        content=json.dumps(body),
+        headers={"Idempotency-Key": "k-1"},
+        normalise=_created,
+    )
+    assert first.status_code == 201
+    replay = post(maker, body, served=True, **{"Idempotency-Key": "k-1"})
+    assert replay.content == first.content and replay.headers["idempotent-replayed"] == "true"
+    assert replay.headers["location"] == first.headers["location"]
+    other_body = project_body(title="Other")
+    assert post(maker, other_body, served=True, **{"Idempotency-Key": "k-1"}).status_code == 422
+    assert post(maker, body, served=False, **{"Idempotency-Key": "a b"}).status_code == 422
+    assert post(maker, body, served=False, **{"Idempotency-Key": "x" * 256}).status_code == 422
+    assert _count(api) == before + 5  # the usual app replayed k-1
+    # refused: by a check of the statement, or before it
+    not_a_maker = project_body(maker_id=cdmo.id)
+    assert post(api.operator, not_a_maker, served=True).status_code == 422
+    not_cdmos = project_body(excluded_cdmo_ids=[maker.id])
+    assert post(maker, not_cdmos, served=True).status_code == 422
+    assert post(cdmo, project_body(), served=False).status_code == 403
+    for bad in ("{", "[]", "{}", json.dumps(project_body(priority=11))):
+        assert post(maker, bad, served=False).status_code in (400, 422), bad
+    assert post(maker, project_body(title="a\u0000b"), served=False).status_code == 422
+    assert _count(api) == before + 5  # the usual app replayed k-1
+
+
+def _created(body: dict[str, Any]) -> dict[str, Any]:
+    """A created project's answer without what differs between two creations."""
+    return {k: v for k, v in body.items() if k not in ("id", "created_at", "updated_at")}
+
+
+def _count(api: Api) -> int:
+    return len(ok(api.operator.get("/v1/projects?limit=200"))["items"])
