@@ -49,6 +49,7 @@ from service.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageParams, decode_curs
 from service.routes.listings import patched_answer
 from service.routes.projects import created_answer, page_answer, project_answer
 from service.runtime import Services
+from service.transactions import AT_ONCE_TRIED_STATE
 
 _ID = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))  # fullmatch: no "\n" at the end
 _PROJECTS = "/v1/projects"
@@ -72,7 +73,12 @@ class _Request:
     principal: Principal
     arg: Any
     headers: dict[bytes, bytes]
+    state: dict[str, Any]
     body: bytes = b""
+
+    def wrote_nothing(self) -> None:
+        """The write's one statement wrote nothing: the usual path does not send it again."""
+        self.state[AT_ONCE_TRIED_STATE] = True
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -165,7 +171,7 @@ class HotPath:
                 state[AUTHENTICATED_STATE] = exc
                 return receive
             state[AUTHENTICATED_STATE] = (principal, limits)
-            request = _Request(principal, arg, headers)
+            request = _Request(principal, arg, headers, state)
             if has_body:
                 request.body, complete = await self._read_body(receive)
                 receive = _replay(request.body, complete, receive)
@@ -176,6 +182,8 @@ class HotPath:
                     response = await endpoint(self, request)
             except ServiceUnavailableError as exc:  # no slot in time: 503 + Retry-After
                 response = api_error_response(exc, scope["path"])
+            except ApiError:
+                return receive  # a check refused it: the usual path answers
             except psycopg.Error:
                 return receive  # the usual path tries again, and answers 503 if it fails too
             if response is None:
@@ -265,7 +273,10 @@ async def _patch_listing(hot: HotPath, request: _Request) -> Response | None:
     build, params = at_once
     stmt = raw_statement(build(true()))
     rows = await hot.raw.rows(stmt, stmt.params(**params))
-    return patched_answer(rows[0]).response() if rows else None
+    if not rows:
+        request.wrote_nothing()
+        return None
+    return patched_answer(rows[0]).response()
 
 
 async def _post_project(hot: HotPath, request: _Request) -> Response | None:
@@ -284,24 +295,18 @@ async def _post_project(hot: HotPath, request: _Request) -> Response | None:
     )
     answer = created_answer(project)
     if header is not None:
-        try:
-            key = idempotency.pending(
-                principal.org_id,
-                "POST",
-                _PROJECTS,
-                header,
-                request.body,
-                hot.services.settings.idempotency.ttl_s,
-            )
-        except InvalidFieldError:
-            return None
+        ttl_s = hot.services.settings.idempotency.ttl_s
+        key = idempotency.pending(principal.org_id, "POST", _PROJECTS, header, request.body, ttl_s)
         claimed = key.claim_and_record(answer)
         if claimed is None:
             return None
         gate, claim_params = claimed
     stmt = raw_statement(build(gate))
     rows = await hot.raw.rows(stmt, stmt.params(**params, **claim_params))
-    return answer.response() if rows else None
+    if not rows:
+        request.wrote_nothing()
+        return None
+    return answer.response()
 
 
 def _text(value: bytes | None) -> str | None:

@@ -436,6 +436,7 @@ def test_a_project_post_is_answered_alike_with_and_without_a_key(
     assert post(maker, body, served=False, **{"Idempotency-Key": "x" * 256}).status_code == 422
     assert _count(api) == before + 5  # the usual app replayed k-1
     # refused: by a check of the statement, or before it
+    assert post(api.operator, project_body(), served=False).status_code == 422  # no maker_id
     not_a_maker = project_body(maker_id=cdmo.id)
     assert post(api.operator, not_a_maker, served=True).status_code == 422
     not_cdmos = project_body(excluded_cdmo_ids=[maker.id])
