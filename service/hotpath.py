@@ -98,9 +98,10 @@ class HotPath:
         if scope["type"] == "http":
             found = self._route(scope)
             if found is not None:
-                receive = await self._serve(scope, receive, send, *found)
-                if receive is None:
+                handed_over = await self._serve(scope, receive, send, *found)
+                if handed_over is None:
                     return
+                receive = handed_over
         await self.app(scope, receive, send)
 
     @staticmethod

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -455,3 +456,35 @@ def _created(body: dict[str, Any]) -> dict[str, Any]:
 
 def _count(api: Api) -> int:
     return len(ok(api.operator.get("/v1/projects?limit=200"))["items"])
+
+
+def test_no_request_slot_is_the_same_503_on_both_paths(
+    api: Api, backend: Backend, usual: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    maker = api.maker()
+    project = api.project(maker)
+    _warm(maker, usual)
+    usual_services = usual.app.state.services  # type: ignore[attr-defined]
+    for slots in (backend.services.db.slots, usual_services.db.slots):
+
+        @asynccontextmanager
+        async def refused(slots: Any = slots) -> AsyncIterator[None]:
+            raise slots._refuse("no database slot within 0.5 s")
+            yield
+
+        monkeypatch.setattr(slots, "hold", refused)
+    for path in (f"/v1/projects/{project['id']}", "/v1/projects"):
+        response = compare(backend.services, backend.client, usual, path, maker.key, served=False)
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    body = json.dumps(project_body())
+    response = compare(
+        backend.services,
+        backend.client,
+        usual,
+        "/v1/projects",
+        maker.key,
+        served=False,
+        method="POST",
+        content=body,
+    )
+    assert response.status_code == 503
