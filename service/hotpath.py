@@ -2,16 +2,19 @@
 middleware stack (README "Under load", "The lean path").
 
 :class:`HotPath` is the outermost ASGI middleware (PostgreSQL only; ``CDMO_HTTP__LEAN_PATH``).
-It recognises a few exact request shapes and, for each, does what the usual path does for it:
-the request id (header and log binding), the access line and the metrics, the API key from
-the authenticator's cache, the rate limit, a request slot (503 + Retry-After when none comes),
-one prepared statement on a raw psycopg connection (:class:`service.db.RawReads`, the
-repository's own statement), and the answer built by the route's own function. Anything it
-does not handle cheaply it hands over to the FastAPI app untouched: an id that is not one, a
-query string, a body, no key or one not in the cache, a row not found (404), a database error.
-So every error is still answered in one place. A request it hands over after counting it
-against the rate limit carries that decision along (``AUTHENTICATED_STATE``): it is counted
-once.
+It recognises four request shapes (``GET /v1/projects/{id}``, ``GET /v1/projects`` with at
+most ``limit`` and ``cursor``, ``PATCH /v1/listings/{id}``, ``POST /v1/projects``) and, for
+each, does what the usual path does: the request id (header and log binding), the access line
+and the metrics, the API key from the authenticator's cache, the rate limit, a request slot
+(503 + Retry-After when none comes), the body read and parsed as FastAPI does, the
+repository's own statement prepared on a raw psycopg connection (:class:`service.db.RawReads`)
+and the answer built by the route's own function. Anything it does not handle cheaply it
+hands over to the FastAPI app: an id that is not one, a query or header it does not know, no
+key or one not in the cache, a row not found (404), a failed check (the one statement wrote
+nothing), a database error. So every error is still answered in one place. What it decided
+before handing over travels with the request: the rate limit (``AUTHENTICATED_STATE``:
+counted once), the request id, a write's failed statement (``AT_ONCE_TRIED_STATE``: not sent
+twice), the body it read (replayed).
 """
 
 from __future__ import annotations
