@@ -326,15 +326,14 @@ def match(
 
 
 def _complete_lists(snapshot: MarketSnapshot, params: RunParams, sp: SolveParams) -> RunParams:
-    """``params`` with candidate lists holding every eligible site on a small market, unless
-    the caller chose ``candidates_per_project``: no eligible pair is then left outside the
-    model, whose bound no longer needs the unpriced ``outside_best`` of each row (on a
-    2000 x 200 market, 16 sites a row left the model's Lagrangian at 12.97 M against 12.89 M
-    with complete lists), and the split bound can tighten it."""
+    """``params`` with candidate lists holding every eligible site on a small market
+    (``candidates_per_project`` is then a floor): no eligible pair is left outside the model,
+    whose bound no longer needs the unpriced ``outside_best`` of each row (on a 2000 x 200
+    market, 16 sites a row left the model's Lagrangian at 12.97 M against 12.89 M with
+    complete lists), and the split bound can tighten it."""
     n_sites = len(snapshot.sites)
     small = n_sites * len(snapshot.projects) <= sp.complete_lists_max_pairs
-    chosen = "candidates_per_project" in params.model_fields_set
-    if chosen or not small or n_sites > sp.complete_lists_max_sites:
+    if not small or n_sites > sp.complete_lists_max_sites:
         return params
     k = max(params.candidates_per_project, n_sites)
     return params.model_copy(update={"candidates_per_project": k})

@@ -331,7 +331,7 @@ class RunParams(StrictModel):
         default=16,
         ge=1,
         le=256,
-        description="Sites kept per project before pricing. Left unset, a small market "
+        description="Sites kept per project before pricing, at least: a small market "
         "(matcher.control.SolveParams.complete_lists_max_pairs) keeps every eligible site.",
     )
     weights: MatchWeights = Field(default_factory=MatchWeights)
