@@ -39,7 +39,7 @@ from matcher.problem import (
     find_candidates,
 )
 from matcher.solver import MapParts, Solution, solve
-from matcher.split_bound import split_bound, split_work
+from matcher.split_bound import fit_states, split_bound
 from matcher.verify import verify_assignment
 from schemas.market import (
     Assignment,
@@ -432,25 +432,31 @@ def _match(
                 bound = min(bound, lp)
                 problem.stats["lp_bound"] = float(lp)
             problem.timings["lp_bound"] = time.perf_counter() - t0
+        states = None
         if (
             rounds == 1
             and not params.deterministic
             and best.objective < bound
             and not control.stop_requested()
             and problem.model.n_cand <= sp.split_max_candidates
-            and split_work(problem.model, solution.prices, sp.split_states) <= sp.split_max_work
         ):
+            states = fit_states(
+                problem.model, solution.prices, sp.split_states, sp.split_min_states,
+                sp.split_max_work,
+            )  # fmt: skip
+        if states is not None:
             # A small model: its congested resources split into knapsacks give a tighter
             # bound than the capacity prices (matcher.split_bound), valid for the market too.
             t0 = time.perf_counter()
             control.report("split_bound")
             split, steps = split_bound(
-                problem.model, solution.prices, best.objective, states=sp.split_states,
+                problem.model, solution.prices, best.objective, states=states,
                 max_steps=sp.split_max_steps, control=control,
                 time_limit_s=min(sp.split_share * limit, max(0.0, control.left() - keep)),
             )  # fmt: skip
             bound = min(bound, split)
             split_stats = {"split_bound": float(split), "split_steps": float(steps)}
+            split_stats["split_states"] = float(states)
             split_stats["split_s"] = time.perf_counter() - t0
         if step == last or control.stop_requested():
             break

@@ -88,6 +88,17 @@ def split_work(model: AssignmentModel, lam: np.ndarray, states: int) -> int:
     return int((n_uses * (cap // _units(cap, states) + 1)).sum())
 
 
+def fit_states(
+    model: AssignmentModel, lam: np.ndarray, most: int, least: int, work: int
+) -> int | None:
+    """The most DP units per capacity (``most``, halved down to ``least``) whose step fills
+    at most ``work`` cells (``split_work``); None when even ``least`` does not fit."""
+    states = most
+    while states > least and split_work(model, lam, states) > work:
+        states //= 2
+    return states if split_work(model, lam, states) <= work else None
+
+
 def split_resources(model: AssignmentModel, lam: np.ndarray, states: int) -> Split:
     """The split resources (``_chosen``) and their knapsacks; ``states``: the most DP units
     of a capacity."""

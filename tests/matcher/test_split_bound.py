@@ -14,7 +14,7 @@ from test_solver import brute_force, make_model, small_models
 
 from matcher.bound import lagrangian_bound
 from matcher.model import AssignmentModel
-from matcher.split_bound import split_bound, split_resources, split_work
+from matcher.split_bound import fit_states, split_bound, split_resources, split_work
 
 
 def _prices(model: AssignmentModel) -> np.ndarray:
@@ -45,6 +45,12 @@ def test_only_priced_resources_that_the_candidates_overfill_are_split():
     halved = split_resources(model, np.array([4.0, 1.0]), states=2)
     assert halved.unit.tolist() == [2] and halved.cap.tolist() == [1]
     assert halved.weight.tolist() == [1, 1, 1]
+    # The finest units whose step fits the work: 3 uses x (3 + 1) cells in hours, 3 x 2 in
+    # units of 2 hours, 3 x 2 still in units of 3 (capacity 1): nothing fits 5 cells.
+    lam = np.array([4.0, 1.0])
+    assert fit_states(model, lam, most=4, least=1, work=12) == 4
+    assert fit_states(model, lam, most=4, least=1, work=6) == 2
+    assert fit_states(model, lam, most=4, least=1, work=5) is None
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
