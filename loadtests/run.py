@@ -30,6 +30,7 @@ import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
+import resource  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -204,6 +205,9 @@ class Row:
     # CPU time of the API processes per successful request in the phase (a phase of one
     # endpoint, on a topology started here): less noisy than req/s on a shared machine
     cpu_ms: float | None = None
+    # cores busy during the phase (CPU seconds / wall seconds): the API processes, this
+    # process (Locust), every PostgreSQL process on the machine, and the whole machine
+    cores: dict[str, float] | None = None
 
 
 def run_phase(
@@ -233,13 +237,15 @@ def run_phase(
         statuses.clear()
         out.mkdir(parents=True, exist_ok=True)
         spy = _profile(target, seconds, out / f"{label}_pyspy.txt")
-        cpu_before = _tree_cpu_s(target.api_pid)
+        before, wall = _cpu_shares(target.api_pid), time.monotonic()
         gevent.sleep(seconds)
-        cpu_used = _tree_cpu_s(target.api_pid) - cpu_before
+        after, wall = _cpu_shares(target.api_pid), time.monotonic() - wall
+        used = {k: after[k] - before[k] for k in after}
         rows = _rows(env, statuses)
         if len(rows) == 1 and target.api_pid is not None:
             ok = rows[0].rps * seconds
-            rows[0].cpu_ms = 1000 * cpu_used / ok if ok else None
+            rows[0].cpu_ms = 1000 * used["api"] / ok if ok else None
+            rows[0].cores = {k: v / wall for k, v in used.items()}
         if spy is not None:
             spy.wait(timeout=30)
             _profile_summary(out / f"{label}_pyspy.txt", out / f"{label}_profile.md")
@@ -255,18 +261,39 @@ def run_phase(
         env.events.request.remove_listener(count)
 
 
-def _tree_cpu_s(pid: int | None) -> float:
-    """User + system CPU seconds of ``pid`` and its descendants (Linux /proc; 0 elsewhere)."""
-    if pid is None or not Path("/proc").is_dir():
-        return 0.0
-    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
+def _cpu_shares(api_pid: int | None) -> dict[str, float]:
+    """CPU seconds so far (user + system; Linux /proc, 0 elsewhere) of the API processes
+    (``api_pid`` and its descendants), this process (Locust), the PostgreSQL processes, and
+    the whole machine (every core busy)."""
+    if not Path("/proc").is_dir():
+        return {"api": 0.0, "locust": 0.0, "postgres": 0.0, "machine": 0.0}
     tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
+    postgres = 0.0
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, ValueError, IndexError):
-                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                name, _, rest = (entry / "stat").read_text().partition(" (")[2].rpartition(")")
+                fields = rest.split()
                 cpu = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
                 stats[int(entry.name)] = (int(fields[1]), cpu)
+                postgres += cpu if name == "postgres" else 0.0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    # /proc/stat's first line: time per state summed over cores; idle and iowait are not busy
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    machine = (sum(ticks[:8]) - ticks[3] - ticks[4]) / tick
+    return {
+        "api": _tree_cpu_s(stats, api_pid),
+        "locust": usage.ru_utime + usage.ru_stime,
+        "postgres": postgres,
+        "machine": machine,
+    }
+
+
+def _tree_cpu_s(stats: dict[int, tuple[int, float]], pid: int | None) -> float:
+    """CPU seconds of ``pid`` and its descendants in ``stats`` (pid -> (parent, seconds))."""
+    if pid is None:
+        return 0.0
     tree, total, frontier = {pid}, 0.0, [pid]
     while frontier:
         parent = frontier.pop()
@@ -392,6 +419,7 @@ def capacity_run(
                 "ratio": 1.0,
                 "statuses": _merge(r.statuses for r in health),
                 "cpu_ms": _mean([r.cpu_ms for r in health]),
+                "cores": health[0].cores,
             },
         )
         result["levels"][str(n_users)] = table
@@ -430,6 +458,9 @@ def _brief(rows: list[Row]) -> str:
     )
 
 
+_CORES = ("api", "locust", "postgres", "machine")
+
+
 def write_summary(result: dict[str, Any], out: Path) -> str:
     lines = [
         f"# Load test: {result['mode']}, {result['topology']}",
@@ -444,17 +475,20 @@ def write_summary(result: dict[str, Any], out: Path) -> str:
             f"## {level} users",
             "",
             "| endpoint | ok req/s | ratio to /health | p50 ms | p95 ms | p99 ms | max ms | "
-            "API CPU ms/req | requests | failures | statuses |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "API CPU ms/req | cores: API / Locust / PostgreSQL / machine | requests | "
+            "failures | statuses |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
         ]
         for r in table:
             ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}"
             cpu = "" if r.get("cpu_ms") is None else f"{r['cpu_ms']:.2f}"
+            cores = r.get("cores")
+            shares = "" if not cores else " / ".join(f"{cores[k]:.2f}" for k in _CORES)
             statuses = ", ".join(f"{k}: {v}" for k, v in r["statuses"].items())
             lines.append(
                 f"| {r['name']} | {r['rps']:.1f} | {ratio} | {r['p50']:.0f} | {r['p95']:.0f} | "
-                f"{r['p99']:.0f} | {r['max']:.0f} | {cpu} | {r['requests']} | {r['failures']} | "
-                f"{statuses} |"
+                f"{r['p99']:.0f} | {r['max']:.0f} | {cpu} | {shares} | {r['requests']} | "
+                f"{r['failures']} | {statuses} |"
             )
         lines.append("")
     text = "\n".join(lines)

@@ -87,17 +87,46 @@ def _lagrangian(
     red,
     terms,
 ):
-    """Returns L(lam); writes the maximising candidate of each item (or -1) into best_cand.
+    """Returns L(lam); writes the maximising candidate of each item (or -1) into best_cand
+    (``_items``)."""
+    total = 0.0
+    for r in range(side_from):
+        total += lam[r] * capacity[r]
+    for c in range(len(cand_value)):  # reduced values once (``red``: a buffer, n_cand)
+        red[c] = _reduced(c, lam, cand_value, use_ptr, use_res, use_amt, side_from)
+    return total + _items(
+        red, capacity, cand_ptr, use_ptr, use_res, use_amt, must_assign, fixed, outside_best,
+        best_cand, partner, cand_bin, bin_group, side_from, terms,
+    )  # fmt: skip
+
+
+@njit(cache=True)
+def _items(
+    red,
+    capacity,
+    cand_ptr,
+    use_ptr,
+    use_res,
+    use_amt,
+    must_assign,
+    fixed,
+    outside_best,
+    best_cand,
+    partner,
+    cand_bin,
+    bin_group,
+    side_from,
+    terms,
+):
+    """The items' part of a Lagrangian: the sum over items (linked pairs together) of their
+    best option by reduced value ``red`` (candidates, staying out, ``outside_best``); writes
+    the maximising candidate of each item (or -1) into best_cand and each term into terms.
 
     A linked pair (second source) is one subproblem: both placed or neither, in different
     bin groups, within the pair-rule resources (region, budget), each option its candidates
     or ``outside_best`` (no check possible there: a relaxation)."""
     n = len(cand_ptr) - 1
     total = 0.0
-    for r in range(side_from):
-        total += lam[r] * capacity[r]
-    for c in range(len(cand_value)):  # reduced values once (``red``: a buffer, n_cand)
-        red[c] = _reduced(c, lam, cand_value, use_ptr, use_res, use_amt, side_from)
     for i in range(n):
         p = partner[i]
         if p >= 0 and p < i:

@@ -354,7 +354,13 @@ class RunParams(StrictModel):
     deterministic: bool = Field(
         default=False, description="One worker, fixed seed, no wall-clock cut-offs in LNS."
     )
-    candidates_per_project: int = Field(default=16, ge=1, le=256)
+    candidates_per_project: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Sites kept per project before pricing, at least: a small market "
+        "(matcher.control.SolveParams.complete_lists_max_pairs) keeps every eligible site.",
+    )
     weights: MatchWeights = Field(default_factory=MatchWeights)
 
 

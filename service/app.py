@@ -19,6 +19,7 @@ from service.deps import reject_nul_characters
 from service.docs import STATIC_URL, install_redoc
 from service.errors import install_error_handlers
 from service.flows.match_run import warm_up
+from service.hotpath import HotPath
 from service.idempotency import install_idempotency
 from service.jobs.engine import DramatiqEngine, make_job_engine
 from service.jobs.reaper import Reaper, runs_state
@@ -122,6 +123,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             background.stop()
         reaper.stop()
         await services.db.reads.close()
+        if services.db.raw is not None:
+            await services.db.raw.close()
         services.close()
 
     # FastAPIOffline: /docs loads Swagger UI from the package's own copy under /static/docs,
@@ -166,6 +169,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         timeout_s=settings.http.body_timeout_s,
     )
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
-    app.add_middleware(RequestContextMiddleware)  # outermost: every line has the request id
+    app.add_middleware(RequestContextMiddleware)  # every line has the request id
+    if settings.http.lean_path and services.db.raw is not None:
+        app.add_middleware(HotPath, services=services)  # outermost: hands over what it skips
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app

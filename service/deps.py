@@ -180,6 +180,14 @@ _ID = ID_PATTERN
 # --- request bodies -----------------------------------------------------------------------
 
 
+def has_nul(value: Any) -> bool:
+    """Whether a parsed JSON body holds a NUL character anywhere (the lean path hands it
+    over: :func:`reject_nul_characters` answers it)."""
+    paths: list[list[str | int]] = []
+    _nul_paths(value, [], paths)
+    return bool(paths)
+
+
 def _nul_paths(value: Any, path: list[str | int], out: list[list[str | int]]) -> None:
     if isinstance(value, str):
         if "\x00" in value:

@@ -184,13 +184,24 @@ async def idempotency(
 ) -> None:
     if idempotency_key is None:
         return
-    if not _KEY_RE.match(idempotency_key):
+    tx.pending = pending(
+        principal.org_id,
+        request.method,
+        request.url.path,
+        idempotency_key,
+        await request.body(),
+        services.settings.idempotency.ttl_s,
+    )
+
+
+def pending(org_id: str, method: str, path: str, header: str, body: bytes, ttl_s: int) -> Pending:
+    """The key a request with ``Idempotency-Key: <header>`` will claim (422 if malformed)."""
+    if not _KEY_RE.match(header):
         raise InvalidFieldError(
             HEADER, "must be 1-255 printable ASCII characters", location="header"
         )
-    fingerprint = hashlib.sha256(await request.body()).hexdigest()
-    key = record_key(principal.org_id, request.method, request.url.path, idempotency_key)
-    tx.pending = Pending(key, fingerprint, services.settings.idempotency.ttl_s)
+    fingerprint = hashlib.sha256(body).hexdigest()
+    return Pending(record_key(org_id, method, path, header), fingerprint, ttl_s)
 
 
 IdempotencyDep = Depends(idempotency)

@@ -106,7 +106,15 @@ def bind_run(run_id: str) -> Iterator[None]:
         yield
 
 
-def _request_id(scope: Scope) -> str:
+REQUEST_ID_STATE = "request_id"
+
+
+def request_id(scope: Scope) -> str:
+    """The request's id: the one already given to it (by the lean path, service.hotpath, before
+    it handed the request over), the client's ``X-Request-ID`` when sane, or a new one."""
+    given = scope.get("state", {}).get(REQUEST_ID_STATE)
+    if given is not None:
+        return str(given)
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
             candidate = value.decode("latin-1").strip()
@@ -114,6 +122,25 @@ def _request_id(scope: Scope) -> str:
                 return candidate
             break
     return uuid.uuid4().hex
+
+
+def log_access(scope: Scope, route: str | None, status: int, start: float) -> None:
+    """The one access line of a request (inside its ``request_id`` binding)."""
+    if status >= 500:
+        level = logging.ERROR
+    elif route in _PROBES and status < 400:
+        level = logging.DEBUG  # probes every few seconds would drown the log
+    else:
+        level = logging.INFO
+    _access_log.log(
+        level,
+        "request",
+        method=scope["method"],
+        path=scope["path"],
+        route=route,
+        status=status,
+        duration_ms=round((time.perf_counter() - start) * 1000, 2),
+    )
 
 
 class RequestContextMiddleware:
@@ -130,8 +157,8 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id(scope)
-        header = (REQUEST_ID_HEADER.lower().encode(), request_id.encode())
+        rid = request_id(scope)
+        header = (REQUEST_ID_HEADER.lower().encode(), rid.encode())
         status = 500
         start = time.perf_counter()
 
@@ -142,23 +169,8 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
+        with structlog.contextvars.bound_contextvars(request_id=rid):
             try:
                 await self.app(scope, receive, _send)
             finally:
-                route = getattr(scope.get("route"), "path", None)
-                if status >= 500:
-                    level = logging.ERROR
-                elif route in _PROBES and status < 400:
-                    level = logging.DEBUG  # probes every few seconds would drown the log
-                else:
-                    level = logging.INFO
-                _access_log.log(
-                    level,
-                    "request",
-                    method=scope["method"],
-                    path=scope["path"],
-                    route=route,
-                    status=status,
-                    duration_ms=round((time.perf_counter() - start) * 1000, 2),
-                )
+                log_access(scope, getattr(scope.get("route"), "path", None), status, start)

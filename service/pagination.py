@@ -59,9 +59,15 @@ def paginate(
 
 def page_statement(stmt: Any, id_column: Any, page: PageParams) -> Any:
     """``stmt`` after the cursor, ordered by ``id_column``, one row more than the page."""
-    if page.after is not None:
-        stmt = stmt.where(id_column > page.after)
-    return stmt.order_by(id_column).limit(page.limit + 1)
+    return keyset(stmt, id_column, page.after, page.limit + 1)
+
+
+def keyset(stmt: Any, id_column: Any, after: Any, rows: Any) -> Any:
+    """``stmt``'s first ``rows`` rows after ``after`` (None: from the start) by ``id_column``;
+    the values, or bound parameters (a statement built once, service.db.RawStatement)."""
+    if after is not None:
+        stmt = stmt.where(id_column > after)
+    return stmt.order_by(id_column).limit(rows)
 
 
 def page_of(

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Row, Select, true
@@ -76,6 +76,7 @@ class Transaction:
         self._session = session
         self.pending: PendingClaim | None = None  # set by the idempotency dependency
         self.claim: ResponseRecorder | None = None
+        self.at_once = True  # False: commit_at_once is not tried (AT_ONCE_TRIED_STATE)
 
     @property
     def session(self) -> Session:
@@ -129,7 +130,11 @@ class Transaction:
         met): the session is then untouched, and the route takes its usual path, which
         answers the error (404, 409, 412, a replay, ...) or writes after all."""
         session = self._session
-        if session.get_bind().dialect.name != "postgresql" or session.in_transaction():
+        if (
+            not self.at_once
+            or session.get_bind().dialect.name != "postgresql"
+            or session.in_transaction()
+        ):
             return None
         gate: ColumnElement[bool] = true()
         if self.pending is not None:
@@ -148,8 +153,15 @@ class Transaction:
         return row
 
 
-async def get_transaction(session: SessionDep) -> Transaction:
-    return Transaction(session)
+AT_ONCE_TRIED_STATE = "at_once_tried"
+"""Set by the lean path (service.hotpath) on a request whose one statement it sent and that
+wrote nothing: the usual path does not send it again, it answers what failed."""
+
+
+async def get_transaction(session: SessionDep, request: Request) -> Transaction:
+    tx = Transaction(session)
+    tx.at_once = not getattr(request.state, AT_ONCE_TRIED_STATE, False)
+    return tx
 
 
 Tx = Annotated[Transaction, Depends(get_transaction)]

@@ -268,9 +268,9 @@ def _patch_statement(operator: bool, gate: ColumnElement[bool]) -> Select[Any]:
 
 def from_row(row: Any) -> tuple[Listing, str]:
     """The listing and its CDMO's id from a row of :func:`patch_at_once`."""
-    values = row._mapping
-    listing = Listing(**{c.key: values[c.key] for c in Listing.__table__.columns})  # type: ignore[attr-defined]
-    return listing, values["cdmo_id"]
+    columns = Listing.__table__.columns  # type: ignore[attr-defined]
+    listing = Listing(**{c.key: getattr(row, c.key) for c in columns})
+    return listing, row.cdmo_id
 
 
 def delete_listing(*, session: Session, listing: Listing, expected: frozenset[int] | None) -> None:

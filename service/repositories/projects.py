@@ -38,7 +38,14 @@ from schemas.api import (
 )
 from schemas.market import DeviceCategory, Region, RegulatoryClass, Stage
 from service.auth import Principal
-from service.db import LoopReads, bump_market_version, market_bump_cte, market_bump_params
+from service.db import (
+    LoopReads,
+    RawReads,
+    RawStatement,
+    bump_market_version,
+    market_bump_cte,
+    market_bump_params,
+)
 from service.errors import (
     InvalidFieldError,
     InvalidStateError,
@@ -47,7 +54,7 @@ from service.errors import (
 )
 from service.ids import new_id
 from service.models import Organisation, Project, Proposal, utcnow
-from service.pagination import PageParams, page_of, page_statement
+from service.pagination import PageParams, keyset, page_of, page_statement
 from service.repositories.common import (
     check_version,
     json_array_contains_on,
@@ -152,6 +159,35 @@ def _read_statement(kind: OrgKind) -> Select[Any]:
     request cost a third of a read's CPU."""
     stmt = core_select(*_COLUMNS).where(col(Project.id) == bindparam("project_id"))
     return where_visible(stmt, _visible_to(kind, bindparam("org_id")))
+
+
+async def raw_read_project(*, raw: RawReads, principal: Principal, project_id: str) -> Any:
+    """:func:`read_project` for the lean path (service.hotpath): the same statement on a raw
+    connection; the row, or None (the usual path then answers the 404)."""
+    stmt = _raw_read_statement(principal.kind)
+    rows = await raw.rows(stmt, stmt.params(project_id=project_id, org_id=principal.org_id))
+    return rows[0] if rows else None
+
+
+@cache
+def _raw_read_statement(kind: OrgKind) -> RawStatement:
+    return RawStatement(_read_statement(kind))
+
+
+async def raw_read_projects(
+    *, raw: RawReads, principal: Principal, page: PageParams
+) -> tuple[list[Any], str | None]:
+    """:func:`read_projects` without filters, for the lean path (service.hotpath)."""
+    stmt = _raw_page_statement(principal.kind, page.after is not None)
+    params = stmt.params(org_id=principal.org_id, after=page.after, rows=page.limit + 1)
+    return page_of(await raw.rows(stmt, params), _COLUMNS.id, page)
+
+
+@cache
+def _raw_page_statement(kind: OrgKind, after: bool) -> RawStatement:
+    stmt = where_visible(core_select(*_COLUMNS), _visible_to(kind, bindparam("org_id")))
+    after_id = bindparam("after", type_=_COLUMNS.id.type) if after else None
+    return RawStatement(keyset(stmt, _COLUMNS.id, after_id, bindparam("rows")))
 
 
 async def read_projects(

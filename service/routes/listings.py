@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
@@ -114,10 +114,7 @@ def patch_listing(
         principal=principal, listing_id=listing_id, patch=patch, expected=expected
     )
     if at_once and (row := tx.commit_at_once(*at_once)):
-        listing, cdmo_id = repo.listings.from_row(row)
-        return Answer.of(
-            repo.listings.to_public(listing, cdmo_id), headers={"ETag": etag(listing.version)}
-        ).response()
+        return patched_answer(row).response()
     listing, cdmo_id = repo.listings.get_listing(
         session=tx.session, principal=principal, listing_id=listing_id, lock=True
     )
@@ -127,6 +124,16 @@ def patch_listing(
         session=tx.session, listing=listing, patch=patch, expected=expected
     )
     return _written(tx, listing, cdmo_id)
+
+
+def patched_answer(row: Any) -> Answer:
+    """The answer to a PATCH written in one statement (a row of
+    repo.listings.patch_at_once's statement), on the usual path and the lean one
+    (service.hotpath)."""
+    listing, cdmo_id = repo.listings.from_row(row)
+    return Answer.of(
+        repo.listings.to_public(listing, cdmo_id), headers={"ETag": etag(listing.version)}
+    )
 
 
 @router.delete(

@@ -3,7 +3,7 @@ to it. Anything else is 404, so a project's existence never leaks."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
@@ -18,6 +18,7 @@ from schemas.api import (
 )
 from schemas.market import DeviceCategory, Region, RegulatoryClass, Stage
 from service import repositories as repo
+from service.auth import Principal
 from service.deps import (
     ID_PATTERN,
     CurrentOrg,
@@ -55,17 +56,18 @@ def create_project(project_in: ProjectCreate, tx: Tx, principal: MakerOrOperator
     project, build, params = repo.projects.create_at_once(
         principal=principal, project_in=project_in
     )
-    answer = Answer.of(
-        ProjectPublic.model_validate(project, from_attributes=True),
-        status_code=201,
-        headers={"Location": f"/v1/projects/{project.id}", "ETag": etag(project.version)},
-    )
+    answer = created_answer(project)
     if tx.commit_at_once(build, params, answer):
         return answer.response()
     project = repo.projects.create_project(
         session=tx.session, principal=principal, project_in=project_in
     )
-    return tx.respond(
+    return tx.commit_answer(created_answer(project))
+
+
+def created_answer(project: Any) -> Answer:
+    """The answer to a project created, on the usual path and the lean one (service.hotpath)."""
+    return Answer.of(
         ProjectPublic.model_validate(project, from_attributes=True),
         status_code=201,
         headers={"Location": f"/v1/projects/{project.id}", "ETag": etag(project.version)},
@@ -100,9 +102,15 @@ async def list_projects(
     rows, cursor = await repo.projects.read_projects(
         reads=services.db.reads, principal=principal, filters=filters, page=page
     )
+    return page_answer(rows, cursor, principal).response()
+
+
+def page_answer(rows: list[Any], cursor: str | None, principal: Principal) -> Answer:
+    """The answer to a list of projects, on the usual path and the lean one
+    (service.hotpath). Serialised here, once: FastAPI would validate the page against
+    response_model again."""
     items = [repo.projects.view(p, principal) for p in rows]
-    # Serialised here, once: FastAPI would validate the page against response_model again.
-    return Answer.of(Page[ProjectView](items=items, next_cursor=cursor)).response()
+    return Answer.of(Page[ProjectView](items=items, next_cursor=cursor))
 
 
 @router.get(
@@ -112,8 +120,14 @@ async def list_projects(
     responses=problems(404, 422),
 )
 async def get_project(project: ProjectRowDep, principal: CurrentOrg) -> Response:
+    return project_answer(project, principal).response()
+
+
+def project_answer(project: Any, principal: Principal) -> Answer:
+    """The answer to a read of ``project`` (a row with its columns by name), on the usual
+    path and the lean one (service.hotpath)."""
     view = repo.projects.view(project, principal)
-    return Answer.of(view, headers={"ETag": etag(project.version)}).response()
+    return Answer.of(view, headers={"ETag": etag(project.version)})
 
 
 @router.patch(

@@ -7,11 +7,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from market_factories import CDMO_ONLY, PM, check_feasible, listings, project, site, snapshot
 
+from matcher.control import SolveParams
 from matcher.generate import generate_market
 from matcher.market import match
 from schemas.market import BlockReason, MatchWeights, Proposal, Role, RunParams, SolveStatus
 
 FAST = RunParams(time_limit_s=2, workers=1, deterministic=True)
+# Markets this small would get complete candidate lists: tests of short lists keep theirs.
+SHORT = SolveParams(complete_lists_max_pairs=0)
 
 
 def placements(res, pid):
@@ -177,7 +180,7 @@ def test_any_returned_assignment_is_feasible(n_projects, n_sites, months, seed, 
         pins = [Proposal(project_id=snap.projects[-1].id, site_id=ids[seed % len(ids)])]
         snap = snap.model_copy(update={"previous": prev, "pinned": pins})
     params = RunParams(time_limit_s=0.5, workers=1, deterministic=True, candidates_per_project=k)
-    res = match(snap, params)
+    res = match(snap, params, solver=SHORT)
     check_feasible(snap, res)
     assert res.bound >= res.objective
 
@@ -240,7 +243,7 @@ def test_pricing_brings_in_the_site_with_room_when_the_lists_are_too_short():
     sites = [site("S1", on_time=1.0), site("S2", on_time=0.5)]
     lst = listings("S1", capacity=15.0) + listings("S2", capacity=100.0)
     snap = snapshot(sites, [project("P1", priority=9), project("P2")], lst)
-    res = match(snap, FAST.model_copy(update={"candidates_per_project": 1}))
+    res = match(snap, FAST.model_copy(update={"candidates_per_project": 1}), solver=SHORT)
     check_feasible(snap, res)
     assert {a.project_id for a in res.assignments} == {"P1", "P2"}
     assert res.stats["priced_candidates"] >= 1
@@ -251,7 +254,9 @@ def test_pricing_brings_in_the_site_with_room_when_the_lists_are_too_short():
 def test_bound_with_short_lists_still_covers_the_optimum_over_every_site(seed, k):
     snap = generate_market(14, 6, months=3, seed=seed, capacity_scale=0.05)
     exact = match(snap, RunParams(time_limit_s=5, workers=1, candidates_per_project=256))
-    short = match(snap, RunParams(time_limit_s=2, workers=1, candidates_per_project=k))
+    short = match(
+        snap, RunParams(time_limit_s=2, workers=1, candidates_per_project=k), solver=SHORT
+    )
     check_feasible(snap, short)
     if exact.status == SolveStatus.OPTIMAL:
         # The bound of a run that saw only k sites per project still holds for the market.

@@ -18,6 +18,7 @@ from market_factories import (
     source_cost,
 )
 
+from matcher.control import SolveParams
 from matcher.market import match
 from schemas.market import BlockReason, Proposal, Region, RunParams
 
@@ -168,7 +169,8 @@ def test_a_pair_with_no_valid_sources_in_the_market_is_off_the_bound():
     # scanned) proves no pair exists, and the bound drops the project.
     sites = [site(x, cdmo=f"C{x}") for x in "ABCDEFGH"]  # all CN
     snap = snapshot(sites, [project("P1", second_source=True, markets=SEA)])
-    res = match(snap, PARAMS.model_copy(update={"candidates_per_project": 1}))
+    short = SolveParams(complete_lists_max_pairs=0)  # a market this small: complete lists
+    res = match(snap, PARAMS.model_copy(update={"candidates_per_project": 1}), solver=short)
     check_feasible(snap, res)
     assert res.unassigned[0].reason == BlockReason.NO_SECOND_SOURCE
     assert res.objective == 0 and res.bound == 0

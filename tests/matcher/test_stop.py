@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from matcher import kernels
-from matcher.control import Progress, RunControl, Stopped
+from matcher.control import Progress, RunControl, SolveParams, Stopped
 from matcher.generate import generate_market
 from matcher.market import match
 from matcher.problem import encode, score
@@ -142,7 +142,7 @@ def test_cancel_while_pricing_rebuilds_the_model_returns_the_verified_answer_so_
         fill(*args)
 
     monkeypatch.setattr(problem, "_fill_uses", fill_or_cancel)
-    res = match(snap, params, control)
+    res = match(snap, params, control, solver=SolveParams(complete_lists_max_pairs=0))
     assert after == [1]  # the rebuild stopped at its first check
     assert res.partial and res.objective > 0 and res.bound >= res.objective
     check_feasible(snap, res)  # independent checker: capacities, eligibility, objective

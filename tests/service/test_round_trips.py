@@ -33,9 +33,13 @@ CEILING = {
 
 
 class RoundTrips:
-    def __init__(self, *engines: Any) -> None:
+    def __init__(self, *engines: Any, raw: Any = None) -> None:
         self.engines = engines
+        self.raw = raw  # the lean path's raw connections (service.db.RawReads)
         self.sent: list[str] = []
+
+    def on_raw(self, statement: str) -> None:
+        self.sent.append(statement.split(None, 1)[0].upper())
 
     def _transactional(self, conn: Any) -> bool:
         return conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT"
@@ -70,11 +74,15 @@ class RoundTrips:
     def __enter__(self) -> RoundTrips:
         for engine, name, fn in self._events():
             event.listen(engine, name, fn)
+        if self.raw is not None:
+            self.raw.listeners.append(self.on_raw)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for engine, name, fn in self._events():
             event.remove(engine, name, fn)
+        if self.raw is not None:
+            self.raw.listeners.remove(self.on_raw)
 
     def count(self, call: Callable[[], httpx.Response], status: int) -> list[str]:
         self.sent.clear()
@@ -93,7 +101,7 @@ def trips(api: Api, monkeypatch: pytest.MonkeyPatch) -> Iterator[RoundTrips]:
     monkeypatch.setattr(idempotency, "PURGE_PROBABILITY", 0.0)
     ok(api.maker().get("/v1/projects"))  # the event loop's engine of reads exists from now
     db = api.backend.db
-    with RoundTrips(db.engine, *db.reads.engines()) as counter:
+    with RoundTrips(db.engine, *db.reads.engines(), raw=db.raw) as counter:
         yield counter
 
 
