@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     for p, s, t in sizes:
         enc = encode(generate_market(p, s, t, 0), RunParams(candidates_per_project=16))
         sites, rows, words = enc.sites, enc.rows, enc.words
-        lane = kernels.lanes(sites, rows, words, None)
+        lane = kernels.lanes(sites, rows, words)
         col_mib = (lane.price.nbytes + lane.free.nbytes) / 2**20
         del lane
         score_pairs_walk(sites, kernels.take_rows(rows, np.arange(4)), words, **kw)

@@ -24,7 +24,8 @@ import time
 import numpy as np
 from numba import njit
 
-from matcher.control import RunControl, SolveParams
+from matcher.control import NO_STOP, RunControl, SolveParams
+from matcher.kernels import NO_VALUE
 from matcher.model import AssignmentModel
 
 
@@ -203,7 +204,7 @@ def _items(
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _subgradient(
     capacity,
     cand_ptr,
@@ -223,11 +224,13 @@ def _subgradient(
     cand_bin,
     bin_group,
     side_from,
+    stop,
 ):
     """``iterations`` subgradient steps from prices ``lam`` (updated in place). ``state`` is
     [best bound so far, step scale theta, iterations without improvement], carried from one
     call to the next (the caller checks the clock between calls); ``best_lam`` receives the
-    prices of the best bound."""
+    prices of the best bound. ``stop[0]`` (a run's cancel flag) set ends it after the current
+    pass (a step at 100000 x 10000 is a pass over millions of uses)."""
     n = len(cand_ptr) - 1
     best_cand = np.empty(n, np.int64)
     red = np.empty(len(cand_value), np.float64)
@@ -237,6 +240,8 @@ def _subgradient(
     stall = int(state[2])
     usage = np.zeros(len(capacity), np.float64)
     for _ in range(iterations):
+        if stop[0]:
+            break
         bound = _lagrangian(
             lam,
             capacity,
@@ -256,6 +261,8 @@ def _subgradient(
             red,
             terms,
         )
+        if stop[0]:
+            break
         if bound < best_bound - 1e-9:
             best_bound = bound
             best_lam[:] = lam
@@ -352,6 +359,7 @@ def lagrangian_bound(
             m.cand_bin,
             m.bin_group,
             m.side_from,
+            NO_STOP if control is None else control.flag,
         )
         done += chunk
         if state[1] < 1e-4:
@@ -363,6 +371,10 @@ def lagrangian_bound(
         if control is not None and (control.cancelled or control.run_over()):
             break  # the whole run's deadline is never overrun for the first steps
     lam = best_lam
+    if control is not None and control.cancelled:
+        # The evaluation with the outside options is one more pass over every use: a
+        # cancelled run takes L(0), the per-item bound, which costs nothing and holds too.
+        return item_bound(m), lam
     best = _lagrangian(
         lam,
         m.capacity,
@@ -384,6 +396,18 @@ def lagrangian_bound(
     )
     # Values are integers, so the optimum is at most floor(L); the epsilon absorbs rounding.
     return int(np.floor(best + 1e-6)), lam
+
+
+def item_bound(model: AssignmentModel) -> int:
+    """Sum over items of their best option (a candidate, ``outside_best``, or 0 when they
+    may stay out): the Lagrangian at zero prices, a bound that holds for any answer, at no
+    cost."""
+    best = np.where(model.must_assign, NO_VALUE, np.maximum(model.outside_best, 0))
+    has = np.diff(model.cand_ptr) > 0
+    if has.any():
+        top = np.maximum.reduceat(model.cand_value, model.cand_ptr[:-1][has])
+        best[has] = np.maximum(best[has], top)
+    return int(best[best > NO_VALUE].sum())
 
 
 def lagrangian_terms(model: AssignmentModel, lam: np.ndarray) -> tuple[float, np.ndarray]:

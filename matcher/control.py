@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -39,6 +41,9 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+
+# A cancel flag never set, for Numba loops run without a control (``RunControl.flag``).
+NO_STOP = np.zeros(1, np.uint8)
 
 
 class Stopped(Exception):  # noqa: N818 (a signal, not an error)
@@ -60,6 +65,8 @@ class RunControl:
     clock: Callable[[], float] = time.perf_counter
     start: float = field(init=False)
     _cancel: threading.Event = field(init=False, default_factory=threading.Event)
+    # The cancel flag as an array that Numba loops read while they run (``flag``).
+    _flag: np.ndarray = field(init=False, default_factory=lambda: np.zeros(1, np.uint8))
     _last: Progress | None = field(init=False, default=None)
     _first_feasible_s: float | None = field(init=False, default=None, repr=False)
     _root: RunControl | None = field(init=False, default=None, repr=False)
@@ -87,6 +94,7 @@ class RunControl:
         """Ask the solve to stop as soon as it can (safe from any thread): running CP-SAT
         searches registered with ``on_cancel`` are stopped at once."""
         root = self._root or self
+        root._flag[0] = 1
         root._cancel.set()
         with root._lock:
             hooks = list(root._hooks.values())
@@ -131,6 +139,12 @@ class RunControl:
     @property
     def cancelled(self) -> bool:
         return (self._root or self)._cancel.is_set()
+
+    @property
+    def flag(self) -> np.ndarray:
+        """uint8 [1], 1 once cancelled: long Numba loops (``nogil``, so that ``cancel()`` runs
+        meanwhile) read it every few thousand steps and stop early."""
+        return (self._root or self)._flag
 
     def run_over(self) -> bool:
         """True once cancelled or (outside deterministic mode) past the deadline of the whole

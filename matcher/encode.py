@@ -178,6 +178,12 @@ class Encoded:
         return kernels.group_words(self.sites, self.rows)
 
     @cached_property
+    def lanes(self) -> kernels.Lanes:
+        """The lane layout of every row's list (``kernels.lanes``), built by the first scoring
+        pass that takes the lanes and reused by the others (pricing, the market bound)."""
+        return kernels.lanes(self.sites, self.rows, self.words)
+
+    @cached_property
     def month_names(self) -> list[str]:
         """``YYYY-MM`` of every horizon month."""
         return [month_name(self.horizon_start + m) for m in range(self.n_months)]

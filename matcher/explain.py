@@ -40,7 +40,7 @@ from matcher.complete import (
 )
 from matcher.kernels import ELIGIBLE, R_CAPACITY, RULES
 from matcher.problem import FIT_MARKET, PROCESSES, REGIONS, ROLE_SECOND, MarketProblem
-from schemas.market import BlockReason, CapacityShortfall, Unassigned
+from schemas.market import BlockReason, CapacityShortfall, Unassigned, trusted_builder
 
 RULE_REASON = {
     "category_or_class": BlockReason.CATEGORY_OR_CLASS,
@@ -76,11 +76,14 @@ def _shortfall(problem: MarketProblem, site: int, off: int, hours: int) -> Capac
     )
 
 
+_build_unassigned = trusted_builder(Unassigned)
+
+
 def _unassigned(
     pid: str, reason: BlockReason, detail: str, shortfalls: list[CapacityShortfall] | None = None
 ) -> Unassigned:
-    return Unassigned.model_construct(
-        project_id=pid, reason=reason, detail=detail, shortfalls=shortfalls or []
+    return _build_unassigned(
+        {"project_id": pid, "reason": reason, "detail": detail, "shortfalls": shortfalls or []}
     )
 
 

@@ -13,6 +13,7 @@ import heapq
 import numpy as np
 from numba import njit
 
+from matcher.control import NO_STOP
 from matcher.model import NONE, AssignmentModel
 
 _NEG = -1e300
@@ -86,7 +87,7 @@ def _best_pair(
     return best_a, best_b, best
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def greedy(
     cand_ptr,
     cand_bin,
@@ -100,9 +101,11 @@ def greedy(
     partner,
     bin_group,
     fixed,
+    stop,
 ):
     """Greedy by regret with lazy re-evaluation: the item that would lose most by waiting goes
-    first, to its most desirable candidate that still fits."""
+    first, to its most desirable candidate that still fits. ``stop[0]`` (a run's cancel flag)
+    set ends it early with what is placed so far (capacity-feasible, maybe incomplete)."""
     n = len(cand_ptr) - 1
     residual = capacity.copy()
     choice = np.full(n, -1, np.int64)
@@ -121,7 +124,11 @@ def greedy(
         if p >= 0 and p < i:
             continue  # a pair is handled once, through its lower index
         heapq.heappush(heap, (-big, np.int64(i)))
+    pops = 0
     while len(heap) > 0:
+        pops += 1
+        if (pops & 1023) == 0 and stop[0]:
+            return choice
         key, i = heapq.heappop(heap)
         p = partner[i]
         if p >= 0:
@@ -354,8 +361,11 @@ def is_complete(model: AssignmentModel, choice: np.ndarray) -> bool:
     return not bool(np.any(model.must_assign & (choice == NONE)))
 
 
-def greedy_solution(model: AssignmentModel, desirability: np.ndarray) -> np.ndarray:
-    """Greedy by regret on ``desirability`` (capacity-feasible; may leave items out)."""
+def greedy_solution(
+    model: AssignmentModel, desirability: np.ndarray, stop: np.ndarray = NO_STOP
+) -> np.ndarray:
+    """Greedy by regret on ``desirability`` (capacity-feasible; may leave items out), cut
+    short once ``stop[0]`` is set (``RunControl.flag``)."""
     m = model
     return greedy(
         m.cand_ptr,
@@ -370,6 +380,7 @@ def greedy_solution(model: AssignmentModel, desirability: np.ndarray) -> np.ndar
         m.partner,
         m.bin_group,
         m.fixed,
+        stop,
     )
 
 

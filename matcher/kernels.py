@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numba import njit, parallel_chunksize, prange
@@ -247,6 +247,10 @@ def group_words(sites: SiteArrays, rows: RowArrays) -> GroupWords:
 # skip more lanes but cut runs shorter; 16 and 32 measured the same at 100000 x 10000, 8 slower.
 BLOCK = 32
 WORDS_PER_BLOCK = BLOCK // 8
+# Inactive blocks (no survivor) that a run of lanes bridges: their lanes cost a few vector
+# operations per load, a new run a call and a loop's set-up per load; their flags are 0, so
+# they change no count and no value.
+RUN_GAP = 1
 I32_MIN = np.iinfo(np.int32).min
 I32_MAX = np.iinfo(np.int32).max
 
@@ -267,9 +271,11 @@ class Lanes:
     lane_of: np.ndarray  # int64 [n_lanes]
     site: np.ndarray  # int32 [n_lanes]
     ent_col: np.ndarray  # int32 per row entry: its column (the cells the rows load only)
+    cells: np.ndarray  # int64 [columns] the (process, month) cell of each column
     price: np.ndarray  # float64 [columns, n_lanes]
     free: np.ndarray  # int32 [columns, n_lanes]
     dual: np.ndarray  # float64 [columns, n_lanes], or [0, n_lanes] without dual prices
+    # (``lanes`` builds the layout without them, once per market: ``with_dual`` adds them)
     cdmo: np.ndarray  # int32 [n_lanes]
     fitq: np.ndarray  # float64 [n_lanes]
     region_bit: np.ndarray  # uint32 [n_lanes]
@@ -278,8 +284,8 @@ class Lanes:
 
 @njit(cache=True, parallel=True)
 def _lane_columns(
-    lane_site, cells, price, free, dual, use_dual, site_cdmo, site_fitq, site_rbit,
-    l_price, l_free, l_dual, l_cdmo, l_fitq, l_rbit,
+    lane_site, cells, price, free, site_cdmo, site_fitq, site_rbit,
+    l_price, l_free, l_cdmo, l_fitq, l_rbit,
 ):  # fmt: skip
     n_lanes = lane_site.shape[0]
     n_pt = cells.shape[0]
@@ -293,8 +299,6 @@ def _lane_columns(
                 for o in range(n_pt):
                     l_price[o, q] = 0.0
                     l_free[o, q] = 0
-                    if use_dual:
-                        l_dual[o, q] = 0.0
                 continue
             l_cdmo[q] = site_cdmo[s]
             l_fitq[q] = site_fitq[s]
@@ -302,9 +306,16 @@ def _lane_columns(
             for o in range(n_pt):
                 l_price[o, q] = price[s, cells[o]]
                 l_free[o, q] = free[s, cells[o]]
-            if use_dual:
-                for o in range(n_pt):
-                    l_dual[o, q] = dual[s, cells[o]]
+
+
+@njit(cache=True, parallel=True)
+def _lane_dual(lane_site, cells, dual, l_dual):
+    n_lanes = lane_site.shape[0]
+    for blk in prange((n_lanes + 255) // 256):
+        for q in range(blk * 256, min(n_lanes, blk * 256 + 256)):
+            s = lane_site[q]
+            for o in range(cells.shape[0]):
+                l_dual[o, q] = dual[s, cells[o]] if s >= 0 else 0.0
 
 
 @njit(cache=True, parallel=True)
@@ -342,8 +353,11 @@ def _sort_key(word: np.ndarray, freq: np.ndarray) -> np.ndarray:
     return np.argsort(-key, kind="stable")
 
 
-def lanes(sites: SiteArrays, rows: RowArrays, words: GroupWords, dual: np.ndarray | None) -> Lanes:
-    """Lane layout of the lists the rows use (one per category x class), with ``dual``."""
+def lanes(sites: SiteArrays, rows: RowArrays, words: GroupWords) -> Lanes:
+    """Lane layout of the lists the rows use (one per category x class), without dual prices.
+
+    It depends on the market only (not on a pass's prices), so a market's passes share one
+    (``matcher.encode.Encoded.lanes``); ``with_dual`` adds a pass's prices."""
     n_groups = len(rows.grp_cc)
     used = np.unique(rows.group).astype(np.int64)
     used_cc = rows.grp_cc[used]
@@ -387,16 +401,13 @@ def lanes(sites: SiteArrays, rows: RowArrays, words: GroupWords, dual: np.ndarra
     n_lanes, n_pt = len(lane_site), len(cells)
     l_price = np.empty((n_pt, n_lanes))
     l_free = np.empty((n_pt, n_lanes), dtype=np.int32)
-    l_dual = np.empty((n_pt if dual is not None else 0, n_lanes))
     l_cdmo = np.empty(n_lanes, dtype=np.int32)
     l_fitq = np.empty(n_lanes)
     l_rbit = np.empty(n_lanes, dtype=np.uint32)
     if n_lanes:
         _lane_columns(
-            lane_site, cells, sites.price, sites.free,
-            np.zeros((1, 1)) if dual is None else np.ascontiguousarray(dual, np.float64),
-            dual is not None, sites.cdmo, sites.fitq, sites.region_bit,
-            l_price, l_free, l_dual, l_cdmo, l_fitq, l_rbit,
+            lane_site, cells, sites.price, sites.free, sites.cdmo, sites.fitq, sites.region_bit,
+            l_price, l_free, l_cdmo, l_fitq, l_rbit,
         )  # fmt: skip
     padded = (lengths[used] + BLOCK - 1) // BLOCK * BLOCK
     w0 = np.zeros(n_groups, dtype=np.int64)
@@ -405,9 +416,17 @@ def lanes(sites: SiteArrays, rows: RowArrays, words: GroupWords, dual: np.ndarra
     if len(word):
         _lane_words(used, words.ptr, words.word, q0, w0, lane_perm, word)
     return Lanes(
-        q0, w0, lane_of, lane_site, col_of[rows.ent_off], l_price, l_free, l_dual, l_cdmo,
-        l_fitq, l_rbit, word,
+        q0, w0, lane_of, lane_site, col_of[rows.ent_off], cells, l_price, l_free,
+        np.zeros((0, n_lanes)), l_cdmo, l_fitq, l_rbit, word,
     )  # fmt: skip
+
+
+def with_dual(lane: Lanes, dual: np.ndarray) -> Lanes:
+    """``lane`` with the dual prices (float64 [S, PT]) of its sites' cells as columns."""
+    l_dual = np.empty((len(lane.cells), len(lane.site)))
+    if l_dual.size:
+        _lane_dual(lane.site, lane.cells, np.ascontiguousarray(dual, np.float64), l_dual)
+    return replace(lane, dual=l_dual)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -577,12 +596,55 @@ def _run_4(cost, fits, lo, hi, h0, h1, h2, h3, u0, u1, u2, u3, p0, p1, p2, p3, f
 
 
 @njit(cache=True)
+def _run_8(cost, fits, lo, hi, h, u, p, f):
+    """Eight loads at once (``h``, ``u``: their hours and units; ``p``, ``f``: their price and
+    free-hour columns): half the passes over ``cost`` and ``fits`` of four at a time."""
+    c = cost[lo:hi]
+    ok = fits[lo:hi]
+    h0, h1, h2, h3, h4, h5, h6, h7 = h
+    u0, u1, u2, u3, u4, u5, u6, u7 = u
+    a0, a1, a2, a3 = p[0][lo:hi], p[1][lo:hi], p[2][lo:hi], p[3][lo:hi]
+    a4, a5, a6, a7 = p[4][lo:hi], p[5][lo:hi], p[6][lo:hi], p[7][lo:hi]
+    g0, g1, g2, g3 = f[0][lo:hi], f[1][lo:hi], f[2][lo:hi], f[3][lo:hi]
+    g4, g5, g6, g7 = f[4][lo:hi], f[5][lo:hi], f[6][lo:hi], f[7][lo:hi]
+    for i in range(hi - lo):
+        x = (((c[i] + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]) + h3 * a3[i]
+        c[i] = (((x + h4 * a4[i]) + h5 * a5[i]) + h6 * a6[i]) + h7 * a7[i]
+        ok[i] &= np.uint8(
+            (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]) & (u3 <= g3[i])
+            & (u4 <= g4[i]) & (u5 <= g5[i]) & (u6 <= g6[i]) & (u7 <= g7[i])
+        )  # fmt: skip
+
+
+@njit(cache=True)
 def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_hours, lp, lf):
     """Cost and capacity of the lanes of the runs, over the row's entries e0..e1."""
     for t in range(n_runs):
         _run_clear(cost, fits, run0[t], run1[t])
     e = e0
-    while e1 - e >= 4:
+    while e1 - e >= 8:
+        o = ent_col[e : e + 8]
+        h = (
+            ent_hours[e], ent_hours[e + 1], ent_hours[e + 2], ent_hours[e + 3],
+            ent_hours[e + 4], ent_hours[e + 5], ent_hours[e + 6], ent_hours[e + 7],
+        )  # fmt: skip
+        u = (
+            _units32(ent_units[e]), _units32(ent_units[e + 1]), _units32(ent_units[e + 2]),
+            _units32(ent_units[e + 3]), _units32(ent_units[e + 4]), _units32(ent_units[e + 5]),
+            _units32(ent_units[e + 6]), _units32(ent_units[e + 7]),
+        )  # fmt: skip
+        p = (
+            lp[o[0], q0:], lp[o[1], q0:], lp[o[2], q0:], lp[o[3], q0:],
+            lp[o[4], q0:], lp[o[5], q0:], lp[o[6], q0:], lp[o[7], q0:],
+        )  # fmt: skip
+        f = (
+            lf[o[0], q0:], lf[o[1], q0:], lf[o[2], q0:], lf[o[3], q0:],
+            lf[o[4], q0:], lf[o[5], q0:], lf[o[6], q0:], lf[o[7], q0:],
+        )  # fmt: skip
+        for t in range(n_runs):
+            _run_8(cost, fits, run0[t], run1[t], h, u, p, f)
+        e += 8
+    if e1 - e >= 4:
         o0, o1, o2, o3 = ent_col[e], ent_col[e + 1], ent_col[e + 2], ent_col[e + 3]
         h0, h1, h2, h3 = ent_hours[e], ent_hours[e + 1], ent_hours[e + 2], ent_hours[e + 3]
         u0, u1 = _units32(ent_units[e]), _units32(ent_units[e + 1])
@@ -636,6 +698,28 @@ def _masks(word, flag, n, r_proc, r_cert, r_mkt):
         n_p4 += p4
         flag[i] = p4
     return n_p2, n_p3, n_p4
+
+
+@njit(cache=True)
+def _active_runs(flag64, n_blk, blocks, run0, run1):
+    """The blocks holding a survivor of the masks (``blocks``), and the runs of lanes that
+    cover them (``run0``, ``run1``; bridging up to RUN_GAP inactive blocks); their counts."""
+    n_act = 0
+    n_runs = 0
+    for blk in range(n_blk):
+        live = np.uint64(0)
+        for w in range(blk * WORDS_PER_BLOCK, blk * WORDS_PER_BLOCK + WORDS_PER_BLOCK):
+            live |= flag64[w]
+        if live:
+            blocks[n_act] = blk
+            n_act += 1
+            if n_runs > 0 and blk * BLOCK - run1[n_runs - 1] <= RUN_GAP * BLOCK:
+                run1[n_runs - 1] = blk * BLOCK + BLOCK
+            else:
+                run0[n_runs] = blk * BLOCK
+                run1[n_runs] = blk * BLOCK + BLOCK
+                n_runs += 1
+    return n_act, n_runs
 
 
 @njit(cache=True)
@@ -758,7 +842,6 @@ def _score_task(
     rbit = lrbit[q0 : q0 + n_pad]
     asc = gsite[base : base + n_list]  # the same sites, ascending (GroupWords' order)
     flag = np.zeros(n_pad, dtype=np.uint8)  # padding lanes stay 0: never survivors
-    flag64 = flag.view(np.uint64)
     cost = np.zeros(n_pad)
     fits = np.zeros(n_pad, dtype=np.uint8)
     pen = np.zeros(n_pad)
@@ -770,32 +853,20 @@ def _score_task(
     run1 = np.empty(n_blk, dtype=np.int64)
     heap = np.empty(k + 2, dtype=np.int64)
     order_blk = np.empty(n_blk, dtype=np.int64)  # active blocks by best value, descending
+    n_p2 = n_p3 = n_p4 = n_act = n_runs = 0
 
     for ii in range(i0, i1):
         j = order[ii]
         req = row_req[j]
-        # Process, certification and market masks over every lane of the list.
-        n_p2, n_p3, n_p4 = _masks(
-            word, flag, n_list, req & np.uint32(PROC_FIELD), req & np.uint32(CERT_FIELD),
-            req & np.uint32(MKT_FIELD),
-        )  # fmt: skip
-        n_act = 0
-        n_runs = 0
-        in_run = False
-        for blk in range(n_blk):
-            live = np.uint64(0)
-            for w in range(blk * WORDS_PER_BLOCK, blk * WORDS_PER_BLOCK + WORDS_PER_BLOCK):
-                live |= flag64[w]
-            if live:
-                blocks[n_act] = blk
-                n_act += 1
-                if not in_run:
-                    run0[n_runs] = blk * BLOCK
-                    n_runs += 1
-                run1[n_runs - 1] = blk * BLOCK + BLOCK
-                in_run = True
-            else:
-                in_run = False
+        # Process, certification and market masks over every lane of the list, and the
+        # blocks and runs they leave: the previous row's when it required the same (rows
+        # come sorted by group, then requirements: a third of them repeat the one before).
+        if ii == i0 or req != row_req[order[ii - 1]]:
+            n_p2, n_p3, n_p4 = _masks(
+                word, flag, n_list, req & np.uint32(PROC_FIELD), req & np.uint32(CERT_FIELD),
+                req & np.uint32(MKT_FIELD),
+            )  # fmt: skip
+            n_act, n_runs = _active_runs(flag.view(np.uint64), n_blk, blocks, run0, run1)
 
         # Cost and capacity (and dual penalty) of the lanes in active blocks.
         e0 = ent_ptr[j]
@@ -925,10 +996,12 @@ def _score_task(
                             v, s, c, cdmo[i], bv, b_s, bc, bcd, av, a_s, ac
                         )
                     nk, o1v, o1s, o2v = _offer(sites, vals, costs, nk, k, s, v, c, o1v, o1s, o2v)
-                    # Below the second value cut nothing changes any more (but the
-                    # alternative CDMO's best may lie there).
-                    if not want_alt and o2v > thr:
-                        thr = o2v
+                    # Below the second value cut nothing changes the list any more; nor the
+                    # alternative CDMO's best once two CDMOs rank above: whichever is best,
+                    # the other ranks above the lane.
+                    lift = o2v if not want_alt else (min(o2v, av) if a_s >= 0 else NO_VALUE)
+                    if pass_ == 0 and lift > thr:
+                        thr = lift
 
         _heap_sort(sites, vals, costs, nk)
         for pf, f in ((pf0, f0), (pf1, f1)):
@@ -1134,7 +1207,7 @@ def _walk_rows(
         counts[j, ELIGIBLE] = n_elig
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _walk_kernel(
     order, k, w_cost, fit_market, n_sites, max_list,
     site_cdmo, site_rbit, site_fitq, free, price, dual, use_dual, gptr, gsite, gword,
@@ -1160,7 +1233,7 @@ def _walk_kernel(
         )  # fmt: skip
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _score_kernel(
     order, tptr, k, w_cost, fit_market, n_sites,
     q0s, w0s, lane_of, lsite, lp, lf, ld, lcdmo, lfitq, lrbit, lword, use_dual, gptr, gsite,
@@ -1200,6 +1273,11 @@ def _compact_kernel(ptr, buf_site, buf_value, buf_cost, cand_site, cand_value, c
             cand_cost[base + t] = buf_cost[j, t]
 
 
+def method_for(rows: RowArrays, sites: SiteArrays) -> str:
+    """The kernel ``score_pairs`` takes by default for these rows and sites."""
+    return "lanes" if rows.n_rows * sites.n_sites >= LANES_MIN_PAIRS else "walk"
+
+
 def score_pairs(
     sites: SiteArrays,
     rows: RowArrays,
@@ -1211,6 +1289,7 @@ def score_pairs(
     dual: np.ndarray | None = None,
     stop: Callable[[], bool] | None = None,
     method: str | None = None,
+    layout: Lanes | None = None,
 ) -> Scored:
     """Eligibility and value of every row x site pair; at most ``k`` + 3 candidates per row.
 
@@ -1227,13 +1306,14 @@ def score_pairs(
     second source at another CDMO is always representable). ``outside_best`` is exactly the
     best value among the eligible sites left out.
 
-    ``method`` ("lanes" or "walk"; by default by size, see LANES_MIN_PAIRS) picks the
-    kernel: both return the same bits.
+    ``method`` ("lanes" or "walk"; by default ``method_for`` the size) picks the kernel: both
+    return the same bits. ``layout`` is ``lanes(sites, rows, words)`` when the caller keeps
+    one for several passes (built here otherwise).
     """
     if k < 1:
         raise ValueError("k must be at least 1")
     if method is None:
-        method = "lanes" if rows.n_rows * sites.n_sites >= LANES_MIN_PAIRS else "walk"
+        method = method_for(rows, sites)
     if method not in ("lanes", "walk"):
         raise ValueError("method must be 'lanes' or 'walk'")
     n = rows.n_rows
@@ -1254,7 +1334,9 @@ def score_pairs(
             buf_site, buf_value, buf_cost, out_n, counts, outside,
         )  # fmt: skip
         if method == "lanes":
-            lane = lanes(sites, rows, words, dual)
+            lane = lanes(sites, rows, words) if layout is None else layout
+            if dual is not None:
+                lane = with_dual(lane, dual)
             args = (
                 k, float(w_cost), float(fit_market), sites.n_sites,
                 lane.q0, lane.w0, lane.lane_of, lane.site, lane.price, lane.free, lane.dual,

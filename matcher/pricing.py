@@ -92,7 +92,7 @@ def _new_sites(old_ptr, old_site, new_ptr, new_site, out):
             out[c] = new
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _merge_lists(
     old_ptr, old_site, old_value, old_cost, new_ptr, new_site, new_cost, add, add_value,
     ptr, site, value, cost,

@@ -73,7 +73,7 @@ __all__ = [
 CANDS_PER_CHECK = 1 << 17
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fill_uses(
     lo, hi, cand_row, cand_site, pos_ptr, pos_ent, ent_off, ent_units, pt, side_ptr, side_index,
     side_amt, use_ptr, keys, amts, used,
@@ -151,6 +151,7 @@ def score(
     (``matcher.control.Stopped``)."""
     if stop is None and control is not None:
         stop = lambda: control.cancelled  # noqa: E731
+    lanes = kernels.method_for(enc.rows, enc.sites) == "lanes"
     return kernels.score_pairs(
         enc.sites,
         enc.rows,
@@ -160,6 +161,7 @@ def score(
         fit_market=FIT_MARKET,
         dual=dual,
         stop=stop,
+        layout=enc.lanes if lanes else None,
     )
 
 

@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit
 
 from matcher import cpsat
-from matcher.bound import lagrangian_bound, reduced_values
+from matcher.bound import item_bound, lagrangian_bound, reduced_values
 from matcher.control import RunControl, SolveParams
 from matcher.heuristic import (
     greedy_solution,
@@ -383,17 +383,6 @@ def _polish(
     return choice
 
 
-def _item_bound(model: AssignmentModel) -> int:
-    """Sum over items of their best option (a candidate, ``outside_best``, or 0 when they
-    may stay out): a bound that holds for any answer, at no cost."""
-    best = np.where(model.must_assign, NO_VALUE, np.maximum(model.outside_best, 0))
-    has = np.diff(model.cand_ptr) > 0
-    if has.any():
-        top = np.maximum.reduceat(model.cand_value, model.cand_ptr[:-1][has])
-        best[has] = np.maximum(best[has], top)
-    return int(best[best > NO_VALUE].sum())
-
-
 def solve_part(
     part: Part | AssignmentModel,
     params: SolveParams,
@@ -446,9 +435,9 @@ def solve_part(
         )
     )
     if control.cancelled:  # e.g. while the parts were split: nothing found, nothing to say
-        return PartResult(None, 0, _item_bound(model), False, False, np.zeros(model.n_res))
+        return PartResult(None, 0, item_bound(model), False, False, np.zeros(model.n_res))
     t_greedy = time.perf_counter()
-    greedy_choice = greedy_solution(model, model.cand_value.astype(np.float64))
+    greedy_choice = greedy_solution(model, model.cand_value.astype(np.float64), control.flag)
     greedy_s = time.perf_counter() - t_greedy
     consider(greedy_choice)
     if passes:
@@ -460,7 +449,7 @@ def solve_part(
         return PartResult(
             best,
             best_obj,
-            _item_bound(model),
+            item_bound(model),
             False,
             False,
             np.zeros(model.n_res),
@@ -485,7 +474,7 @@ def solve_part(
         t = time.perf_counter()
         desirability = reduced_values(model, prices)  # a NumPy pass over every use: checked
         if not control.stop_requested():
-            reduced = greedy_solution(model, desirability)
+            reduced = greedy_solution(model, desirability, control.flag)
             consider(reduced)
             if passes:
                 consider(_polish(model, reduced, passes, control, params, greedy_s))

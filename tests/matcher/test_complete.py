@@ -192,6 +192,43 @@ def test_a_project_outside_its_candidate_list_is_placed_by_the_last_pass():
     assert problem.model.cand_bin[choice[1]] == 1
 
 
+def test_a_cancel_during_the_last_pass_returns_the_answer_before_it(monkeypatch):
+    """What the pass placed before the cancel needs a new model (an assembly, seconds at
+    100000 x 10000): the cancelled run keeps the answer it had, verified as it was."""
+    import matcher.complete as pass_module
+    from matcher.control import RunControl
+
+    sites = [site("S0"), site("S1", on_time=0.5)]
+    snap = snapshot(sites, [project(f"P{i}") for i in range(6)], listings("S0") + listings("S1"))
+    problem = build_problem(snap, PARAMS)
+    empty = np.full(problem.model.n_items, NONE, dtype=np.int64)
+    assert complete(problem, empty)[2] > 0  # uncancelled, the pass places projects
+    control = RunControl(60.0)
+    kernel = pass_module._complete_kernel
+
+    def then_cancel(*args):  # the first chunk is placed, then the run is cancelled
+        placed = kernel(*args)
+        control.cancel()
+        return placed
+
+    monkeypatch.setattr(pass_module, "CHUNK", 2)
+    monkeypatch.setattr(pass_module, "_complete_kernel", then_cancel)
+    same, choice, placed = complete(problem, empty, control)
+    assert placed == 0 and same is problem and np.array_equal(choice, empty)
+    # Cancelled while the answer's model is assembled (the pass itself was done): the same.
+    monkeypatch.setattr(pass_module, "_complete_kernel", kernel)
+    assemble = pass_module.assemble
+
+    def cancel_then_assemble(*args):
+        control.cancel()
+        return assemble(*args)
+
+    control = RunControl(60.0)
+    monkeypatch.setattr(pass_module, "assemble", cancel_then_assemble)
+    same, choice, placed = complete(problem, empty, control)
+    assert placed == 0 and same is problem and np.array_equal(choice, empty)
+
+
 def test_the_last_pass_keeps_pins_and_separation():
     sites = [
         site("A", cdmo="CA"),

@@ -13,11 +13,13 @@ import pytest
 from market_factories import check_feasible
 
 from matcher import cpsat
+from matcher.bound import item_bound, lagrangian_bound
 from matcher.control import Progress, RunControl, SolveParams
 from matcher.gap import GapInstance, to_model
 from matcher.generate import generate_market
+from matcher.heuristic import greedy_solution
 from matcher.market import match
-from matcher.model import AssignmentModel
+from matcher.model import NONE, AssignmentModel, usage_of
 from matcher.solver import merge, solve, solve_part, split
 from matcher.verify import verify_assignment
 from schemas.market import RunParams
@@ -75,6 +77,35 @@ def test_slices_share_the_cancel_flag_and_never_outlive_their_parent():
         assert stopped.wait(5.0)
     assert root.cancelled and half.cancelled
     assert root.left() == 0.0 and root.stop_requested()
+    # The flag Numba loops read is the root's, set by a cancel from any slice.
+    assert half.flag is root.flag and root.flag[0] == 1
+
+
+def test_a_set_cancel_flag_cuts_the_greedy_short_with_a_feasible_answer():
+    model = gap_model(3, agents=8, jobs=3000, tight=0.9)
+    desir = model.cand_value.astype(np.float64)
+    whole = greedy_solution(model, desir)
+    control = RunControl(10.0)
+    control.cancel()
+    cut = greedy_solution(model, desir, control.flag)
+    placed = int(np.count_nonzero(cut != NONE))
+    # Stopped after 1023 of its (re-keying) pops: fewer placed than the whole pass (here
+    # none: every item is re-keyed once first), and what is placed fits (verified with
+    # every item allowed to stay out).
+    assert placed < int(np.count_nonzero(whole != NONE)) > 0
+    relaxed = replace(model, must_assign=np.zeros(model.n_items, bool))
+    verify_assignment(relaxed, cut)  # raises on any capacity exceeded or bad candidate
+    assert np.all(usage_of(model, cut) <= model.capacity)
+
+
+def test_a_cancelled_lagrangian_returns_the_per_item_bound_without_its_last_pass():
+    model = gap_model(4)
+    control = RunControl(10.0)
+    bound, _ = lagrangian_bound(model, None, iterations=50, time_limit_s=None)
+    control.cancel()
+    cut, prices = lagrangian_bound(model, None, iterations=50, time_limit_s=None, control=control)
+    assert cut == item_bound(model) >= bound  # L(0): valid, and looser than the real steps
+    assert len(prices) == model.n_res
 
 
 def test_progress_keeps_the_best_objective_and_the_lowest_bound():

@@ -388,3 +388,24 @@ def test_generated_market_matches_walk():
     dual = np.random.default_rng(3).integers(0, 4, size=enc.sites.free.shape) / 8.0
     got = score_pairs_lanes(enc.sites, enc.rows, enc.words, dual=dual, **kw)
     assert_same(got, score_pairs_walk(enc.sites, enc.rows, enc.words, dual=dual, **kw))
+    # Rows of a task that repeat the previous row's requirements reuse its masks: this
+    # market has some (the tests above hold the bits either way).
+    order = np.lexsort((enc.rows.req, enc.rows.group))
+    key = enc.rows.group[order].astype(np.int64) << 32 | enc.rows.req[order]
+    assert np.count_nonzero(key[1:] == key[:-1]) > enc.rows.n_rows // 30  # 98 of 1559
+
+
+def test_a_kept_lane_layout_scores_as_a_fresh_one():
+    """``Encoded.lanes`` keeps one layout for every pass of a run: a pass with dual prices
+    adds them to a copy, and the next pass without them scores as a fresh layout would."""
+    rng = np.random.default_rng(31)
+    sites, rows = random_arrays(rng, 25, 700, months=3, n_groups=3, ties=False)
+    words = kernels.group_words(sites, rows)
+    layout = kernels.lanes(sites, rows, words)
+    dual = rng.integers(0, 8, size=sites.free.shape) / 4.0
+    kw = {"k": 4, "w_cost": 1.0, "fit_market": 0.25}
+    for d in (None, dual, None):
+        kept = score_pairs_lanes(sites, rows, words, layout=layout, dual=d, **kw)
+        assert_same(kept, score_pairs_lanes(sites, rows, words, dual=d, **kw))
+        assert_same(kept, walk(sites, rows, 4, dual=d))
+    assert layout.dual.shape[0] == 0
