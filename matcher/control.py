@@ -348,12 +348,14 @@ class GapParams:
     # (m multipliers, a step costs m x n): at most ``price_steps`` steps, ``price_chunk`` per
     # Numba call at first. ~600 reach the LP bound on d801600 in 0.2 s (= its optimum, 97034),
     # where 100 knapsack steps from the second-cheapest costs took 1.2-20 s and stayed 0.7 %
-    # below. The knapsack steps then go on with step factor ``price_step_factor``: 1.0
-    # reached the best knapsack bound on 7 of 9 B-E instances tried (0.1: the worst on 7,
-    # b10200 2824.9 against 2825.4, which rounds to one unit less).
+    # below. The knapsack steps then go on with the small step factor ``price_step_factor``:
+    # the multipliers start close to the optimum, and the dives start from them. 1.0 reached
+    # a slightly better bound on 7 of 9 B-E instances run to convergence (b10200: 2825.4
+    # against 2824.9, one unit after rounding), but its multipliers dived worse at 10 s
+    # (e40400 0.95-1.13 % against 0.09-0.12 %, E mean 0.224 % against 0.162 %, load 5-7).
     price_steps: int = 2000
     price_chunk: int = 50
-    price_step_factor: float = 1.0
+    price_step_factor: float = 0.1
     # Search iterations per Numba call at first (doubled while a call takes under 20 ms).
     search_chunk: int = 8
     # Lagrangian steps per Numba call at most (deterministic mode: exactly): a step's cost
