@@ -18,7 +18,10 @@ counted twice, which only lowers it). A pair whose bound reaches the cost of a k
 can be removed from the model without losing any better answer (reduced-cost fixing).
 
 The multipliers are improved by subgradient steps (Polyak step towards a target, the step
-factor halved when the bound stalls).
+factor halved when the bound stalls). They start from the prices of the capacity-relaxed
+Lagrangian (``PriceState``: m multipliers, the LP bound within a fraction of a second), and
+the steps solve each knapsack by a core knapsack (``_knapsack_core``: items fixed by the
+LP bound, a DP over the rest); the full DP, with its tables, only gives the pair bounds.
 """
 
 from __future__ import annotations

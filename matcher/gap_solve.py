@@ -1,8 +1,10 @@
 """The plain-GAP solve path: tabu search, knapsack Lagrangian, reduced-cost fixing, CP-SAT.
 
 0. A greedy start and a short tabu walk (``gap_search``): a first answer.
-1. Subgradient steps on the knapsack Lagrangian (``gap_lagrange``): a lower bound close to
-   the LP bound of the set-partitioning formulation, and multipliers.
+1. Subgradient steps on the capacity-relaxed Lagrangian (one price per agent: the LP bound
+   in a fraction of a second), then on the knapsack Lagrangian from the job multipliers
+   those prices give (``gap_lagrange``): a lower bound close to the LP bound of the
+   set-partitioning formulation, and multipliers for the Lagrangian dives.
 2. The penalised tabu search (``gap_search``) from a greedy start on the Lagrangian pair
    bounds, over the pairs whose bound is within a small window of the lower bound.
 3. Reduced-cost fixing: a pair (agent, job) whose Lagrangian bound cannot beat the best
