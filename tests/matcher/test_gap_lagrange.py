@@ -252,6 +252,21 @@ def test_knapsack_bound_is_tight_on_a_hard_type_d_instance() -> None:
     assert relaxed < 12430 * 0.95
 
 
+def test_price_start_reaches_the_optimum_bound_on_d801600() -> None:
+    """d801600 (80 x 1600, optimum 97034): 100 knapsack steps from the second-cheapest costs
+    stayed 0.7 % below; the capacity prices reach its LP bound, which is the optimum, and the
+    knapsack Lagrangian started from them is there at its first step (never past it)."""
+    instance = _yagiura("d801600")
+    prices = PriceState.start(instance.cost, instance.weight, instance.capacity)
+    for _ in range(40):
+        prices.run(50, 97034 * 1.04)
+    assert 97033 < prices.bound <= 97034 + 1e-6
+    state = LagrangeState.start(instance.cost, instance.weight, instance.capacity, 0.1)
+    state.restart(prices.multipliers(), 0.1)
+    state.run(1, 97034 * 1.04)
+    assert 97033 < state.bound <= 97034 + 1e-6
+
+
 def test_gap_path_cancel_returns_soon_with_a_verified_answer() -> None:
     """A cancel from another thread stops every phase (tabu, Lagrangian, CP-SAT) quickly."""
     import threading
