@@ -383,6 +383,18 @@ class GapParams:
     search_window: float = 0.01
     # Polyak step factor at the start; halved after 20 steps without a better bound.
     step_factor: float = 0.5
+    # The knapsack Lagrangian starts from the prices of the capacity-relaxed Lagrangian
+    # (m multipliers, a step costs m x n): at most ``price_steps`` steps, ``price_chunk`` per
+    # Numba call at first. ~600 reach the LP bound on d801600 in 0.2 s (= its optimum, 97034),
+    # where 100 knapsack steps from the second-cheapest costs took 1.2-20 s and stayed 0.7 %
+    # below. The knapsack steps then go on with the small step factor ``price_step_factor``:
+    # the multipliers start close to the optimum, and the dives start from them. 1.0 reached
+    # a slightly better bound on 7 of 9 B-E instances run to convergence (b10200: 2825.4
+    # against 2824.9, one unit after rounding), but its multipliers dived worse at 10 s
+    # (e40400 0.95-1.13 % against 0.09-0.12 %, E mean 0.224 % against 0.162 %, load 5-7).
+    price_steps: int = 2000
+    price_chunk: int = 50
+    price_step_factor: float = 0.1
     # Search iterations per Numba call at first (doubled while a call takes under 20 ms).
     search_chunk: int = 8
     # Lagrangian steps per Numba call at most (deterministic mode: exactly): a step's cost
@@ -426,7 +438,6 @@ class GapParams:
     # one column is fixed per level, the noise on the columns' scores after the first dive,
     # and the tabu iterations that polish (and repair) each dive's answer.
     dive_share: float = 0.35
-    dive_max_gap: float = 0.05
     dive_steps: int = 20
     dive_target_share: float = 0.002
     dive_step_factor: float = 0.5

@@ -1,8 +1,10 @@
 """The plain-GAP solve path: tabu search, knapsack Lagrangian, reduced-cost fixing, CP-SAT.
 
 0. A greedy start and a short tabu walk (``gap_search``): a first answer.
-1. Subgradient steps on the knapsack Lagrangian (``gap_lagrange``): a lower bound close to
-   the LP bound of the set-partitioning formulation, and multipliers.
+1. Subgradient steps on the capacity-relaxed Lagrangian (one price per agent: the LP bound
+   in a fraction of a second), then on the knapsack Lagrangian from the job multipliers
+   those prices give (``gap_lagrange``): a lower bound close to the LP bound of the
+   set-partitioning formulation, and multipliers for the Lagrangian dives.
 2. The penalised tabu search (``gap_search``) from a greedy start on the Lagrangian pair
    bounds, over the pairs whose bound is within a small window of the lower bound.
 3. Reduced-cost fixing: a pair (agent, job) whose Lagrangian bound cannot beat the best
@@ -27,7 +29,7 @@ import numpy as np
 
 from matcher.control import GapParams, RunControl, SolveParams
 from matcher.gap import GapInstance, Sense, gap_objective
-from matcher.gap_lagrange import LagrangeState, lagrangian_value
+from matcher.gap_lagrange import LagrangeState, PriceState, lagrangian_step_value
 from matcher.gap_search import greedy_start, nearest_agents, repair, tabu_search
 from matcher.model import NONE, AssignmentModel
 from matcher.solver import solve
@@ -202,9 +204,7 @@ def _dive(
         state = LagrangeState.start(c[ix], weight[ix], capacity[agents], gp.dive_step_factor)
         state.u[:] = u[jobs]
         state.best_u[:] = u[jobs]
-        value = lagrangian_value(
-            state.cost, state.weight, state.capacity, state.u, state.x, state.fs
-        )
+        value = lagrangian_step_value(state.cost, state.weight, state.capacity, state.u, state.x)
         target = value + gp.dive_target_share * abs(value) + 1.0
         agree = state.x.astype(np.float64)
         steps = 1
@@ -279,7 +279,10 @@ def warm_up() -> None:
     )
     c = instance.cost.astype(np.int64)
     fits = weight <= instance.capacity[:, None]
+    prices = PriceState.start(c, weight, instance.capacity)
+    prices.run(2, 10.0)
     lagrange = LagrangeState.start(c, weight, instance.capacity, 2.0)
+    lagrange.restart(prices.multipliers(), 0.1)
     lagrange.run(2, 10.0)
     pair = lagrange.pair_bounds()
     greedy_start(pair, weight, instance.capacity, fits)
@@ -423,46 +426,61 @@ def solve_gap_instance(
         params.seed,
     )
     run_search(first, gp.first_search_share, "gap_search")
-    if best_agents is None and not det:
-        # No feasible answer yet (1600 tight jobs: the greedy overloads and the walk needs a
-        # few hundred iterations): walk on, the later phases and CP-SAT's hint need one.
-        run_search(first, gp.first_feasible_share, "gap_search", until_feasible=True)
 
     timed("first_search")
 
-    # 1. Knapsack Lagrangian.
+    # 1. Knapsack Lagrangian, started from the prices of the capacity-relaxed one.
+    def target(bound: float) -> float | None:
+        """The Polyak target: the best answer's cost (or a guess above the bound); None
+        once the bound meets the best answer (nothing left to gain)."""
+        if best_cost < NO_COST:
+            return None if math.ceil(bound - 1e-6) >= best_cost else float(best_cost)
+        if bound < -1e17:
+            return float(np.sort(c, axis=0)[min(1, m - 1)].sum())
+        return bound + gp.target_share * abs(bound) + 1.0
+
+    prices = PriceState.start(c, instance.weight, instance.capacity)
     lagrange = LagrangeState.start(c, instance.weight, instance.capacity, gp.step_factor)
+    price_steps = 0
     steps = 0
 
-    def lagrange_steps(count: int) -> bool:
-        """``count`` steps towards the best answer's cost (or a guess above the bound);
-        False once there is nothing left to gain."""
-        nonlocal steps
-        if lagrange.converged or (det and steps >= gp.lagrange_steps_deterministic):
+    def price_step(count: int) -> bool:
+        nonlocal price_steps
+        goal = target(prices.bound)
+        if goal is None or prices.converged or price_steps >= gp.price_steps:
             return False
-        if best_cost < NO_COST:
-            if math.ceil(lagrange.bound - 1e-6) >= best_cost:
-                return False
-            target = float(best_cost)
-        elif lagrange.bound < -1e17:
-            target = float(np.sort(c, axis=0)[min(1, m - 1)].sum())
-        else:
-            target = lagrange.bound + gp.target_share * abs(lagrange.bound) + 1.0
-        lagrange.run(count, target)
+        count = min(count, gp.price_steps - price_steps)
+        prices.run(count, goal)
+        price_steps += count
+        return True
+
+    def lagrange_steps(count: int) -> bool:
+        """``count`` steps towards the target; False once there is nothing left to gain."""
+        nonlocal steps
+        goal = target(lagrange.bound)
+        if goal is None or lagrange.converged:
+            return False
+        if det and steps >= gp.lagrange_steps_deterministic:
+            return False
+        lagrange.run(count, goal)
         steps += count
         return True
 
+    lagrange_phase = phase_slice(gp.lagrange_share) if not det else None
+    if det:
+        while price_step(gp.price_chunk):
+            pass
+    else:
+        _chunked(price_step, lagrange_phase, gp.price_chunk)
+    if abs(prices.bound) < 1e17:
+        lagrange.restart(prices.multipliers(), gp.price_step_factor)
+    stats["price_steps"] = float(price_steps)
+    stats["price_bound"] = prices.bound
     if det:
         while lagrange_steps(gp.lagrange_chunk):
             pass
     else:
-        _chunked(
-            lagrange_steps,
-            phase_slice(gp.lagrange_share),
-            1,
-            gp.lagrange_least_steps,
-            gp.lagrange_chunk,
-        )
+        _chunked(lagrange_steps, lagrange_phase, 1, gp.lagrange_least_steps, gp.lagrange_chunk)
     # Unbounded steps (an infeasible instance) leave no usable bound.
     finite = math.isfinite(lagrange.bound) and abs(lagrange.bound) < 1e17
     lower = math.ceil(lagrange.bound - 1e-6) if finite else None
@@ -523,15 +541,9 @@ def solve_gap_instance(
 
     timed("search")
 
-    # 3. Lagrangian dives, each polished by a short tabu walk; only once the bound is within
-    # ``dive_max_gap`` of the best answer (on 1600 jobs at 10 s the multipliers are still far
-    # off, and a dive from them is noise).
-    close = (
-        lower is not None
-        and best_cost < NO_COST
-        and best_cost - lower <= gp.dive_max_gap * max(1.0, abs(best_cost))
-    )
-    if close and (not control.stop_requested() or det):
+    # 3. Lagrangian dives, each polished by a short tabu walk (the multipliers start from the
+    # LP prices, so they are close to the optimum's as soon as there is a bound).
+    if lower is not None and (not control.stop_requested() or det):
         rng = np.random.default_rng(params.seed)
         dives = 0
         phase = phase_slice(gp.dive_share) if not det else control.slice()
@@ -568,6 +580,11 @@ def solve_gap_instance(
         stats["gap_dives"] = float(dives)
 
     timed("dives")
+
+    if best_agents is None and not det:
+        # No feasible answer yet (1600 tight jobs where no dive ended: the greedy overloads
+        # and the walk needs a few hundred iterations): walk on, CP-SAT's hint needs one.
+        run_search(first, gp.first_feasible_share, "gap_search", until_feasible=True)
 
     # 3b. Tabu walks on small parts of the best answer.
     if best_agents is not None and (not control.stop_requested() or det):

@@ -17,7 +17,13 @@ from hypothesis import strategies as st
 
 from matcher.control import GapParams, RunControl, SolveParams
 from matcher.gap import GapInstance, gap_objective, read_gap_file
-from matcher.gap_lagrange import LagrangeState, _knapsack
+from matcher.gap_lagrange import (
+    LagrangeState,
+    PriceState,
+    _knapsack,
+    _knapsack_core,
+    lagrangian_step_value,
+)
 from matcher.gap_search import greedy_start, loads_of, repair
 from matcher.gap_solve import _chunked, _dive, _Search, solve_gap_instance, warm_up
 
@@ -91,6 +97,55 @@ def test_knapsack_matches_enumeration_at_every_capacity(rc, w, cap) -> None:
     assert np.allclose(f, best) and value == pytest.approx(best[cap])
     # The chosen items fit and reach the optimum.
     assert w[take].sum() <= cap and rc[take].sum() == pytest.approx(best[cap])
+
+
+@given(
+    st.lists(st.integers(-40, 10), min_size=1, max_size=40),
+    st.lists(st.integers(0, 15), min_size=40, max_size=40),
+    st.integers(0, 60),
+    st.sampled_from([1.0, 0.25, 0.1]),
+)
+@settings(max_examples=300, deadline=None)
+def test_core_knapsack_reaches_the_full_dp_optimum(rc, w, cap, scale) -> None:
+    """The core knapsack (items fixed by the LP bound, a DP over the rest) against the DP over
+    every item: the same optimum, and a chosen set that fits and reaches it. Integer costs
+    (scaled) make ties at the break ratio common, zero weights included."""
+    rc = np.array(rc, dtype=np.float64) * scale
+    w = np.array(w[: len(rc)], dtype=np.int64)
+    full = _knapsack(
+        rc,
+        w,
+        cap,
+        np.zeros(cap + 1),
+        np.zeros(len(rc), dtype=np.bool_),
+        np.zeros((len(rc), cap + 1), dtype=np.bool_),
+    )
+    take = np.ones(len(rc), dtype=np.bool_)  # stale marks from a previous call
+    # Scratch as a previous call may leave it.
+    value = _knapsack_core(
+        rc, w, cap, np.full(cap + 1, -7.0), take, np.ones((len(rc), cap + 1), dtype=np.bool_)
+    )
+    assert value == pytest.approx(full, abs=1e-9)
+    assert w[take].sum() <= cap and rc[take].sum() == pytest.approx(full, abs=1e-9)
+
+
+@given(instances(), st.floats(0.0, 0.3))
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_capacity_prices_bound_and_start_the_knapsack_lagrangian(instance, slack) -> None:
+    """The capacity-relaxed Lagrangian's value is a lower bound, and the knapsack Lagrangian
+    at the job multipliers its prices give is at least that value."""
+    optimum, _ = brute(instance)
+    target = (optimum if optimum is not None else float(instance.cost.sum())) * (1 + slack) + 1
+    prices = PriceState.start(instance.cost, instance.weight, instance.capacity)
+    for _ in range(20):
+        prices.run(10, target)
+    if optimum is not None:
+        assert prices.bound <= optimum + 1e-6
+    x = np.zeros(instance.cost.shape, dtype=np.bool_)
+    value = lagrangian_step_value(
+        prices.cost, prices.weight, prices.capacity, prices.multipliers(), x
+    )
+    assert value >= prices.bound - 1e-6 * max(1.0, abs(prices.bound))
 
 
 @given(instances(), st.floats(0.0, 0.3))
@@ -195,6 +250,21 @@ def test_knapsack_bound_is_tight_on_a_hard_type_d_instance() -> None:
     assert 12430 * 0.998 <= state.bound <= 12430
     relaxed = instance.cost.min(axis=0).sum()
     assert relaxed < 12430 * 0.95
+
+
+def test_price_start_reaches_the_optimum_bound_on_d801600() -> None:
+    """d801600 (80 x 1600, optimum 97034): 100 knapsack steps from the second-cheapest costs
+    stayed 0.7 % below; the capacity prices reach its LP bound, which is the optimum, and the
+    knapsack Lagrangian started from them is there at its first step (never past it)."""
+    instance = _yagiura("d801600")
+    prices = PriceState.start(instance.cost, instance.weight, instance.capacity)
+    for _ in range(40):
+        prices.run(50, 97034 * 1.04)
+    assert 97033 < prices.bound <= 97034 + 1e-6
+    state = LagrangeState.start(instance.cost, instance.weight, instance.capacity, 0.1)
+    state.restart(prices.multipliers(), 0.1)
+    state.run(1, 97034 * 1.04)
+    assert 97033 < state.bound <= 97034 + 1e-6
 
 
 def test_gap_path_cancel_returns_soon_with_a_verified_answer() -> None:
