@@ -15,14 +15,14 @@ class ApiModel(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
 
-def _as_utc(value: dt.datetime) -> dt.datetime:
+def as_utc(value: dt.datetime) -> dt.datetime:
     """SQLite hands back naive datetimes; everything we store is UTC."""
     if value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC)
 
 
-UtcDateTime = Annotated[dt.datetime, AfterValidator(_as_utc)]
+UtcDateTime = Annotated[dt.datetime, AfterValidator(as_utc)]
 
 
 def _unique(values: list[Any]) -> list[Any]:

@@ -36,7 +36,8 @@ from schemas.api import (
     ProjectUpdate,
     ProposalStatus,
 )
-from schemas.market import DeviceCategory, Region, RegulatoryClass, Stage
+from schemas.api.common import as_utc
+from schemas.market import DeviceCategory, ProcessLoad, Region, RegulatoryClass, Stage
 from service.auth import Principal
 from service.db import (
     LoopReads,
@@ -65,6 +66,7 @@ from service.repositories.common import (
 )
 from service.repositories.orgs import MAKER_OWNS_PROJECTS, owning_org, requested_owner
 from service.repositories.proposals import release_hold
+from service.trusted import RowView, in_field_order
 
 _ACTIVE = [s.value for s in ACTIVE_PROPOSAL_STATUSES]
 
@@ -113,23 +115,26 @@ def _visible_to(kind: OrgKind, org_id: Any) -> Any:
     return false()
 
 
-def view(project: Project | Row[Any], principal: Principal) -> ProjectPublic | ProjectRedacted:
-    """What ``principal`` may see of a project it can see at all."""
+_COLUMNS = Project.__table__.columns  # type: ignore[attr-defined]
+_TRUSTED = {  # what a project's row needs to serialise as its view model would
+    "loads": in_field_order(ProcessLoad),
+    "created_at": as_utc,
+    "updated_at": as_utc,
+}
+_PUBLIC = RowView(ProjectPublic, _COLUMNS.keys(), _TRUSTED)
+_REDACTED = RowView(ProjectRedacted, _COLUMNS.keys(), _TRUSTED)
+
+
+def view(project: Any, principal: Principal) -> dict[str, Any]:
+    """What ``principal`` may see of a project it can see at all: the ``ProjectPublic`` or
+    ``ProjectRedacted`` of its row (columns by name), JSON-ready, not validated again
+    (service.trusted)."""
     if principal.is_operator or project.maker_id == principal.org_id:
-        return ProjectPublic.model_validate(project, from_attributes=True)
-    fields = {
-        name: getattr(project, name)
-        for name in ProjectRedacted.model_fields
-        if name not in ("view", "maker_id", "title")
-    }
-    hide = project.confidential
-    return ProjectRedacted.model_validate(
-        {
-            **fields,
-            "maker_id": None if hide else project.maker_id,
-            "title": None if hide else project.title,
-        }
-    )
+        return _PUBLIC(project)
+    redacted = _REDACTED(project)
+    if project.confidential:
+        redacted["maker_id"] = redacted["title"] = None
+    return redacted
 
 
 def get_project(*, session: Session, principal: Principal, project_id: str) -> Project:
@@ -138,9 +143,6 @@ def get_project(*, session: Session, principal: Principal, project_id: str) -> P
     if project is None:
         raise NotFoundError(f"project {project_id} not found")
     return project
-
-
-_COLUMNS = Project.__table__.columns  # type: ignore[attr-defined]
 
 
 async def read_project(*, reads: LoopReads, principal: Principal, project_id: str) -> Row[Any]:

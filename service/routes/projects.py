@@ -38,6 +38,7 @@ from service.repositories.common import etag
 from service.repositories.projects import ProjectFilters
 from service.repositories.proposals import ProposalFilters
 from service.transactions import Answer, Tx
+from service.trusted import answer_json
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
 
@@ -107,10 +108,11 @@ async def list_projects(
 
 def page_answer(rows: list[Any], cursor: str | None, principal: Principal) -> Answer:
     """The answer to a list of projects, on the usual path and the lean one
-    (service.hotpath). Serialised here, once: FastAPI would validate the page against
-    response_model again."""
+    (service.hotpath): a ``Page[ProjectView]`` of rows not validated again
+    (service.trusted), serialised here, once (FastAPI would validate it against
+    response_model)."""
     items = [repo.projects.view(p, principal) for p in rows]
-    return Answer.of(Page[ProjectView](items=items, next_cursor=cursor))
+    return Answer(200, {}, answer_json({"items": items, "next_cursor": cursor}))
 
 
 @router.get(
@@ -127,7 +129,7 @@ def project_answer(project: Any, principal: Principal) -> Answer:
     """The answer to a read of ``project`` (a row with its columns by name), on the usual
     path and the lean one (service.hotpath)."""
     view = repo.projects.view(project, principal)
-    return Answer.of(view, headers={"ETag": etag(project.version)})
+    return Answer(200, {"ETag": etag(project.version)}, answer_json(view))
 
 
 @router.patch(
