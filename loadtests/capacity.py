@@ -84,28 +84,30 @@ class CapacityUser(FastHttpUser):
 
     @task
     def hit(self) -> None:
-        getattr(self, self.target)()
+        r = getattr(self, self.target)()
+        if r.status_code == 503:  # shed: a client waits as Retry-After says before its next call
+            time.sleep(float(r.headers.get("Retry-After") or 1))
 
-    def health(self) -> None:
-        self.client.get("/health", name=TARGETS["health"])
+    def health(self) -> Any:
+        return self.client.get("/health", name=TARGETS["health"])
 
-    def get_project(self) -> None:
+    def get_project(self) -> Any:
         project = random.choice(self.projects)
-        self.client.get(
+        return self.client.get(
             f"/v1/projects/{project['id']}", headers=self.headers, name=TARGETS["get_project"]
         )
 
-    def list_projects(self) -> None:
-        self.client.get(
+    def list_projects(self) -> Any:
+        return self.client.get(
             "/v1/projects?limit=20", headers=self.headers, name=TARGETS["list_projects"]
         )
 
-    def post_project(self) -> None:
-        self.client.post(
+    def post_project(self) -> Any:
+        return self.client.post(
             "/v1/projects", json=project_body(), headers=self.headers, name=TARGETS["post_project"]
         )
 
-    def patch_listing(self) -> None:
+    def patch_listing(self) -> Any:
         i = random.randrange(len(self.listings))
         listing = self.listings[i]
         with self.client.patch(
@@ -119,3 +121,4 @@ class CapacityUser(FastHttpUser):
                 self.listings[i] = r.json()
             elif r.status_code == 412:  # only this user writes its listings: should not happen
                 r.failure("412")
+        return r

@@ -127,6 +127,7 @@ def topology(processes: int, database_url: str, redis_url: str) -> Iterator[Targ
         started.extend(workers)
         base = f"http://127.0.0.1:{port}"
         _wait_ready(base, api)
+        _wait_settled(api.pid)
         yield Target(
             base,
             match.group(1),
@@ -175,6 +176,20 @@ def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 60)
                 return
         time.sleep(0.3)
     raise RuntimeError(f"{base}/ready did not answer 200 within {timeout_s} s")
+
+
+def _wait_settled(api_pid: int, timeout_s: float = 120) -> None:
+    """Until the API processes are idle (under 5 % of a core over a second): each warms the
+    matcher in a thread after it is ready (README "Instant candidates"), which would count
+    in the first phases' CPU per request and throughput."""
+    deadline = time.monotonic() + timeout_s
+    before = _cpu_shares(api_pid)["api"]
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = _cpu_shares(api_pid)["api"]
+        if now - before < 0.05:
+            return
+        before = now
 
 
 def _drop_redis_prefix(redis_url: str, prefix: str) -> None:
