@@ -552,51 +552,55 @@ def _run_clear(cost, fits, lo, hi):
 
 
 @njit(cache=True)
-def _run_1(cost, fits, lo, hi, h0, u0, p0, f0):
+def _run_1(cost, fits, lo, hi, init, h0, u0, p0, f0):
     c = cost[lo:hi]
     ok = fits[lo:hi]
     a0 = p0[lo:hi]
     g0 = f0[lo:hi]
     for i in range(hi - lo):
-        c[i] += h0 * a0[i]
-        ok[i] &= np.uint8(u0 <= g0[i])
+        c[i] = (0.0 if init else c[i]) + h0 * a0[i]
+        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(u0 <= g0[i])
 
 
 @njit(cache=True)
-def _run_2(cost, fits, lo, hi, h0, h1, u0, u1, p0, p1, f0, f1):
+def _run_2(cost, fits, lo, hi, init, h0, h1, u0, u1, p0, p1, f0, f1):
     c = cost[lo:hi]
     ok = fits[lo:hi]
     a0, a1 = p0[lo:hi], p1[lo:hi]
     g0, g1 = f0[lo:hi], f1[lo:hi]
     for i in range(hi - lo):
-        c[i] = (c[i] + h0 * a0[i]) + h1 * a1[i]
-        ok[i] &= np.uint8((u0 <= g0[i]) & (u1 <= g1[i]))
+        c[i] = ((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]
+        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8((u0 <= g0[i]) & (u1 <= g1[i]))
 
 
 @njit(cache=True)
-def _run_3(cost, fits, lo, hi, h0, h1, h2, u0, u1, u2, p0, p1, p2, f0, f1, f2):
+def _run_3(cost, fits, lo, hi, init, h0, h1, h2, u0, u1, u2, p0, p1, p2, f0, f1, f2):
     c = cost[lo:hi]
     ok = fits[lo:hi]
     a0, a1, a2 = p0[lo:hi], p1[lo:hi], p2[lo:hi]
     g0, g1, g2 = f0[lo:hi], f1[lo:hi], f2[lo:hi]
     for i in range(hi - lo):
-        c[i] = ((c[i] + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]
-        ok[i] &= np.uint8((u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]))
+        c[i] = (((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]
+        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(
+            (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i])
+        )
 
 
 @njit(cache=True)
-def _run_4(cost, fits, lo, hi, h0, h1, h2, h3, u0, u1, u2, u3, p0, p1, p2, p3, f0, f1, f2, f3):
+def _run_4(cost, fits, lo, hi, init, h0, h1, h2, h3, u0, u1, u2, u3, p0, p1, p2, p3, f0, f1, f2, f3):
     c = cost[lo:hi]
     ok = fits[lo:hi]
     a0, a1, a2, a3 = p0[lo:hi], p1[lo:hi], p2[lo:hi], p3[lo:hi]
     g0, g1, g2, g3 = f0[lo:hi], f1[lo:hi], f2[lo:hi], f3[lo:hi]
     for i in range(hi - lo):
-        c[i] = (((c[i] + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]) + h3 * a3[i]
-        ok[i] &= np.uint8((u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]) & (u3 <= g3[i]))
+        c[i] = ((((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]) + h3 * a3[i]
+        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(
+            (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]) & (u3 <= g3[i])
+        )
 
 
 @njit(cache=True)
-def _run_8(cost, fits, lo, hi, h, u, p, f):
+def _run_8(cost, fits, lo, hi, init, h, u, p, f):
     """Eight loads at once (``h``, ``u``: their hours and units; ``p``, ``f``: their price and
     free-hour columns): half the passes over ``cost`` and ``fits`` of four at a time."""
     c = cost[lo:hi]
@@ -608,9 +612,9 @@ def _run_8(cost, fits, lo, hi, h, u, p, f):
     g0, g1, g2, g3 = f[0][lo:hi], f[1][lo:hi], f[2][lo:hi], f[3][lo:hi]
     g4, g5, g6, g7 = f[4][lo:hi], f[5][lo:hi], f[6][lo:hi], f[7][lo:hi]
     for i in range(hi - lo):
-        x = (((c[i] + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]) + h3 * a3[i]
+        x = ((((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]) + h3 * a3[i]
         c[i] = (((x + h4 * a4[i]) + h5 * a5[i]) + h6 * a6[i]) + h7 * a7[i]
-        ok[i] &= np.uint8(
+        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(
             (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]) & (u3 <= g3[i])
             & (u4 <= g4[i]) & (u5 <= g5[i]) & (u6 <= g6[i]) & (u7 <= g7[i])
         )  # fmt: skip
@@ -618,9 +622,13 @@ def _run_8(cost, fits, lo, hi, h, u, p, f):
 
 @njit(cache=True)
 def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_hours, lp, lf):
-    """Cost and capacity of the lanes of the runs, over the row's entries e0..e1."""
-    for t in range(n_runs):
-        _run_clear(cost, fits, run0[t], run1[t])
+    """Cost and capacity of the lanes of the runs, over the row's entries e0..e1. The first
+    loads write cost and fits (0.0 + the first product: the bits of a cleared run's sum)
+    rather than adding to a cleared run: one pass over them fewer."""
+    if e1 == e0:
+        for t in range(n_runs):
+            _run_clear(cost, fits, run0[t], run1[t])
+        return
     e = e0
     while e1 - e >= 8:
         o = ent_col[e : e + 8]
@@ -642,7 +650,7 @@ def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_ho
             lf[o[4], q0:], lf[o[5], q0:], lf[o[6], q0:], lf[o[7], q0:],
         )  # fmt: skip
         for t in range(n_runs):
-            _run_8(cost, fits, run0[t], run1[t], h, u, p, f)
+            _run_8(cost, fits, run0[t], run1[t], e == e0, h, u, p, f)
         e += 8
     if e1 - e >= 4:
         o0, o1, o2, o3 = ent_col[e], ent_col[e + 1], ent_col[e + 2], ent_col[e + 3]
@@ -653,7 +661,7 @@ def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_ho
         f0, f1, f2, f3 = lf[o0, q0:], lf[o1, q0:], lf[o2, q0:], lf[o3, q0:]
         for t in range(n_runs):
             _run_4(
-                cost, fits, run0[t], run1[t], h0, h1, h2, h3, u0, u1, u2, u3,
+                cost, fits, run0[t], run1[t], e == e0, h0, h1, h2, h3, u0, u1, u2, u3,
                 p0, p1, p2, p3, f0, f1, f2, f3,
             )  # fmt: skip
         e += 4
@@ -663,7 +671,8 @@ def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_ho
         u0, u1, u2 = _units32(ent_units[e]), _units32(ent_units[e + 1]), _units32(ent_units[e + 2])
         for t in range(n_runs):
             _run_3(
-                cost, fits, run0[t], run1[t], ent_hours[e], ent_hours[e + 1], ent_hours[e + 2],
+                cost, fits, run0[t], run1[t], e == e0, ent_hours[e], ent_hours[e + 1],
+                ent_hours[e + 2],
                 u0, u1, u2, lp[o0, q0:], lp[o1, q0:], lp[o2, q0:],
                 lf[o0, q0:], lf[o1, q0:], lf[o2, q0:],
             )  # fmt: skip
@@ -672,14 +681,17 @@ def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_ho
         u0, u1 = _units32(ent_units[e]), _units32(ent_units[e + 1])
         for t in range(n_runs):
             _run_2(
-                cost, fits, run0[t], run1[t], ent_hours[e], ent_hours[e + 1], u0, u1,
+                cost, fits, run0[t], run1[t], e == e0, ent_hours[e], ent_hours[e + 1], u0, u1,
                 lp[o0, q0:], lp[o1, q0:], lf[o0, q0:], lf[o1, q0:],
             )  # fmt: skip
     elif left == 1:
         o0 = ent_col[e]
         u0 = _units32(ent_units[e])
         for t in range(n_runs):
-            _run_1(cost, fits, run0[t], run1[t], ent_hours[e], u0, lp[o0, q0:], lf[o0, q0:])
+            _run_1(
+                cost, fits, run0[t], run1[t], e == e0, ent_hours[e], u0, lp[o0, q0:],
+                lf[o0, q0:],
+            )  # fmt: skip
 
 
 @njit(cache=True)
@@ -966,12 +978,16 @@ def _score_task(
         a_s = -1
         ac = 0.0
         thr = t_min
+        # A forced lane's value: val holds this row's values on its runs only; a lane off
+        # them failed the masks (flag 0), so it has no value.
+        fv0 = val[pf0] if pf0 >= 0 and flag[pf0] else NO_VALUE
+        fv1 = val[pf1] if pf1 >= 0 and flag[pf1] else NO_VALUE
         for pass_ in range(2):
             if pass_ == 1:
-                for pf in (pf0, pf1):  # forced sites count for the best and alternative
-                    if want_alt and pf >= 0 and val[pf] != NO_VALUE:
+                for pf, fv in ((pf0, fv0), (pf1, fv1)):  # they count for the best and alternative
+                    if want_alt and fv != NO_VALUE:
                         bv, b_s, bc, bcd, av, a_s, ac = _best_two_cdmos(
-                            val[pf], site[pf], cost[pf], cdmo[pf], bv, b_s, bc, bcd, av, a_s, ac
+                            fv, site[pf], cost[pf], cdmo[pf], bv, b_s, bc, bcd, av, a_s, ac
                         )
                 if not want_alt or (a_s >= 0 and av >= t_min):
                     break
@@ -1004,9 +1020,9 @@ def _score_task(
                         thr = lift
 
         _heap_sort(sites, vals, costs, nk)
-        for pf, f in ((pf0, f0), (pf1, f1)):
-            if pf >= 0 and val[pf] != NO_VALUE:
-                nk = _insert(sites, vals, costs, nk, f, val[pf], cost[pf])
+        for pf, f, fv in ((pf0, f0, fv0), (pf1, f1, fv1)):
+            if fv != NO_VALUE:
+                nk = _insert(sites, vals, costs, nk, f, fv, cost[pf])
         if want_alt and a_s >= 0:
             kept = False
             for t in range(nk):
@@ -1027,9 +1043,6 @@ def _score_task(
         counts[j, R_BUDGET] = n_budget
         counts[j, R_CAPACITY] = n_cap
         counts[j, ELIGIBLE] = n_p4 - n_excl - n_budget - n_cap
-        # Lanes of this row's runs hold its values: reset them for the next row.
-        for t in range(n_runs):
-            val[run0[t] : run1[t]] = NO_VALUE
 
 
 # The pair-by-pair walk: for each row, each site of its list that passes the masks, the
