@@ -587,7 +587,9 @@ def _run_3(cost, fits, lo, hi, init, h0, h1, h2, u0, u1, u2, p0, p1, p2, f0, f1,
 
 
 @njit(cache=True)
-def _run_4(cost, fits, lo, hi, init, h0, h1, h2, h3, u0, u1, u2, u3, p0, p1, p2, p3, f0, f1, f2, f3):
+def _run_4(
+    cost, fits, lo, hi, init, h0, h1, h2, h3, u0, u1, u2, u3, p0, p1, p2, p3, f0, f1, f2, f3
+):  # fmt: skip
     c = cost[lo:hi]
     ok = fits[lo:hi]
     a0, a1, a2, a3 = p0[lo:hi], p1[lo:hi], p2[lo:hi], p3[lo:hi]
