@@ -867,6 +867,7 @@ def _score_task(
     run1 = np.empty(n_blk, dtype=np.int64)
     heap = np.empty(k + 2, dtype=np.int64)
     order_blk = np.empty(n_blk, dtype=np.int64)  # active blocks by best value, descending
+    hits = np.empty(BLOCK, dtype=np.int64)  # lanes of a block the top-K scan visits
     n_p2 = n_p3 = n_p4 = n_act = n_runs = 0
 
     for ii in range(i0, i1):
@@ -1000,12 +1001,21 @@ def _score_task(
                 t = order_blk[r]
                 if pass_ == 0 and bmax[t] < thr:
                     break
+                # The block's lanes that may count, gathered without a branch per lane (most
+                # fall below thr: a branch each was mispredicted), then visited in order.
                 b0 = blocks[t] * BLOCK
+                n_h = 0
                 for i in range(b0, b0 + BLOCK):
                     v = val[i]
-                    if (v < thr if pass_ == 0 else (v >= t_min or v == NO_VALUE)) or (
-                        i == pf0 or i == pf1
-                    ):
+                    hits[n_h] = i
+                    if pass_ == 0:
+                        n_h += 1 if v >= thr else 0
+                    else:
+                        n_h += 1 if (v < t_min) & (v != NO_VALUE) else 0
+                for h_ in range(n_h):
+                    i = hits[h_]
+                    v = val[i]
+                    if (pass_ == 0 and v < thr) or i == pf0 or i == pf1:
                         continue
                     s = site[i]
                     c = cost[i]
