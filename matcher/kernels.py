@@ -746,9 +746,20 @@ def _active_runs(flag64, n_blk, blocks, run0, run1):
 
 
 @njit(cache=True)
-def _add_penalty(pen, units, dual):
-    for i in range(pen.shape[0]):
-        pen[i] += units * dual[i]
+def _pen_run(pen, lo, hi, init, n, u0, u1, u2, u3, d0, d1, d2, d3):
+    """Dual penalty of lanes lo..hi, ``n`` (1-4) loads at a time (units ``u``, dual price
+    columns ``d``), added in the loads' order; ``init``: the first loads of the row."""
+    pe = pen[lo:hi]
+    a0, a1, a2, a3 = d0[lo:hi], d1[lo:hi], d2[lo:hi], d3[lo:hi]
+    for i in range(hi - lo):
+        x = (0.0 if init else pe[i]) + u0 * a0[i]
+        if n > 1:
+            x += u1 * a1[i]
+        if n > 2:
+            x += u2 * a2[i]
+        if n > 3:
+            x += u3 * a3[i]
+        pe[i] = x
 
 
 @njit(cache=True)
@@ -897,14 +908,24 @@ def _score_task(
         e1 = ent_ptr[j + 1]
         _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_hours, lp, lf)
         if use_dual:
-            for t in range(n_runs):
-                pen[run0[t] : run1[t]] = 0.0
-            for e in range(e0, e1):
-                dual_row = ld[ent_col[e], q0:]
-                units = np.float64(ent_units[e])
+            if e1 == e0:
                 for t in range(n_runs):
-                    lo, hi = run0[t], run1[t]
-                    _add_penalty(pen[lo:hi], units, dual_row[lo:hi])
+                    pen[run0[t] : run1[t]] = 0.0
+            for e in range(e0, e1, 4):  # four loads a pass over pen (one each before)
+                n_e = min(4, e1 - e)
+                c0 = ent_col[e]
+                c1 = ent_col[e + 1] if n_e > 1 else c0
+                c2 = ent_col[e + 2] if n_e > 2 else c0
+                c3 = ent_col[e + 3] if n_e > 3 else c0
+                u0 = np.float64(ent_units[e])
+                u1 = np.float64(ent_units[e + 1]) if n_e > 1 else 0.0
+                u2 = np.float64(ent_units[e + 2]) if n_e > 2 else 0.0
+                u3 = np.float64(ent_units[e + 3]) if n_e > 3 else 0.0
+                for t in range(n_runs):
+                    _pen_run(
+                        pen, run0[t], run1[t], e == e0, n_e, u0, u1, u2, u3,
+                        ld[c0, q0:], ld[c1, q0:], ld[c2, q0:], ld[c3, q0:],
+                    )  # fmt: skip
         x0 = excl_ptr[j]
         x1 = excl_ptr[j + 1]
         for x in range(x0, x1):
