@@ -280,6 +280,8 @@ class Lanes:
     fitq: np.ndarray  # float64 [n_lanes]
     region_bit: np.ndarray  # uint32 [n_lanes]
     word: np.ndarray  # uint32, site words of every used group, padded to whole blocks
+    order: np.ndarray  # int64 [rows] the rows by group, then requirements (the pass's order:
+    # a serial sort of 11 ms at 100000 rows, paid once per market here, not in every pass)
 
 
 @njit(cache=True, parallel=True)
@@ -417,8 +419,15 @@ def lanes(sites: SiteArrays, rows: RowArrays, words: GroupWords) -> Lanes:
         _lane_words(used, words.ptr, words.word, q0, w0, lane_perm, word)
     return Lanes(
         q0, w0, lane_of, lane_site, col_of[rows.ent_off], cells, l_price, l_free,
-        np.zeros((0, n_lanes)), l_cdmo, l_fitq, l_rbit, word,
+        np.zeros((0, n_lanes)), l_cdmo, l_fitq, l_rbit, word, _row_order(rows),
     )  # fmt: skip
+
+
+def _row_order(rows: RowArrays) -> np.ndarray:
+    """The rows by group, then requirements: rows of one group read the same sites (a lane
+    task scores rows of one group, the walk's neighbours share them), and a row requiring
+    what the one before required reuses its masks."""
+    return np.lexsort((rows.req, rows.group)).astype(np.int64)
 
 
 def with_dual(lane: Lanes, dual: np.ndarray) -> Lanes:
@@ -552,51 +561,57 @@ def _run_clear(cost, fits, lo, hi):
 
 
 @njit(cache=True)
-def _run_1(cost, fits, lo, hi, h0, u0, p0, f0):
+def _run_1(cost, fits, lo, hi, init, h0, u0, p0, f0):
     c = cost[lo:hi]
     ok = fits[lo:hi]
     a0 = p0[lo:hi]
     g0 = f0[lo:hi]
     for i in range(hi - lo):
-        c[i] += h0 * a0[i]
-        ok[i] &= np.uint8(u0 <= g0[i])
+        c[i] = (0.0 if init else c[i]) + h0 * a0[i]
+        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(u0 <= g0[i])
 
 
 @njit(cache=True)
-def _run_2(cost, fits, lo, hi, h0, h1, u0, u1, p0, p1, f0, f1):
+def _run_2(cost, fits, lo, hi, init, h0, h1, u0, u1, p0, p1, f0, f1):
     c = cost[lo:hi]
     ok = fits[lo:hi]
     a0, a1 = p0[lo:hi], p1[lo:hi]
     g0, g1 = f0[lo:hi], f1[lo:hi]
     for i in range(hi - lo):
-        c[i] = (c[i] + h0 * a0[i]) + h1 * a1[i]
-        ok[i] &= np.uint8((u0 <= g0[i]) & (u1 <= g1[i]))
+        c[i] = ((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]
+        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8((u0 <= g0[i]) & (u1 <= g1[i]))
 
 
 @njit(cache=True)
-def _run_3(cost, fits, lo, hi, h0, h1, h2, u0, u1, u2, p0, p1, p2, f0, f1, f2):
+def _run_3(cost, fits, lo, hi, init, h0, h1, h2, u0, u1, u2, p0, p1, p2, f0, f1, f2):
     c = cost[lo:hi]
     ok = fits[lo:hi]
     a0, a1, a2 = p0[lo:hi], p1[lo:hi], p2[lo:hi]
     g0, g1, g2 = f0[lo:hi], f1[lo:hi], f2[lo:hi]
     for i in range(hi - lo):
-        c[i] = ((c[i] + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]
-        ok[i] &= np.uint8((u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]))
+        c[i] = (((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]
+        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(
+            (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i])
+        )
 
 
 @njit(cache=True)
-def _run_4(cost, fits, lo, hi, h0, h1, h2, h3, u0, u1, u2, u3, p0, p1, p2, p3, f0, f1, f2, f3):
+def _run_4(
+    cost, fits, lo, hi, init, h0, h1, h2, h3, u0, u1, u2, u3, p0, p1, p2, p3, f0, f1, f2, f3
+):  # fmt: skip
     c = cost[lo:hi]
     ok = fits[lo:hi]
     a0, a1, a2, a3 = p0[lo:hi], p1[lo:hi], p2[lo:hi], p3[lo:hi]
     g0, g1, g2, g3 = f0[lo:hi], f1[lo:hi], f2[lo:hi], f3[lo:hi]
     for i in range(hi - lo):
-        c[i] = (((c[i] + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]) + h3 * a3[i]
-        ok[i] &= np.uint8((u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]) & (u3 <= g3[i]))
+        c[i] = ((((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]) + h3 * a3[i]
+        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(
+            (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]) & (u3 <= g3[i])
+        )
 
 
 @njit(cache=True)
-def _run_8(cost, fits, lo, hi, h, u, p, f):
+def _run_8(cost, fits, lo, hi, init, h, u, p, f):
     """Eight loads at once (``h``, ``u``: their hours and units; ``p``, ``f``: their price and
     free-hour columns): half the passes over ``cost`` and ``fits`` of four at a time."""
     c = cost[lo:hi]
@@ -608,9 +623,9 @@ def _run_8(cost, fits, lo, hi, h, u, p, f):
     g0, g1, g2, g3 = f[0][lo:hi], f[1][lo:hi], f[2][lo:hi], f[3][lo:hi]
     g4, g5, g6, g7 = f[4][lo:hi], f[5][lo:hi], f[6][lo:hi], f[7][lo:hi]
     for i in range(hi - lo):
-        x = (((c[i] + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]) + h3 * a3[i]
+        x = ((((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]) + h3 * a3[i]
         c[i] = (((x + h4 * a4[i]) + h5 * a5[i]) + h6 * a6[i]) + h7 * a7[i]
-        ok[i] &= np.uint8(
+        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(
             (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]) & (u3 <= g3[i])
             & (u4 <= g4[i]) & (u5 <= g5[i]) & (u6 <= g6[i]) & (u7 <= g7[i])
         )  # fmt: skip
@@ -618,9 +633,13 @@ def _run_8(cost, fits, lo, hi, h, u, p, f):
 
 @njit(cache=True)
 def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_hours, lp, lf):
-    """Cost and capacity of the lanes of the runs, over the row's entries e0..e1."""
-    for t in range(n_runs):
-        _run_clear(cost, fits, run0[t], run1[t])
+    """Cost and capacity of the lanes of the runs, over the row's entries e0..e1. The first
+    loads write cost and fits (0.0 + the first product: the bits of a cleared run's sum)
+    rather than adding to a cleared run: one pass over them fewer."""
+    if e1 == e0:
+        for t in range(n_runs):
+            _run_clear(cost, fits, run0[t], run1[t])
+        return
     e = e0
     while e1 - e >= 8:
         o = ent_col[e : e + 8]
@@ -642,7 +661,7 @@ def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_ho
             lf[o[4], q0:], lf[o[5], q0:], lf[o[6], q0:], lf[o[7], q0:],
         )  # fmt: skip
         for t in range(n_runs):
-            _run_8(cost, fits, run0[t], run1[t], h, u, p, f)
+            _run_8(cost, fits, run0[t], run1[t], e == e0, h, u, p, f)
         e += 8
     if e1 - e >= 4:
         o0, o1, o2, o3 = ent_col[e], ent_col[e + 1], ent_col[e + 2], ent_col[e + 3]
@@ -653,7 +672,7 @@ def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_ho
         f0, f1, f2, f3 = lf[o0, q0:], lf[o1, q0:], lf[o2, q0:], lf[o3, q0:]
         for t in range(n_runs):
             _run_4(
-                cost, fits, run0[t], run1[t], h0, h1, h2, h3, u0, u1, u2, u3,
+                cost, fits, run0[t], run1[t], e == e0, h0, h1, h2, h3, u0, u1, u2, u3,
                 p0, p1, p2, p3, f0, f1, f2, f3,
             )  # fmt: skip
         e += 4
@@ -663,7 +682,8 @@ def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_ho
         u0, u1, u2 = _units32(ent_units[e]), _units32(ent_units[e + 1]), _units32(ent_units[e + 2])
         for t in range(n_runs):
             _run_3(
-                cost, fits, run0[t], run1[t], ent_hours[e], ent_hours[e + 1], ent_hours[e + 2],
+                cost, fits, run0[t], run1[t], e == e0, ent_hours[e], ent_hours[e + 1],
+                ent_hours[e + 2],
                 u0, u1, u2, lp[o0, q0:], lp[o1, q0:], lp[o2, q0:],
                 lf[o0, q0:], lf[o1, q0:], lf[o2, q0:],
             )  # fmt: skip
@@ -672,14 +692,17 @@ def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_ho
         u0, u1 = _units32(ent_units[e]), _units32(ent_units[e + 1])
         for t in range(n_runs):
             _run_2(
-                cost, fits, run0[t], run1[t], ent_hours[e], ent_hours[e + 1], u0, u1,
+                cost, fits, run0[t], run1[t], e == e0, ent_hours[e], ent_hours[e + 1], u0, u1,
                 lp[o0, q0:], lp[o1, q0:], lf[o0, q0:], lf[o1, q0:],
             )  # fmt: skip
     elif left == 1:
         o0 = ent_col[e]
         u0 = _units32(ent_units[e])
         for t in range(n_runs):
-            _run_1(cost, fits, run0[t], run1[t], ent_hours[e], u0, lp[o0, q0:], lf[o0, q0:])
+            _run_1(
+                cost, fits, run0[t], run1[t], e == e0, ent_hours[e], u0, lp[o0, q0:],
+                lf[o0, q0:],
+            )  # fmt: skip
 
 
 @njit(cache=True)
@@ -723,9 +746,20 @@ def _active_runs(flag64, n_blk, blocks, run0, run1):
 
 
 @njit(cache=True)
-def _add_penalty(pen, units, dual):
-    for i in range(pen.shape[0]):
-        pen[i] += units * dual[i]
+def _pen_run(pen, lo, hi, init, n, u0, u1, u2, u3, d0, d1, d2, d3):
+    """Dual penalty of lanes lo..hi, ``n`` (1-4) loads at a time (units ``u``, dual price
+    columns ``d``), added in the loads' order; ``init``: the first loads of the row."""
+    pe = pen[lo:hi]
+    a0, a1, a2, a3 = d0[lo:hi], d1[lo:hi], d2[lo:hi], d3[lo:hi]
+    for i in range(hi - lo):
+        x = (0.0 if init else pe[i]) + u0 * a0[i]
+        if n > 1:
+            x += u1 * a1[i]
+        if n > 2:
+            x += u2 * a2[i]
+        if n > 3:
+            x += u3 * a3[i]
+        pe[i] = x
 
 
 @njit(cache=True)
@@ -853,6 +887,7 @@ def _score_task(
     run1 = np.empty(n_blk, dtype=np.int64)
     heap = np.empty(k + 2, dtype=np.int64)
     order_blk = np.empty(n_blk, dtype=np.int64)  # active blocks by best value, descending
+    hits = np.empty(BLOCK, dtype=np.int64)  # lanes of a block the top-K scan visits
     n_p2 = n_p3 = n_p4 = n_act = n_runs = 0
 
     for ii in range(i0, i1):
@@ -873,14 +908,24 @@ def _score_task(
         e1 = ent_ptr[j + 1]
         _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_hours, lp, lf)
         if use_dual:
-            for t in range(n_runs):
-                pen[run0[t] : run1[t]] = 0.0
-            for e in range(e0, e1):
-                dual_row = ld[ent_col[e], q0:]
-                units = np.float64(ent_units[e])
+            if e1 == e0:
                 for t in range(n_runs):
-                    lo, hi = run0[t], run1[t]
-                    _add_penalty(pen[lo:hi], units, dual_row[lo:hi])
+                    pen[run0[t] : run1[t]] = 0.0
+            for e in range(e0, e1, 4):  # four loads a pass over pen (one each before)
+                n_e = min(4, e1 - e)
+                c0 = ent_col[e]
+                c1 = ent_col[e + 1] if n_e > 1 else c0
+                c2 = ent_col[e + 2] if n_e > 2 else c0
+                c3 = ent_col[e + 3] if n_e > 3 else c0
+                u0 = np.float64(ent_units[e])
+                u1 = np.float64(ent_units[e + 1]) if n_e > 1 else 0.0
+                u2 = np.float64(ent_units[e + 2]) if n_e > 2 else 0.0
+                u3 = np.float64(ent_units[e + 3]) if n_e > 3 else 0.0
+                for t in range(n_runs):
+                    _pen_run(
+                        pen, run0[t], run1[t], e == e0, n_e, u0, u1, u2, u3,
+                        ld[c0, q0:], ld[c1, q0:], ld[c2, q0:], ld[c3, q0:],
+                    )  # fmt: skip
         x0 = excl_ptr[j]
         x1 = excl_ptr[j + 1]
         for x in range(x0, x1):
@@ -966,12 +1011,16 @@ def _score_task(
         a_s = -1
         ac = 0.0
         thr = t_min
+        # A forced lane's value: val holds this row's values on its runs only; a lane off
+        # them failed the masks (flag 0), so it has no value.
+        fv0 = val[pf0] if pf0 >= 0 and flag[pf0] else NO_VALUE
+        fv1 = val[pf1] if pf1 >= 0 and flag[pf1] else NO_VALUE
         for pass_ in range(2):
             if pass_ == 1:
-                for pf in (pf0, pf1):  # forced sites count for the best and alternative
-                    if want_alt and pf >= 0 and val[pf] != NO_VALUE:
+                for pf, fv in ((pf0, fv0), (pf1, fv1)):  # they count for the best and alternative
+                    if want_alt and fv != NO_VALUE:
                         bv, b_s, bc, bcd, av, a_s, ac = _best_two_cdmos(
-                            val[pf], site[pf], cost[pf], cdmo[pf], bv, b_s, bc, bcd, av, a_s, ac
+                            fv, site[pf], cost[pf], cdmo[pf], bv, b_s, bc, bcd, av, a_s, ac
                         )
                 if not want_alt or (a_s >= 0 and av >= t_min):
                     break
@@ -982,12 +1031,21 @@ def _score_task(
                 t = order_blk[r]
                 if pass_ == 0 and bmax[t] < thr:
                     break
+                # The block's lanes that may count, gathered without a branch per lane (most
+                # fall below thr: a branch each was mispredicted), then visited in order.
                 b0 = blocks[t] * BLOCK
+                n_h = 0
                 for i in range(b0, b0 + BLOCK):
                     v = val[i]
-                    if (v < thr if pass_ == 0 else (v >= t_min or v == NO_VALUE)) or (
-                        i == pf0 or i == pf1
-                    ):
+                    hits[n_h] = i
+                    if pass_ == 0:
+                        n_h += 1 if v >= thr else 0
+                    else:
+                        n_h += 1 if (v < t_min) & (v != NO_VALUE) else 0
+                for h_ in range(n_h):
+                    i = hits[h_]
+                    v = val[i]
+                    if (pass_ == 0 and v < thr) or i == pf0 or i == pf1:
                         continue
                     s = site[i]
                     c = cost[i]
@@ -1004,9 +1062,9 @@ def _score_task(
                         thr = lift
 
         _heap_sort(sites, vals, costs, nk)
-        for pf, f in ((pf0, f0), (pf1, f1)):
-            if pf >= 0 and val[pf] != NO_VALUE:
-                nk = _insert(sites, vals, costs, nk, f, val[pf], cost[pf])
+        for pf, f, fv in ((pf0, f0, fv0), (pf1, f1, fv1)):
+            if fv != NO_VALUE:
+                nk = _insert(sites, vals, costs, nk, f, fv, cost[pf])
         if want_alt and a_s >= 0:
             kept = False
             for t in range(nk):
@@ -1027,9 +1085,6 @@ def _score_task(
         counts[j, R_BUDGET] = n_budget
         counts[j, R_CAPACITY] = n_cap
         counts[j, ELIGIBLE] = n_p4 - n_excl - n_budget - n_cap
-        # Lanes of this row's runs hold its values: reset them for the next row.
-        for t in range(n_runs):
-            val[run0[t] : run1[t]] = NO_VALUE
 
 
 # The pair-by-pair walk: for each row, each site of its list that passes the masks, the
@@ -1350,9 +1405,7 @@ def score_pairs(
                 sites.fitq, sites.free, sites.price, dual_arr, dual is not None,
                 words.ptr, words.site, words.word, *tail[:6], rows.ent_off, *tail[7:],
             )  # fmt: skip
-        # Rows of one group read the same sites: a task scores rows of one group (lanes), or
-        # neighbours in this order (walk).
-        order = np.lexsort((rows.req, rows.group)).astype(np.int64)
+        order = lane.order if method == "lanes" else _row_order(rows)
         step = n if stop is None else ROWS_PER_CHECK
         for lo in range(0, n, step):
             if stop is not None and stop():
