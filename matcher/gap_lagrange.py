@@ -59,6 +59,23 @@ def _knapsack(
         if rc[j] < 0.0 and w[j] <= cap:
             items[k] = j
             k += 1
+    _dp(items, count, rc, w, cap, f, take, keep)
+    return f[cap]
+
+
+@njit(cache=True)
+def _dp(
+    items: np.ndarray,
+    count: int,
+    rc: np.ndarray,
+    w: np.ndarray,
+    cap: int,
+    f: np.ndarray,
+    take: np.ndarray,
+    keep: np.ndarray,
+) -> None:
+    """The 0-1 knapsack DP over ``items[:count]`` into ``f[: cap + 1]`` (zeroed by the
+    caller), its optimum at ``cap`` marked in ``take``; ``keep`` is the scratch table."""
     for k in range(count):
         j = items[k]
         wj = w[j]
@@ -74,10 +91,8 @@ def _knapsack(
     c = cap
     for k in range(count - 1, -1, -1):
         if keep[k, c]:
-            j = items[k]
-            take[j] = True
-            c -= w[j]
-    return f[cap]
+            take[items[k]] = True
+            c -= w[items[k]]
 
 
 @njit(cache=True)
@@ -156,23 +171,7 @@ def _knapsack_core(
         return total
     for c in range(resid + 1):
         f[c] = 0.0
-    for k in range(ncore):
-        j = core[k]
-        wj = w[j]
-        r = rc[j]
-        keep[k, : min(wj, resid + 1)] = False
-        for c in range(resid, wj - 1, -1):
-            v = f[c - wj] + r
-            if v < f[c]:
-                f[c] = v
-                keep[k, c] = True
-            else:
-                keep[k, c] = False
-    c = resid
-    for k in range(ncore - 1, -1, -1):
-        if keep[k, c]:
-            take[core[k]] = True
-            c -= w[core[k]]
+    _dp(core, ncore, rc, w, resid, f, take, keep)
     return total + f[resid]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
-from service_testkit import Api, Tenant, ok
+from service_testkit import Api, Tenant, ok, project_body
 
 from schemas.api import OrgKind, Page, ProjectPublic, ProjectRedacted, ProjectView
 from service.auth import Principal
@@ -132,18 +132,13 @@ def _row(**changes: Any) -> Any:
     values: dict[str, Any] = {
         "id": "prj_1",
         "maker_id": "org_maker",
-        "title": "Balloon catheter",
-        "category": "implantable_interventional",
-        "device_class": "III",
-        "target_markets": ["CN", "EU"],
-        "required_certifications": ["iso_13485"],
-        "window_start": "2027-01",
-        "window_end": "2027-02",
-        # keys in the order JSONB keeps them in for this example: not the model's order
-        "loads": [{"monthly_hours": [1.5, 2.0], "process": "catheter_assembly"}],
-        "stage": "pilot",
-        "priority": 5,
-        "budget_ceiling": None,
+        **project_body(
+            window_end="2027-02",
+            # keys in the order JSONB keeps them in for this example: not the model's order
+            loads=[{"monthly_hours": [1.5, 2.0], "process": "catheter_assembly"}],
+            priority=5,
+            budget_ceiling=None,
+        ),
         "excluded_cdmo_ids": [],
         "second_source_required": False,
         "second_source_share": 0.3,
