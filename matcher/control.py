@@ -274,6 +274,11 @@ class SolveParams:
     price_model_passes: float = 2.0
     # A round is started only when this many of its estimated cost are left.
     price_margin: float = 1.5
+    # Before each round of pricing, the last pass (matcher.complete.fill) places what it can
+    # of the unplaced projects at sites outside their lists, and the next model (those sites
+    # added) starts from that answer: at 20000 x 2000 the last pass at the end added 2.8 %
+    # (607 projects) to what 58 s of solving on the lists had found, too late for LNS.
+    fill_each_round: bool = True
     # Time kept for the final market bound is at most this share of the limit.
     reserve_share: float = 0.25
     # No solve round is given less than this.
@@ -282,22 +287,26 @@ class SolveParams:
     # many of the first kernel pass. Skipped (the solver's bound stands) when it does not fit.
     market_bound_kernel_passes: float = 1.5
     # Subgradient steps on the market's own Lagrangian after that pass (one kernel pass
-    # each, matcher.pricing.market_bound): the model's prices leave every resource outside
-    # its candidate lists unpriced. Only when the first solve's bound takes less than
-    # ``market_steps_below_gain`` off the per-item bound (the model's prices then say little
-    # about the market: 0.09 % at 100000 x 10000, where 10 steps took the gap from 2.34 % to
-    # 1.43 %; 1.4 % at 20000 x 2000, where the market bound, its second-source links
-    # relaxed, stays above the model's: 146.41 M against 145.81 M after 12 steps). Time is
-    # then kept for this many steps, within ``market_steps_share`` of the limit (a step took
-    # 0.3-0.5 % off the gap there, the same time in LNS less than 0.05 %); more run while
-    # they fit.
-    # Step scale at first (halved after a step without a better bound), stopped below the
-    # last.
+    # each, matcher.pricing.market_bound: every eligible pair priced, the second-source links
+    # and pair rules kept), for ``market_steps_share`` of the limit when the first solve's
+    # bound takes less than ``market_steps_below_gain`` off the per-item bound (the model's
+    # prices then say little about the market: 0.09 % at 100000 x 10000, where a step took
+    # 0.3-0.5 % off the gap and the same time in LNS less than 0.05 %; at 180 s 14 steps
+    # fitted in the 34 s kept when a step count set it, each still gaining), otherwise for
+    # ``market_steps_priced_share`` (20000 x 2000 seed 2: the first pass 145.13 M, 40 steps
+    # 145.05 M, 20 s at load 2.5; 60 s and 180 s of solving give the same answer). 0: no
+    # steps, the model's Lagrangian is polished instead (``bound_polish_*``). Deterministic
+    # mode runs ``market_bound_steps`` steps.
+    # Step scale at first, halved after ``market_step_patience`` steps in a row without a
+    # better bound, stopped below ``market_min_theta`` (20000 x 2000: halving after every
+    # such step stopped the steps at 0.05 after 8, 145.08 M; 40 steps went on to 145.05 M).
     market_steps_below_gain: float = 0.005
     market_bound_steps: int = 8
     market_steps_share: float = 0.4
+    market_steps_priced_share: float = 0.2
     market_step_theta: float = 1.0
-    market_min_theta: float = 0.05
+    market_step_patience: int = 2
+    market_min_theta: float = 0.005
     # The optional final bounds (market bound, LP) may use this share of the limit beyond the
     # deadline (the run's promise is the limit + 5 % + 1 s).
     bound_overrun_share: float = 0.02

@@ -25,7 +25,7 @@ from dataclasses import replace
 import numpy as np
 
 from matcher.bound import lagrangian_bound, lagrangian_terms, lp_bound
-from matcher.complete import complete
+from matcher.complete import complete, fill, row_sites
 from matcher.control import RunControl, SolveParams, Stopped
 from matcher.explain import explain
 from matcher.kernels import ELIGIBLE, R_CAPACITY
@@ -433,11 +433,14 @@ def _match(
             best_problem, best = problem, solution
         placed = int(np.count_nonzero(best.choice[problem.enc.project_rows[:, 0]] != NONE))
         control.report("solve", objective=float(best.objective), bound=float(bound), placed=placed)
-        if rounds == 1 and bound > (1 - sp.market_steps_below_gain) * item_upper_bound(problem):
-            # The model's prices barely bound the market: keep time for the market steps.
-            market_steps = True
-            steps_s = bound_estimate * (1 + sp.market_bound_steps)
-            bound_keep = min(steps_s, sp.market_steps_share * limit)
+        if rounds == 1:
+            # Time kept for the market steps (a share of the limit: they go on tightening the
+            # bound while later solves and rounds of pricing barely move the answer); a larger
+            # share when the model's prices barely bound the market.
+            weak = bound > (1 - sp.market_steps_below_gain) * item_upper_bound(problem)
+            share = sp.market_steps_share if weak else sp.market_steps_priced_share
+            market_steps = share > 0
+            bound_keep = max(bound_keep, share * limit)
         if (
             rounds == 1
             and problem.model.n_cand <= sp.lp_max_candidates
@@ -495,15 +498,25 @@ def _match(
             step = last
             continue
         t0 = time.perf_counter()
+        start = best.choice if best_problem is problem else solution.choice
+        start_site = extra = None
+        if sp.fill_each_round:
+            # The last pass now, not only at the end: the projects it places at sites outside
+            # their lists join the next model with those sites, which starts from that answer.
+            start_site, start_cost, _ = fill(problem, start, control)
+            extra = (np.where(row_sites(problem, start) < 0, start_site, -1), start_cost)
         try:
-            extended, added = extend_problem(problem, solution.prices, control)
+            extended, added = extend_problem(problem, solution.prices, control, extra=extra)
         except Stopped:
             break  # cancelled while pricing: the best answer so far stands
         price_estimate = time.perf_counter() - t0
         price_s += price_estimate
         added_total += added
         control.report("price")
-        warm = _warm_start(problem, extended, solution.choice)
+        if start_site is None:
+            warm = _warm_start(problem, extended, start)
+        else:
+            warm = find_candidates(extended.model.cand_ptr, extended.model.cand_bin, start_site)
         problem = replace(extended, model=replace(extended.model, hint=warm))
         del extended  # ``problem`` is the only holder of the new model (see _drop_later)
         # Nothing new to price in: go straight to the final solve with the time left.

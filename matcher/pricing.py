@@ -4,7 +4,9 @@
   duals; each row gets its best sites by *reduced* value (where there is still room) added
   to its candidates (column generation);
 * ``market_bound``: one kernel pass with those prices over every eligible pair gives a
-  Lagrangian bound over the whole market, not only over the candidates;
+  Lagrangian bound over the whole market, not only over the candidates (second-source links
+  and pair rules kept: each such project's best valid pair of sources), then subgradient
+  steps on it;
 * ``value_parts``: a placement's value broken into priority, fit (quality and market), cost
   and stability, for explanations.
 
@@ -16,12 +18,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from matcher import reference
+from matcher.complete import best_pair, pair_arrays, scan_args, scan_row
 from matcher.control import RunControl, SolveParams, Stopped
 from matcher.encode import FIT_MARKET, Encoded
 from matcher.kernels import Scored
@@ -120,19 +123,47 @@ def _merge_lists(
             site[j + 1], value[j + 1], cost[j + 1] = s, v, w
 
 
+@njit(cache=True)
+def _with_extra(ptr, site, cost, extra_site, extra_cost, out_ptr, out_site, out_cost):
+    """Each row's entries of the CSR (``ptr``, ``site``, ``cost``), then its extra site
+    ``extra_site[row]`` (-1: none) unless already among them. Returns the entries written."""
+    at = 0
+    for r in range(len(ptr) - 1):
+        out_ptr[r] = at
+        seen = False
+        for c in range(ptr[r], ptr[r + 1]):
+            out_site[at], out_cost[at] = site[c], cost[c]
+            seen = seen or site[c] == extra_site[r]
+            at += 1
+        if extra_site[r] >= 0 and not seen:
+            out_site[at], out_cost[at] = extra_site[r], extra_cost[r]
+            at += 1
+    out_ptr[len(ptr) - 1] = at
+    return at
+
+
 def warm_up() -> None:
     """Compile (or load) the list merge of column generation: a tiny market seldom prices."""
     i64, i32, f64 = np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float64)
     no = np.zeros(0, np.bool_)
     _new_sites(i64, i32, i64, i32, no)
+    _with_extra(i64, i32, f64, i64[:0], f64, i64.copy(), i32, f64)
     _merge_lists(i64, i32, i64[:0], f64, i64, i32, f64, no, i64[:0], i64, i32, i64[:0], f64)
 
 
 def extend_problem(
-    problem: MarketProblem, prices: np.ndarray, control: RunControl | None = None
+    problem: MarketProblem,
+    prices: np.ndarray,
+    control: RunControl | None = None,
+    *,
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[MarketProblem, int]:
     """Column generation: add each row's best sites by *reduced* value under ``prices`` (per
     model resource), so rows whose top sites by value are full get sites with room.
+
+    ``extra`` (site per row, -1 for none; its cost per row): one more site added to each
+    row's list, e.g. where the last pass (``matcher.complete.fill``) placed it outside its
+    list, so that the next solve can start from that answer.
 
     Candidate lists only grow, so the old ``outside_best`` still bounds every pair left out.
     Returns the new problem and the number of candidates added. A cancel of ``control``
@@ -141,6 +172,18 @@ def extend_problem(
     enc, params, old = problem.enc, problem.params, problem.scored
     priced = score(enc, params, dual=_site_prices(problem, prices), control=control)
     n_rows = enc.rows.n_rows
+    if extra is not None and np.any(extra[0] >= 0):
+        size = len(priced.cand_site) + int(np.count_nonzero(extra[0] >= 0))
+        ptr_x = np.empty(n_rows + 1, dtype=np.int64)
+        site_x = np.empty(size, dtype=np.int32)
+        cost_x = np.empty(size, dtype=np.float64)
+        n = _with_extra(
+            priced.cand_ptr, priced.cand_site, priced.cand_cost,
+            np.asarray(extra[0], np.int64), np.asarray(extra[1], np.float64),
+            ptr_x, site_x, cost_x,
+        )  # fmt: skip
+        # Only the sites and costs of the priced lists are read below (values are recomputed).
+        priced = replace(priced, cand_ptr=ptr_x, cand_site=site_x[:n], cand_cost=cost_x[:n])
     add = np.empty(len(priced.cand_site), dtype=np.bool_)
     _new_sites(old.cand_ptr, old.cand_site, priced.cand_ptr, priced.cand_site, add)
     added = int(add.sum())
@@ -172,6 +215,73 @@ def extend_problem(
     return extended, added
 
 
+# Projects with two sources whose pair term is scanned per call (a cancel is heard between
+# calls): ~8,800 rows against 10,000 sites at 100000 x 10000.
+PAIRS_PER_CHECK = 256
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _pair_terms(
+    projects, project_rows, apart, cap, region, free, dual, term, row_site,
+    w_cost, fit_market, site_cdmo, site_rbit, site_fitq, price, gptr, gsite, gword,
+    row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units, ent_hours,
+    row_budget, row_a, row_b, row_stab, row_prev,
+):  # fmt: skip
+    """The exact term of each project with two sources in a market Lagrangian at site prices
+    ``dual`` [site, process x month]: its best (primary, second) pair over every eligible
+    site of the market by reduced value (different CDMOs, different regions when ``apart``,
+    blended budget within ``cap``: ``complete.best_pair``), or 0 (both out). Reduced values
+    are rounded up, so the term never falls below the exact one. Writes ``term[q]`` and the
+    pair's sites into ``row_site`` (-1 when out)."""
+    width = 1
+    for g in range(gptr.shape[0] - 1):
+        width = max(width, gptr[g + 1] - gptr[g])
+    for q in prange(len(projects)):
+        j = projects[q]
+        rows = (project_rows[j, 0], project_rows[j, 1])
+        s0 = np.empty(width, np.int32)
+        v0 = np.empty(width, np.int64)
+        c0 = np.empty(width, np.float64)
+        f0 = np.empty(width, np.bool_)
+        s1 = np.empty(width, np.int32)
+        v1 = np.empty(width, np.int64)
+        c1 = np.empty(width, np.float64)
+        f1 = np.empty(width, np.bool_)
+        n0 = scan_row(
+            rows[0], free, True, w_cost, fit_market, site_cdmo, site_rbit, site_fitq, price,
+            gptr, gsite, gword, row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr,
+            ent_off, ent_units, ent_hours, row_budget, row_a, row_b, row_stab, row_prev,
+            s0, v0, c0, f0,
+        )  # fmt: skip
+        n1 = scan_row(
+            rows[1], free, True, w_cost, fit_market, site_cdmo, site_rbit, site_fitq, price,
+            gptr, gsite, gword, row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr,
+            ent_off, ent_units, ent_hours, row_budget, row_a, row_b, row_stab, row_prev,
+            s1, v1, c1, f1,
+        )  # fmt: skip
+        for t in range(n0):
+            pen = 0.0
+            for e in range(ent_ptr[rows[0]], ent_ptr[rows[0] + 1]):
+                pen += ent_units[e] * dual[s0[t], ent_off[e]]
+            v0[t] = np.int64(np.ceil(v0[t] - pen))
+        for t in range(n1):
+            pen = 0.0
+            for e in range(ent_ptr[rows[1]], ent_ptr[rows[1] + 1]):
+                pen += ent_units[e] * dual[s1[t], ent_off[e]]
+            v1[t] = np.int64(np.ceil(v1[t] - pen))
+        a, b = best_pair(
+            n0, s0, v0, c0, n1, s1, v1, c1, site_cdmo, region, apart[j], cap[j]
+        )  # fmt: skip
+        if a >= 0:
+            term[q] = v0[a] + v1[b]
+            row_site[rows[0]] = s0[a]
+            row_site[rows[1]] = s1[b]
+        else:
+            term[q] = 0
+            row_site[rows[0]] = -1
+            row_site[rows[1]] = -1
+
+
 def _market_pass(
     problem: MarketProblem,
     dual: np.ndarray,
@@ -181,12 +291,14 @@ def _market_pass(
     """One kernel pass with ``dual`` (float64 [site x process x month], flat) over every eligible
     pair: the Lagrangian bound at those prices,
 
-        sum of dual x free capacity + sum over rows of max(0, best reduced value of the row),
+        sum of dual x free capacity + sum over projects of max(0, best reduced value),
 
-    and each row's best site (-1 when it stays out) with its reduced value (k=1: the best
-    pair, and the best left out). Second-source links and pins are relaxed, which only
-    loosens it. Reduced values are rounded to the nearest integer by the kernel, hence the
-    half point per row."""
+    and each row's best site (-1 when it stays out). A project with one row takes its best
+    site (the kernel, k=1: the best pair and the best left out; reduced values rounded to the
+    nearest integer by the kernel, hence the half point per row); a project with two sources
+    its best valid pair of sources over the whole market (``_pair_terms``: the links and pair
+    rules kept, so a project with no valid pair adds nothing). Pins are relaxed, which only
+    loosens it."""
     enc, params = problem.enc, problem.params
     shape = enc.sites.free.shape
     priced = score(enc, params, k=1, dual=dual.reshape(shape), control=control, stop=stop)
@@ -201,8 +313,26 @@ def _market_pass(
         best[has] = np.maximum(best[has], priced.cand_value[first])
         site[has] = priced.cand_site[first]
     site[best + 0.5 <= 0] = -1  # staying out is better
+    items = np.maximum(best + 0.5, 0.0)
+    two = np.flatnonzero(enc.project_rows[:, 1] >= 0)
+    if two.size:
+        apart, cap, region = pair_arrays(enc)
+        args = scan_args(enc, enc.sites.free, params.weights.cost, FIT_MARKET)
+        term = np.zeros(len(two), dtype=np.int64)
+        dual2 = np.ascontiguousarray(dual.reshape(shape))
+        for lo in range(0, len(two), PAIRS_PER_CHECK):
+            if (stop is not None and stop()) or (control is not None and control.cancelled):
+                raise Stopped("market pass stopped")
+            hi = min(len(two), lo + PAIRS_PER_CHECK)
+            _pair_terms(
+                two[lo:hi].astype(np.int64), enc.project_rows, apart, cap, region,
+                enc.sites.free, dual2, term[lo:hi], site, *args,
+            )  # fmt: skip
+        rows = enc.project_rows[two]
+        items[rows[:, 0]] = term
+        items[rows[:, 1]] = 0.0
     free = enc.sites.free.reshape(-1).astype(np.float64)
-    total = float(dual @ free) + float(np.maximum(best + 0.5, 0.0).sum())
+    total = float(dual @ free) + float(items.sum())
     return int(np.floor(total + 1e-6)), site, free
 
 
@@ -230,7 +360,8 @@ def market_bound(
     params: SolveParams | None = None,
 ) -> int:
     """Lagrangian bound over *every* eligible pair of the market, not only the candidates,
-    from the model's resource ``prices`` (``_market_pass``: one kernel pass).
+    from the model's resource ``prices`` (``_market_pass``: one kernel pass, and each
+    project with two sources scanned for its best valid pair).
 
     With ``target`` (a feasible objective) and ``another(seconds_per_step)`` (whether one
     more step fits), subgradient steps on this market Lagrangian follow, each one kernel
@@ -249,10 +380,12 @@ def market_bound(
         return best
     theta = sp.market_step_theta
     step_s = time.perf_counter() - t0
-    # Each step starts from the best prices so far, and a step that does not improve on them
-    # halves the step scale: with plain steps from the latest prices, one 180 s run at
-    # 100000 x 10000 took nine steps and reported no bound below the per-item one.
+    # Each step starts from the best prices so far, and ``market_step_patience`` steps in a
+    # row that do not improve on them halve the step scale: with plain steps from the latest
+    # prices, one 180 s run at 100000 x 10000 took nine steps and reported no bound below the
+    # per-item one.
     g = free - _usage(problem, site)
+    fails = 0
     while another(step_s) and theta >= sp.market_min_theta:
         t0 = time.perf_counter()
         g[(dual <= 0) & (g > 0)] = 0.0  # projected: a price cannot fall below zero
@@ -266,7 +399,10 @@ def market_bound(
             break  # out of time: the best bound so far stands
         if bound < best:
             best, dual, g = bound, trial, free - _usage(problem, trial_site)
+            fails = 0
         else:
-            theta *= 0.5
+            fails += 1
+            if fails >= sp.market_step_patience:
+                theta, fails = 0.5 * theta, 0
         step_s = time.perf_counter() - t0
     return best

@@ -302,3 +302,46 @@ def test_market_bound_steps_price_the_sites_that_the_model_left_unpriced():
     )  # fmt: skip
     # Measured: 867,411 from no prices, 772,321 after 20 steps (the optimum is 703,373).
     assert answer.objective <= stepped < 0.95 * first
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000))
+def test_market_pass_keeps_the_pair_rules_like_the_model_with_complete_lists(seed):
+    # With every eligible site a candidate, the model's Lagrangian and the market pass solve
+    # the same relaxation (pairs exactly, with their rules); the pass rounds each row's
+    # reduced value up (never below the model's) by less than one point.
+    from matcher.bound import lagrangian_bound, lagrangian_terms
+    from matcher.pricing import _market_pass, _site_prices
+    from matcher.problem import build_problem
+
+    snap = generate_market(120, 12, 4, seed=seed, capacity_scale=0.1)
+    problem = build_problem(snap, RunParams(candidates_per_project=256))
+    model = problem.model
+    assert (problem.enc.project_rows[:, 1] >= 0).any()  # the generator makes pairs
+    _, lam = lagrangian_bound(model, None, iterations=60, time_limit_s=None)
+    for prices in (np.zeros(model.n_res), lam):
+        exact, _ = lagrangian_terms(model, prices)
+        dual = _site_prices(problem, prices).reshape(-1).copy()
+        bound, _, _ = _market_pass(problem, dual, None, None)
+        assert exact - 1e-6 <= bound <= exact + model.n_items
+
+
+def test_pricing_adds_the_last_pass_sites_to_the_lists():
+    from matcher.complete import fill
+    from matcher.model import NONE
+    from matcher.pricing import extend_problem
+    from matcher.problem import build_problem
+
+    snap = generate_market(300, 30, 6, seed=4, capacity_scale=0.1)
+    problem = build_problem(snap, RunParams(candidates_per_project=2))
+    empty = np.full(problem.model.n_items, NONE, dtype=np.int64)
+    site, cost, placed = fill(problem, empty)
+    assert placed > 0
+    extended, added = extend_problem(
+        problem, np.zeros(problem.model.n_res), extra=(site, cost)
+    )  # fmt: skip
+    m = extended.model
+    rows = np.flatnonzero(site >= 0)
+    listed = {(int(r), int(s)) for r in rows for s in m.cand_bin[m.cand_ptr[r] : m.cand_ptr[r + 1]]}
+    assert all((int(r), int(site[r])) in listed for r in rows)
+    assert added >= 1
