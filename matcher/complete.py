@@ -364,30 +364,31 @@ def answer_problem(
     return answer, answer_choice
 
 
-def fill(
+def complete(
     problem: MarketProblem,
     choice: np.ndarray,
     control: RunControl | None = None,
     *,
     grace_s: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """The pass of ``complete`` without the answer's model: ``(site, cost, placed)``, the
-    site of every row once each unplaced project that still fits somewhere is placed (-1:
-    unplaced), the cost of each newly placed row (0 elsewhere), and the projects placed.
-    Stopped as ``complete`` is (the sites stay capacity-feasible)."""
+) -> tuple[MarketProblem, np.ndarray, int]:
+    """``(problem, choice, placed)``: the answer with every unplaced project that still fits
+    somewhere placed (see the module docstring), on the model of the answer
+    (``answer_problem``). ``control`` (a ``RunControl``) is asked between chunks of projects:
+    a cancelled run, or (outside deterministic mode) one ``grace_s`` past its deadline, stops
+    the pass early (the answer stays valid but may not be maximal; explanations then say "not
+    reached")."""
     enc = problem.enc
     choice = np.asarray(choice, dtype=np.int64)
-    site = row_sites(problem, choice)
-    new_cost = np.zeros(len(site), dtype=np.float64)
     if control is not None and control.cancelled:
-        return site, new_cost, 0  # before the set-up (seconds at 100000 projects)
+        return problem, choice, 0  # before the set-up (seconds at 100000 projects)
+    site = row_sites(problem, choice)
     unplaced = np.flatnonzero(site[enc.project_rows[:, 0]] < 0)
     # A project with a row that has no eligible site even in an empty market cannot be placed.
     eligible = problem.scored.counts[:, ELIGIBLE] > 0
     rows = enc.project_rows[unplaced]
     unplaced = unplaced[eligible[rows[:, 0]] & ((rows[:, 1] < 0) | eligible[rows[:, 1]])]
     if unplaced.size == 0 or enc.sites.n_sites == 0:
-        return site, new_cost, 0
+        return problem, choice, 0
     # Higher priority first, then snapshot order.
     unplaced = unplaced[
         np.argsort(
@@ -400,6 +401,7 @@ def fill(
     apart, cap, region = pair_arrays(enc)
     args = scan_args(enc, left, problem.params.weights.cost, FIT_MARKET)
     new_site = site.copy()
+    new_cost = np.zeros(len(site), dtype=np.float64)
     placed = 0
     for lo in range(0, len(unplaced), CHUNK):
         if control is not None and (
@@ -420,24 +422,6 @@ def fill(
                 *args,
             )  # fmt: skip
         )
-    return new_site, new_cost, placed
-
-
-def complete(
-    problem: MarketProblem,
-    choice: np.ndarray,
-    control: RunControl | None = None,
-    *,
-    grace_s: float = 0.0,
-) -> tuple[MarketProblem, np.ndarray, int]:
-    """``(problem, choice, placed)``: the answer with every unplaced project that still fits
-    somewhere placed (see the module docstring), on the model of the answer
-    (``answer_problem``). ``control`` (a ``RunControl``) is asked between chunks of projects:
-    a cancelled run, or (outside deterministic mode) one ``grace_s`` past its deadline, stops
-    the pass early (the answer stays valid but may not be maximal; explanations then say "not
-    reached")."""
-    choice = np.asarray(choice, dtype=np.int64)
-    new_site, new_cost, placed = fill(problem, choice, control, grace_s=grace_s)
     if placed == 0 or (control is not None and control.cancelled):
         return problem, choice, 0
     try:
@@ -447,7 +431,6 @@ def complete(
         # 8): what it placed needs that model, so the answer before the pass stands.
         return problem, choice, 0
     if control is not None:
-        enc = problem.enc
         control.report(
             "complete", placed=int(np.count_nonzero(new_site[enc.project_rows[:, 0]] >= 0))
         )

@@ -274,11 +274,6 @@ class SolveParams:
     price_model_passes: float = 2.0
     # A round is started only when this many of its estimated cost are left.
     price_margin: float = 1.5
-    # Before each round of pricing, the last pass (matcher.complete.fill) places what it can
-    # of the unplaced projects at sites outside their lists, and the next model (those sites
-    # added) starts from that answer: at 20000 x 2000 the last pass at the end added 2.8 %
-    # (607 projects) to what 58 s of solving on the lists had found, too late for LNS.
-    fill_each_round: bool = True
     # Time kept for the final market bound is at most this share of the limit.
     reserve_share: float = 0.25
     # No solve round is given less than this.
@@ -297,15 +292,14 @@ class SolveParams:
     # 145.05 M, 20 s at load 2.5; 60 s and 180 s of solving give the same answer). 0: no
     # steps, the model's Lagrangian is polished instead (``bound_polish_*``). Deterministic
     # mode runs ``market_bound_steps`` steps.
-    # Step scale at first, halved after ``market_step_patience`` steps in a row without a
-    # better bound, stopped below ``market_min_theta`` (20000 x 2000: halving after every
-    # such step stopped the steps at 0.05 after 8, 145.08 M; 40 steps went on to 145.05 M).
+    # Step scale at first (halved after a step without a better bound), stopped below the
+    # last (20000 x 2000: stopped at 0.05 after 8 steps, 145.08 M, where 40 steps of plain
+    # subgradient went on to 145.05 M).
     market_steps_below_gain: float = 0.005
     market_bound_steps: int = 8
     market_steps_share: float = 0.4
     market_steps_priced_share: float = 0.2
     market_step_theta: float = 1.0
-    market_step_patience: int = 2
     market_min_theta: float = 0.005
     # The optional final bounds (market bound, LP) may use this share of the limit beyond the
     # deadline (the run's promise is the limit + 5 % + 1 s).

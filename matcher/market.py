@@ -25,7 +25,7 @@ from dataclasses import replace
 import numpy as np
 
 from matcher.bound import lagrangian_bound, lagrangian_terms, lp_bound
-from matcher.complete import complete, fill, row_sites
+from matcher.complete import complete
 from matcher.control import RunControl, SolveParams, Stopped
 from matcher.explain import explain
 from matcher.kernels import ELIGIBLE, R_CAPACITY
@@ -498,25 +498,15 @@ def _match(
             step = last
             continue
         t0 = time.perf_counter()
-        start = best.choice if best_problem is problem else solution.choice
-        start_site = extra = None
-        if sp.fill_each_round:
-            # The last pass now, not only at the end: the projects it places at sites outside
-            # their lists join the next model with those sites, which starts from that answer.
-            start_site, start_cost, _ = fill(problem, start, control)
-            extra = (np.where(row_sites(problem, start) < 0, start_site, -1), start_cost)
         try:
-            extended, added = extend_problem(problem, solution.prices, control, extra=extra)
+            extended, added = extend_problem(problem, solution.prices, control)
         except Stopped:
             break  # cancelled while pricing: the best answer so far stands
         price_estimate = time.perf_counter() - t0
         price_s += price_estimate
         added_total += added
         control.report("price")
-        if start_site is None:
-            warm = _warm_start(problem, extended, start)
-        else:
-            warm = find_candidates(extended.model.cand_ptr, extended.model.cand_bin, start_site)
+        warm = _warm_start(problem, extended, solution.choice)
         problem = replace(extended, model=replace(extended.model, hint=warm))
         del extended  # ``problem`` is the only holder of the new model (see _drop_later)
         # Nothing new to price in: go straight to the final solve with the time left.

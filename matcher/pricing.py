@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit, prange
@@ -123,47 +123,19 @@ def _merge_lists(
             site[j + 1], value[j + 1], cost[j + 1] = s, v, w
 
 
-@njit(cache=True)
-def _with_extra(ptr, site, cost, extra_site, extra_cost, out_ptr, out_site, out_cost):
-    """Each row's entries of the CSR (``ptr``, ``site``, ``cost``), then its extra site
-    ``extra_site[row]`` (-1: none) unless already among them. Returns the entries written."""
-    at = 0
-    for r in range(len(ptr) - 1):
-        out_ptr[r] = at
-        seen = False
-        for c in range(ptr[r], ptr[r + 1]):
-            out_site[at], out_cost[at] = site[c], cost[c]
-            seen = seen or site[c] == extra_site[r]
-            at += 1
-        if extra_site[r] >= 0 and not seen:
-            out_site[at], out_cost[at] = extra_site[r], extra_cost[r]
-            at += 1
-    out_ptr[len(ptr) - 1] = at
-    return at
-
-
 def warm_up() -> None:
     """Compile (or load) the list merge of column generation: a tiny market seldom prices."""
     i64, i32, f64 = np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float64)
     no = np.zeros(0, np.bool_)
     _new_sites(i64, i32, i64, i32, no)
-    _with_extra(i64, i32, f64, i64[:0], f64, i64.copy(), i32, f64)
     _merge_lists(i64, i32, i64[:0], f64, i64, i32, f64, no, i64[:0], i64, i32, i64[:0], f64)
 
 
 def extend_problem(
-    problem: MarketProblem,
-    prices: np.ndarray,
-    control: RunControl | None = None,
-    *,
-    extra: tuple[np.ndarray, np.ndarray] | None = None,
+    problem: MarketProblem, prices: np.ndarray, control: RunControl | None = None
 ) -> tuple[MarketProblem, int]:
     """Column generation: add each row's best sites by *reduced* value under ``prices`` (per
     model resource), so rows whose top sites by value are full get sites with room.
-
-    ``extra`` (site per row, -1 for none; its cost per row): one more site added to each
-    row's list, e.g. where the last pass (``matcher.complete.fill``) placed it outside its
-    list, so that the next solve can start from that answer.
 
     Candidate lists only grow, so the old ``outside_best`` still bounds every pair left out.
     Returns the new problem and the number of candidates added. A cancel of ``control``
@@ -172,18 +144,6 @@ def extend_problem(
     enc, params, old = problem.enc, problem.params, problem.scored
     priced = score(enc, params, dual=_site_prices(problem, prices), control=control)
     n_rows = enc.rows.n_rows
-    if extra is not None and np.any(extra[0] >= 0):
-        size = len(priced.cand_site) + int(np.count_nonzero(extra[0] >= 0))
-        ptr_x = np.empty(n_rows + 1, dtype=np.int64)
-        site_x = np.empty(size, dtype=np.int32)
-        cost_x = np.empty(size, dtype=np.float64)
-        n = _with_extra(
-            priced.cand_ptr, priced.cand_site, priced.cand_cost,
-            np.asarray(extra[0], np.int64), np.asarray(extra[1], np.float64),
-            ptr_x, site_x, cost_x,
-        )  # fmt: skip
-        # Only the sites and costs of the priced lists are read below (values are recomputed).
-        priced = replace(priced, cand_ptr=ptr_x, cand_site=site_x[:n], cand_cost=cost_x[:n])
     add = np.empty(len(priced.cand_site), dtype=np.bool_)
     _new_sites(old.cand_ptr, old.cand_site, priced.cand_ptr, priced.cand_site, add)
     added = int(add.sum())
@@ -215,71 +175,131 @@ def extend_problem(
     return extended, added
 
 
-# Projects with two sources whose pair term is scanned per call (a cancel is heard between
-# calls): ~8,800 rows against 10,000 sites at 100000 x 10000.
+# Projects with two sources scanned or priced per call (a cancel is heard between calls):
+# 4,496 projects against lists of up to 4,252 sites at 100000 x 10000.
 PAIRS_PER_CHECK = 256
 
 
+@dataclass(frozen=True)
+class PairLists:
+    """Every eligible site of both rows of each project with two sources (``projects``),
+    with its value and cost (no prices): list 2q is the primary's of ``projects[q]``, 2q + 1
+    the second's. Scanned once per market bound (``pair_lists``), priced at every pass."""
+
+    projects: np.ndarray  # int64 [P]
+    ptr: np.ndarray  # int64 [2P + 1]
+    site: np.ndarray  # int32
+    value: np.ndarray  # int64
+    cost: np.ndarray  # float64
+
+
 @njit(cache=True, nogil=True, parallel=True)
-def _pair_terms(
-    projects, project_rows, apart, cap, region, free, dual, term, row_site,
+def _scan_pairs(
+    projects, project_rows, free, ptr, count_only, out_site, out_value, out_cost,
     w_cost, fit_market, site_cdmo, site_rbit, site_fitq, price, gptr, gsite, gword,
     row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units, ent_hours,
     row_budget, row_a, row_b, row_stab, row_prev,
 ):  # fmt: skip
-    """The exact term of each project with two sources in a market Lagrangian at site prices
-    ``dual`` [site, process x month]: its best (primary, second) pair over every eligible
-    site of the market by reduced value (different CDMOs, different regions when ``apart``,
-    blended budget within ``cap``: ``complete.best_pair``), or 0 (both out). Reduced values
-    are rounded up, so the term never falls below the exact one. Writes ``term[q]`` and the
-    pair's sites into ``row_site`` (-1 when out)."""
+    """Both rows of each of ``projects`` against every site of their group
+    (``complete.scan_row``: the kernels' rules, capacity of the site alone): with
+    ``count_only`` the number of eligible sites of list 2q + side into ``ptr[2q + side + 1]``,
+    otherwise the sites, values and costs written from ``ptr[2q + side]`` on."""
     width = 1
     for g in range(gptr.shape[0] - 1):
         width = max(width, gptr[g + 1] - gptr[g])
     for q in prange(len(projects)):
+        s = np.empty(width, np.int32)
+        v = np.empty(width, np.int64)
+        c = np.empty(width, np.float64)
+        f = np.empty(width, np.bool_)
+        for side in range(2):
+            n = scan_row(
+                project_rows[projects[q], side], free, True, w_cost, fit_market, site_cdmo,
+                site_rbit, site_fitq, price, gptr, gsite, gword, row_group, row_req,
+                row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units, ent_hours, row_budget,
+                row_a, row_b, row_stab, row_prev, s, v, c, f,
+            )  # fmt: skip
+            if count_only:
+                ptr[2 * q + side + 1] = n
+            else:
+                at = ptr[2 * q + side]
+                out_site[at : at + n] = s[:n]
+                out_value[at : at + n] = v[:n]
+                out_cost[at : at + n] = c[:n]
+
+
+def pair_lists(
+    problem: MarketProblem,
+    control: RunControl | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> PairLists:
+    """``PairLists`` of ``problem``'s market (two scans of the pair rows against every
+    site: counting, then writing). ``Stopped`` on a cancel or ``stop()``, between chunks."""
+    enc = problem.enc
+    projects = np.flatnonzero(enc.project_rows[:, 1] >= 0).astype(np.int64)
+    args = scan_args(enc, enc.sites.free, problem.params.weights.cost, FIT_MARKET)
+    ptr = np.zeros(2 * len(projects) + 1, dtype=np.int64)
+    site = np.zeros(0, np.int32)
+    value = np.zeros(0, np.int64)
+    cost = np.zeros(0, np.float64)
+    for count_only in (True, False):
+        if not count_only:
+            np.cumsum(ptr, out=ptr)
+            site = np.empty(ptr[-1], np.int32)
+            value = np.empty(ptr[-1], np.int64)
+            cost = np.empty(ptr[-1], np.float64)
+        for lo in range(0, len(projects), PAIRS_PER_CHECK):
+            if (stop is not None and stop()) or (control is not None and control.cancelled):
+                raise Stopped("market pass stopped")
+            hi = min(len(projects), lo + PAIRS_PER_CHECK)
+            # Each chunk sees its own slice of ``ptr`` (list 2 lo on).
+            _scan_pairs(
+                projects[lo:hi], enc.project_rows, enc.sites.free, ptr[2 * lo :], count_only,
+                site, value, cost, *args,
+            )  # fmt: skip
+    return PairLists(projects, ptr, site, value, cost)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _pair_terms(
+    lo, hi, projects, project_rows, ptr, l_site, l_value, l_cost, ent_ptr, ent_off, ent_units,
+    dual, site_cdmo, region, apart, cap, term, row_site,
+):  # fmt: skip
+    """The exact term of each project with two sources (``projects[lo:hi]``, lists
+    ``PairLists``) in a market Lagrangian at site prices ``dual`` [site, process x month]:
+    its best (primary, second) pair over every eligible site of the market by reduced value
+    (different CDMOs, different regions when ``apart``, blended budget within ``cap``:
+    ``complete.best_pair``), or 0 (both out). Reduced values are rounded up, so the term never
+    falls below the exact one. Writes ``term[q]`` and the pair's sites into ``row_site`` (-1
+    when out)."""
+    for q in prange(lo, hi):
         j = projects[q]
-        rows = (project_rows[j, 0], project_rows[j, 1])
-        s0 = np.empty(width, np.int32)
-        v0 = np.empty(width, np.int64)
-        c0 = np.empty(width, np.float64)
-        f0 = np.empty(width, np.bool_)
-        s1 = np.empty(width, np.int32)
-        v1 = np.empty(width, np.int64)
-        c1 = np.empty(width, np.float64)
-        f1 = np.empty(width, np.bool_)
-        n0 = scan_row(
-            rows[0], free, True, w_cost, fit_market, site_cdmo, site_rbit, site_fitq, price,
-            gptr, gsite, gword, row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr,
-            ent_off, ent_units, ent_hours, row_budget, row_a, row_b, row_stab, row_prev,
-            s0, v0, c0, f0,
-        )  # fmt: skip
-        n1 = scan_row(
-            rows[1], free, True, w_cost, fit_market, site_cdmo, site_rbit, site_fitq, price,
-            gptr, gsite, gword, row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr,
-            ent_off, ent_units, ent_hours, row_budget, row_a, row_b, row_stab, row_prev,
-            s1, v1, c1, f1,
-        )  # fmt: skip
+        r0, r1 = project_rows[j, 0], project_rows[j, 1]
+        a0, n0 = ptr[2 * q], ptr[2 * q + 1] - ptr[2 * q]
+        a1, n1 = ptr[2 * q + 1], ptr[2 * q + 2] - ptr[2 * q + 1]
+        v0 = np.empty(n0, np.int64)
+        v1 = np.empty(n1, np.int64)
         for t in range(n0):
             pen = 0.0
-            for e in range(ent_ptr[rows[0]], ent_ptr[rows[0] + 1]):
-                pen += ent_units[e] * dual[s0[t], ent_off[e]]
-            v0[t] = np.int64(np.ceil(v0[t] - pen))
+            for e in range(ent_ptr[r0], ent_ptr[r0 + 1]):
+                pen += ent_units[e] * dual[l_site[a0 + t], ent_off[e]]
+            v0[t] = np.int64(np.ceil(l_value[a0 + t] - pen))
         for t in range(n1):
             pen = 0.0
-            for e in range(ent_ptr[rows[1]], ent_ptr[rows[1] + 1]):
-                pen += ent_units[e] * dual[s1[t], ent_off[e]]
-            v1[t] = np.int64(np.ceil(v1[t] - pen))
-        a, b = best_pair(
-            n0, s0, v0, c0, n1, s1, v1, c1, site_cdmo, region, apart[j], cap[j]
-        )  # fmt: skip
+            for e in range(ent_ptr[r1], ent_ptr[r1 + 1]):
+                pen += ent_units[e] * dual[l_site[a1 + t], ent_off[e]]
+            v1[t] = np.int64(np.ceil(l_value[a1 + t] - pen))
+        s0, c0 = l_site[a0 : a0 + n0], l_cost[a0 : a0 + n0]
+        s1, c1 = l_site[a1 : a1 + n1], l_cost[a1 : a1 + n1]
+        a, b = best_pair(n0, s0, v0, c0, n1, s1, v1, c1, site_cdmo, region, apart[j], cap[j])
         if a >= 0:
             term[q] = v0[a] + v1[b]
-            row_site[rows[0]] = s0[a]
-            row_site[rows[1]] = s1[b]
+            row_site[r0] = s0[a]
+            row_site[r1] = s1[b]
         else:
             term[q] = 0
-            row_site[rows[0]] = -1
-            row_site[rows[1]] = -1
+            row_site[r0] = -1
+            row_site[r1] = -1
 
 
 def _market_pass(
@@ -287,6 +307,7 @@ def _market_pass(
     dual: np.ndarray,
     control: RunControl | None,
     stop: Callable[[], bool] | None,
+    pairs: PairLists | None = None,
 ) -> tuple[int, np.ndarray, np.ndarray]:
     """One kernel pass with ``dual`` (float64 [site x process x month], flat) over every eligible
     pair: the Lagrangian bound at those prices,
@@ -296,9 +317,9 @@ def _market_pass(
     and each row's best site (-1 when it stays out). A project with one row takes its best
     site (the kernel, k=1: the best pair and the best left out; reduced values rounded to the
     nearest integer by the kernel, hence the half point per row); a project with two sources
-    its best valid pair of sources over the whole market (``_pair_terms``: the links and pair
-    rules kept, so a project with no valid pair adds nothing). Pins are relaxed, which only
-    loosens it."""
+    its best valid pair of sources over the whole market (``_pair_terms`` over ``pairs``,
+    scanned here when not given: the links and pair rules kept, so a project with no valid
+    pair adds nothing). Pins are relaxed, which only loosens it."""
     enc, params = problem.enc, problem.params
     shape = enc.sites.free.shape
     priced = score(enc, params, k=1, dual=dual.reshape(shape), control=control, stop=stop)
@@ -314,23 +335,25 @@ def _market_pass(
         site[has] = priced.cand_site[first]
     site[best + 0.5 <= 0] = -1  # staying out is better
     items = np.maximum(best + 0.5, 0.0)
-    two = np.flatnonzero(enc.project_rows[:, 1] >= 0)
-    if two.size:
+    if pairs is None:
+        pairs = pair_lists(problem, control, stop)
+    if len(pairs.projects):
         apart, cap, region = pair_arrays(enc)
-        args = scan_args(enc, enc.sites.free, params.weights.cost, FIT_MARKET)
-        term = np.zeros(len(two), dtype=np.int64)
+        rows = enc.rows
+        term = np.zeros(len(pairs.projects), dtype=np.int64)
         dual2 = np.ascontiguousarray(dual.reshape(shape))
-        for lo in range(0, len(two), PAIRS_PER_CHECK):
+        for lo in range(0, len(pairs.projects), PAIRS_PER_CHECK):
             if (stop is not None and stop()) or (control is not None and control.cancelled):
                 raise Stopped("market pass stopped")
-            hi = min(len(two), lo + PAIRS_PER_CHECK)
             _pair_terms(
-                two[lo:hi].astype(np.int64), enc.project_rows, apart, cap, region,
-                enc.sites.free, dual2, term[lo:hi], site, *args,
+                lo, min(len(pairs.projects), lo + PAIRS_PER_CHECK), pairs.projects,
+                enc.project_rows, pairs.ptr, pairs.site, pairs.value, pairs.cost, rows.ent_ptr,
+                rows.ent_off, rows.ent_units, dual2, enc.sites.cdmo, region, apart, cap, term,
+                site,
             )  # fmt: skip
-        rows = enc.project_rows[two]
-        items[rows[:, 0]] = term
-        items[rows[:, 1]] = 0.0
+        two = enc.project_rows[pairs.projects]
+        items[two[:, 0]] = term
+        items[two[:, 1]] = 0.0
     free = enc.sites.free.reshape(-1).astype(np.float64)
     total = float(dual @ free) + float(items.sum())
     return int(np.floor(total + 1e-6)), site, free
@@ -375,17 +398,16 @@ def market_bound(
     sp = params or SolveParams()
     dual = _site_prices(problem, prices).reshape(-1).copy()
     t0 = time.perf_counter()
-    best, site, free = _market_pass(problem, dual, control, stop)
+    pairs = pair_lists(problem, control, stop)
+    best, site, free = _market_pass(problem, dual, control, stop, pairs)
     if target is None or another is None:
         return best
     theta = sp.market_step_theta
     step_s = time.perf_counter() - t0
-    # Each step starts from the best prices so far, and ``market_step_patience`` steps in a
-    # row that do not improve on them halve the step scale: with plain steps from the latest
-    # prices, one 180 s run at 100000 x 10000 took nine steps and reported no bound below the
-    # per-item one.
+    # Each step starts from the best prices so far, and a step that does not improve on them
+    # halves the step scale: with plain steps from the latest prices, one 180 s run at
+    # 100000 x 10000 took nine steps and reported no bound below the per-item one.
     g = free - _usage(problem, site)
-    fails = 0
     while another(step_s) and theta >= sp.market_min_theta:
         t0 = time.perf_counter()
         g[(dual <= 0) & (g > 0)] = 0.0  # projected: a price cannot fall below zero
@@ -394,15 +416,12 @@ def market_bound(
             break  # every row at its best site fits: these prices cannot do better
         trial = np.maximum(0.0, dual - theta * max(best - target, 1.0) / norm * g)
         try:
-            bound, trial_site, _ = _market_pass(problem, trial, control, stop)
+            bound, trial_site, _ = _market_pass(problem, trial, control, stop, pairs)
         except Stopped:
             break  # out of time: the best bound so far stands
         if bound < best:
             best, dual, g = bound, trial, free - _usage(problem, trial_site)
-            fails = 0
         else:
-            fails += 1
-            if fails >= sp.market_step_patience:
-                theta, fails = 0.5 * theta, 0
+            theta *= 0.5  # the next trial starts from the same prices: a shorter step
         step_s = time.perf_counter() - t0
     return best

@@ -324,24 +324,3 @@ def test_market_pass_keeps_the_pair_rules_like_the_model_with_complete_lists(see
         dual = _site_prices(problem, prices).reshape(-1).copy()
         bound, _, _ = _market_pass(problem, dual, None, None)
         assert exact - 1e-6 <= bound <= exact + model.n_items
-
-
-def test_pricing_adds_the_last_pass_sites_to_the_lists():
-    from matcher.complete import fill
-    from matcher.model import NONE
-    from matcher.pricing import extend_problem
-    from matcher.problem import build_problem
-
-    snap = generate_market(300, 30, 6, seed=4, capacity_scale=0.1)
-    problem = build_problem(snap, RunParams(candidates_per_project=2))
-    empty = np.full(problem.model.n_items, NONE, dtype=np.int64)
-    site, cost, placed = fill(problem, empty)
-    assert placed > 0
-    extended, added = extend_problem(
-        problem, np.zeros(problem.model.n_res), extra=(site, cost)
-    )  # fmt: skip
-    m = extended.model
-    rows = np.flatnonzero(site >= 0)
-    listed = {(int(r), int(s)) for r in rows for s in m.cand_bin[m.cand_ptr[r] : m.cand_ptr[r + 1]]}
-    assert all((int(r), int(site[r])) in listed for r in rows)
-    assert added >= 1
