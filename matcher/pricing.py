@@ -27,7 +27,7 @@ from matcher import reference
 from matcher.complete import best_pair, pair_arrays, scan_args, scan_row
 from matcher.control import RunControl, SolveParams, Stopped
 from matcher.encode import FIT_MARKET, Encoded
-from matcher.kernels import Scored
+from matcher.kernels import ELIGIBLE, R_EXCLUDED, Scored
 from matcher.model import concat_ranges
 from matcher.problem import MarketProblem, assemble, score
 from schemas.market import RunParams
@@ -195,15 +195,15 @@ class PairLists:
 
 @njit(cache=True, nogil=True, parallel=True)
 def _scan_pairs(
-    projects, project_rows, free, ptr, count_only, out_site, out_value, out_cost,
+    projects, project_rows, free, ptr, found, out_site, out_value, out_cost,
     w_cost, fit_market, site_cdmo, site_rbit, site_fitq, price, gptr, gsite, gword,
     row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units, ent_hours,
     row_budget, row_a, row_b, row_stab, row_prev,
 ):  # fmt: skip
     """Both rows of each of ``projects`` against every site of their group
-    (``complete.scan_row``: the kernels' rules, capacity of the site alone): with
-    ``count_only`` the number of eligible sites of list 2q + side into ``ptr[2q + side + 1]``,
-    otherwise the sites, values and costs written from ``ptr[2q + side]`` on."""
+    (``complete.scan_row``: the kernels' rules, capacity of the site alone): the number of
+    eligible sites of list 2q + side into ``found[2q + side]``, and as many of them as its
+    room ``ptr[2q + side] : ptr[2q + side + 1]`` holds (sites, values, costs)."""
     width = 1
     for g in range(gptr.shape[0] - 1):
         width = max(width, gptr[g + 1] - gptr[g])
@@ -219,13 +219,12 @@ def _scan_pairs(
                 row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units, ent_hours, row_budget,
                 row_a, row_b, row_stab, row_prev, s, v, c, f,
             )  # fmt: skip
-            if count_only:
-                ptr[2 * q + side + 1] = n
-            else:
-                at = ptr[2 * q + side]
-                out_site[at : at + n] = s[:n]
-                out_value[at : at + n] = v[:n]
-                out_cost[at : at + n] = c[:n]
+            at = ptr[2 * q + side]
+            m = min(n, ptr[2 * q + side + 1] - at)
+            found[2 * q + side] = n
+            out_site[at : at + m] = s[:m]
+            out_value[at : at + m] = v[:m]
+            out_cost[at : at + m] = c[:m]
 
 
 def pair_lists(
@@ -233,30 +232,39 @@ def pair_lists(
     control: RunControl | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> PairLists:
-    """``PairLists`` of ``problem``'s market (two scans of the pair rows against every
-    site: counting, then writing). ``Stopped`` on a cancel or ``stop()``, between chunks."""
+    """``PairLists`` of ``problem``'s market: one scan of the pair rows against every site,
+    into the room their kernel counts give (eligible, plus excluded: pairs an operator
+    forbade are counted there, and the scan does not know them), compacted after; a second
+    scan only if a row found more. ``Stopped`` on a cancel or ``stop()``, between chunks."""
     enc = problem.enc
     projects = np.flatnonzero(enc.project_rows[:, 1] >= 0).astype(np.int64)
     args = scan_args(enc, enc.sites.free, problem.params.weights.cost, FIT_MARKET)
-    ptr = np.zeros(2 * len(projects) + 1, dtype=np.int64)
-    site = np.zeros(0, np.int32)
-    value = np.zeros(0, np.int64)
-    cost = np.zeros(0, np.float64)
-    for count_only in (True, False):
-        if not count_only:
-            np.cumsum(ptr, out=ptr)
-            site = np.empty(ptr[-1], np.int32)
-            value = np.empty(ptr[-1], np.int64)
-            cost = np.empty(ptr[-1], np.float64)
+    rows = enc.project_rows[projects].reshape(-1).astype(np.int64)  # primary, second, ...
+    room = problem.scored.counts[rows, ELIGIBLE] + problem.scored.counts[rows, R_EXCLUDED]
+    found = np.zeros(len(rows), dtype=np.int64)
+    for _ in range(2):
+        ptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(room, out=ptr[1:])
+        site = np.empty(ptr[-1], np.int32)
+        value = np.empty(ptr[-1], np.int64)
+        cost = np.empty(ptr[-1], np.float64)
         for lo in range(0, len(projects), PAIRS_PER_CHECK):
             if (stop is not None and stop()) or (control is not None and control.cancelled):
                 raise Stopped("market pass stopped")
             hi = min(len(projects), lo + PAIRS_PER_CHECK)
-            # Each chunk sees its own slice of ``ptr`` (list 2 lo on).
+            # Each chunk sees its own slices (list 2 lo on).
             _scan_pairs(
-                projects[lo:hi], enc.project_rows, enc.sites.free, ptr[2 * lo :], count_only,
-                site, value, cost, *args,
+                projects[lo:hi], enc.project_rows, enc.sites.free, ptr[2 * lo :],
+                found[2 * lo :], site, value, cost, *args,
             )  # fmt: skip
+        if np.all(found <= room):
+            break
+        room = found  # not expected (the scan has the kernels' rules): once more, exactly
+    if np.any(found < room):
+        keep = concat_ranges(ptr[:-1], ptr[:-1] + found)
+        site, value, cost = site[keep], value[keep], cost[keep]
+        ptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(found, out=ptr[1:])
     return PairLists(projects, ptr, site, value, cost)
 
 

@@ -324,3 +324,30 @@ def test_market_pass_keeps_the_pair_rules_like_the_model_with_complete_lists(see
         dual = _site_prices(problem, prices).reshape(-1).copy()
         bound, _, _ = _market_pass(problem, dual, None, None)
         assert exact - 1e-6 <= bound <= exact + model.n_items
+
+
+def test_pair_lists_hold_every_eligible_site_of_both_sources_forbidden_pairs_included():
+    # The scan does not know forbidden pairs (a looser, still valid bound); the room taken
+    # from the kernel's counts must hold them too.
+    from matcher.pricing import pair_lists
+    from matcher.problem import build_problem
+    from schemas.market import PairRef
+
+    snap = generate_market(120, 12, 4, seed=5, capacity_scale=0.1)
+    problem = build_problem(snap, RunParams(candidates_per_project=256))
+    lists = pair_lists(problem)
+    enc = problem.enc
+    q = int(np.flatnonzero(np.diff(lists.ptr)[0::2] > 0)[0])  # a primary with sites
+    j = int(lists.projects[q])
+    first = lists.site[lists.ptr[2 * q] : lists.ptr[2 * q + 1]]
+    assert len(first) == problem.scored.counts[enc.project_rows[j, 0], -1]
+    banned = snap.model_copy(
+        update={
+            "forbidden": [
+                PairRef(project_id=enc.project_ids[j], site_id=enc.site_ids[s]) for s in first
+            ]
+        }
+    )
+    again = pair_lists(build_problem(banned, RunParams(candidates_per_project=256)))
+    assert np.array_equal(again.ptr, lists.ptr) and np.array_equal(again.site, lists.site)
+    assert np.array_equal(again.value, lists.value)
