@@ -280,24 +280,30 @@ class SolveParams:
     min_round_s: float = 0.1
     # The final bound over every eligible pair is one kernel pass with prices: about this
     # many of the first kernel pass. Skipped (the solver's bound stands) when it does not fit.
+    # With the scan of the two-source projects' lists (matcher.pricing.pair_lists) the first
+    # market pass took 1.4 of them at 100000 x 10000 (1.2 s + 2.3 s against 2.5 s, load 4.5),
+    # about 3 at 20000 x 2000 (0.9 s), where the share kept for the steps covers it.
     market_bound_kernel_passes: float = 1.5
     # Subgradient steps on the market's own Lagrangian after that pass (one kernel pass
-    # each, matcher.pricing.market_bound): the model's prices leave every resource outside
-    # its candidate lists unpriced. Only when the first solve's bound takes less than
-    # ``market_steps_below_gain`` off the per-item bound (the model's prices then say little
-    # about the market: 0.09 % at 100000 x 10000, where 10 steps took the gap from 2.34 % to
-    # 1.43 %; 1.4 % at 20000 x 2000, where the market bound, its second-source links
-    # relaxed, stays above the model's: 146.41 M against 145.81 M after 12 steps). Time is
-    # then kept for this many steps, within ``market_steps_share`` of the limit (a step took
-    # 0.3-0.5 % off the gap there, the same time in LNS less than 0.05 %); more run while
-    # they fit.
+    # each, matcher.pricing.market_bound: every eligible pair priced, the second-source links
+    # and pair rules kept), for ``market_steps_share`` of the limit when the first solve's
+    # bound takes less than ``market_steps_below_gain`` off the per-item bound (the model's
+    # prices then say little about the market: 0.09 % at 100000 x 10000, where a step took
+    # 0.3-0.5 % off the gap and the same time in LNS less than 0.05 %; at 180 s 14 steps
+    # fitted in the 34 s kept when a step count set it, each still gaining), otherwise for
+    # ``market_steps_priced_share`` (20000 x 2000 seed 2: the first pass 145.13 M, 40 steps
+    # 145.05 M, 20 s at load 2.5; 60 s and 180 s of solving give the same answer). 0: no
+    # steps, the model's Lagrangian is polished instead (``bound_polish_*``). Deterministic
+    # mode runs ``market_bound_steps`` steps.
     # Step scale at first (halved after a step without a better bound), stopped below the
-    # last.
+    # last (20000 x 2000: stopped at 0.05 after 8 steps, 145.08 M, where 40 steps of plain
+    # subgradient went on to 145.05 M).
     market_steps_below_gain: float = 0.005
     market_bound_steps: int = 8
     market_steps_share: float = 0.4
+    market_steps_priced_share: float = 0.2
     market_step_theta: float = 1.0
-    market_min_theta: float = 0.05
+    market_min_theta: float = 0.005
     # The optional final bounds (market bound, LP) may use this share of the limit beyond the
     # deadline (the run's promise is the limit + 5 % + 1 s).
     bound_overrun_share: float = 0.02

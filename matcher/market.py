@@ -433,11 +433,14 @@ def _match(
             best_problem, best = problem, solution
         placed = int(np.count_nonzero(best.choice[problem.enc.project_rows[:, 0]] != NONE))
         control.report("solve", objective=float(best.objective), bound=float(bound), placed=placed)
-        if rounds == 1 and bound > (1 - sp.market_steps_below_gain) * item_upper_bound(problem):
-            # The model's prices barely bound the market: keep time for the market steps.
-            market_steps = True
-            steps_s = bound_estimate * (1 + sp.market_bound_steps)
-            bound_keep = min(steps_s, sp.market_steps_share * limit)
+        if rounds == 1:
+            # Time kept for the market steps (a share of the limit: they go on tightening the
+            # bound while later solves and rounds of pricing barely move the answer); a larger
+            # share when the model's prices barely bound the market.
+            weak = bound > (1 - sp.market_steps_below_gain) * item_upper_bound(problem)
+            share = sp.market_steps_share if weak else sp.market_steps_priced_share
+            market_steps = share > 0
+            bound_keep = max(bound_keep, share * limit)
         if (
             rounds == 1
             and problem.model.n_cand <= sp.lp_max_candidates

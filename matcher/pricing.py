@@ -4,7 +4,9 @@
   duals; each row gets its best sites by *reduced* value (where there is still room) added
   to its candidates (column generation);
 * ``market_bound``: one kernel pass with those prices over every eligible pair gives a
-  Lagrangian bound over the whole market, not only over the candidates;
+  Lagrangian bound over the whole market, not only over the candidates (second-source links
+  and pair rules kept: each such project's best valid pair of sources), then subgradient
+  steps on it;
 * ``value_parts``: a placement's value broken into priority, fit (quality and market), cost
   and stability, for explanations.
 
@@ -19,12 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from matcher import reference
+from matcher.complete import best_pair, pair_arrays, scan_args, scan_row
 from matcher.control import RunControl, SolveParams, Stopped
 from matcher.encode import FIT_MARKET, Encoded
-from matcher.kernels import Scored
+from matcher.kernels import ELIGIBLE, R_EXCLUDED, Scored
 from matcher.model import concat_ranges
 from matcher.problem import MarketProblem, assemble, score
 from schemas.market import RunParams
@@ -172,21 +175,159 @@ def extend_problem(
     return extended, added
 
 
+# Projects with two sources scanned or priced per call (a cancel is heard between calls):
+# 4,496 projects against lists of up to 4,252 sites at 100000 x 10000.
+PAIRS_PER_CHECK = 256
+
+
+@dataclass(frozen=True)
+class PairLists:
+    """Every eligible site of both rows of each project with two sources (``projects``),
+    with its value and cost (no prices): list 2q is the primary's of ``projects[q]``, 2q + 1
+    the second's. Scanned once per market bound (``pair_lists``), priced at every pass."""
+
+    projects: np.ndarray  # int64 [P]
+    ptr: np.ndarray  # int64 [2P + 1]
+    site: np.ndarray  # int32
+    value: np.ndarray  # int64
+    cost: np.ndarray  # float64
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _scan_pairs(
+    projects, project_rows, free, ptr, found, out_site, out_value, out_cost,
+    w_cost, fit_market, site_cdmo, site_rbit, site_fitq, price, gptr, gsite, gword,
+    row_group, row_req, row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units, ent_hours,
+    row_budget, row_a, row_b, row_stab, row_prev,
+):  # fmt: skip
+    """Both rows of each of ``projects`` against every site of their group
+    (``complete.scan_row``: the kernels' rules, capacity of the site alone): the number of
+    eligible sites of list 2q + side into ``found[2q + side]``, and as many of them as its
+    room ``ptr[2q + side] : ptr[2q + side + 1]`` holds (sites, values, costs)."""
+    width = 1
+    for g in range(gptr.shape[0] - 1):
+        width = max(width, gptr[g + 1] - gptr[g])
+    for q in prange(len(projects)):
+        s = np.empty(width, np.int32)
+        v = np.empty(width, np.int64)
+        c = np.empty(width, np.float64)
+        f = np.empty(width, np.bool_)
+        for side in range(2):
+            n = scan_row(
+                project_rows[projects[q], side], free, True, w_cost, fit_market, site_cdmo,
+                site_rbit, site_fitq, price, gptr, gsite, gword, row_group, row_req,
+                row_tmask, excl_ptr, excl, ent_ptr, ent_off, ent_units, ent_hours, row_budget,
+                row_a, row_b, row_stab, row_prev, s, v, c, f,
+            )  # fmt: skip
+            at = ptr[2 * q + side]
+            m = min(n, ptr[2 * q + side + 1] - at)
+            found[2 * q + side] = n
+            out_site[at : at + m] = s[:m]
+            out_value[at : at + m] = v[:m]
+            out_cost[at : at + m] = c[:m]
+
+
+def pair_lists(
+    problem: MarketProblem,
+    control: RunControl | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> PairLists:
+    """``PairLists`` of ``problem``'s market: one scan of the pair rows against every site,
+    into the room their kernel counts give (eligible, plus excluded: pairs an operator
+    forbade are counted there, and the scan does not know them), compacted after; a second
+    scan only if a row found more. ``Stopped`` on a cancel or ``stop()``, between chunks."""
+    enc = problem.enc
+    projects = np.flatnonzero(enc.project_rows[:, 1] >= 0).astype(np.int64)
+    args = scan_args(enc, enc.sites.free, problem.params.weights.cost, FIT_MARKET)
+    rows = enc.project_rows[projects].reshape(-1).astype(np.int64)  # primary, second, ...
+    room = problem.scored.counts[rows, ELIGIBLE] + problem.scored.counts[rows, R_EXCLUDED]
+    found = np.zeros(len(rows), dtype=np.int64)
+    for _ in range(2):
+        ptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(room, out=ptr[1:])
+        site = np.empty(ptr[-1], np.int32)
+        value = np.empty(ptr[-1], np.int64)
+        cost = np.empty(ptr[-1], np.float64)
+        for lo in range(0, len(projects), PAIRS_PER_CHECK):
+            if (stop is not None and stop()) or (control is not None and control.cancelled):
+                raise Stopped("market pass stopped")
+            hi = min(len(projects), lo + PAIRS_PER_CHECK)
+            # Each chunk sees its own slices (list 2 lo on).
+            _scan_pairs(
+                projects[lo:hi], enc.project_rows, enc.sites.free, ptr[2 * lo :],
+                found[2 * lo :], site, value, cost, *args,
+            )  # fmt: skip
+        if np.all(found <= room):
+            break
+        room = found  # not expected (the scan has the kernels' rules): once more, exactly
+    if np.any(found < room):
+        keep = concat_ranges(ptr[:-1], ptr[:-1] + found)
+        site, value, cost = site[keep], value[keep], cost[keep]
+        ptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(found, out=ptr[1:])
+    return PairLists(projects, ptr, site, value, cost)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _pair_terms(
+    lo, hi, projects, project_rows, ptr, l_site, l_value, l_cost, ent_ptr, ent_off, ent_units,
+    dual, site_cdmo, region, apart, cap, term, row_site,
+):  # fmt: skip
+    """The exact term of each project with two sources (``projects[lo:hi]``, lists
+    ``PairLists``) in a market Lagrangian at site prices ``dual`` [site, process x month]:
+    its best (primary, second) pair over every eligible site of the market by reduced value
+    (different CDMOs, different regions when ``apart``, blended budget within ``cap``:
+    ``complete.best_pair``), or 0 (both out). Reduced values are rounded up, so the term never
+    falls below the exact one. Writes ``term[q]`` and the pair's sites into ``row_site`` (-1
+    when out)."""
+    for q in prange(lo, hi):
+        j = projects[q]
+        r0, r1 = project_rows[j, 0], project_rows[j, 1]
+        a0, n0 = ptr[2 * q], ptr[2 * q + 1] - ptr[2 * q]
+        a1, n1 = ptr[2 * q + 1], ptr[2 * q + 2] - ptr[2 * q + 1]
+        v0 = np.empty(n0, np.int64)
+        v1 = np.empty(n1, np.int64)
+        for t in range(n0):
+            pen = 0.0
+            for e in range(ent_ptr[r0], ent_ptr[r0 + 1]):
+                pen += ent_units[e] * dual[l_site[a0 + t], ent_off[e]]
+            v0[t] = np.int64(np.ceil(l_value[a0 + t] - pen))
+        for t in range(n1):
+            pen = 0.0
+            for e in range(ent_ptr[r1], ent_ptr[r1 + 1]):
+                pen += ent_units[e] * dual[l_site[a1 + t], ent_off[e]]
+            v1[t] = np.int64(np.ceil(l_value[a1 + t] - pen))
+        s0, c0 = l_site[a0 : a0 + n0], l_cost[a0 : a0 + n0]
+        s1, c1 = l_site[a1 : a1 + n1], l_cost[a1 : a1 + n1]
+        a, b = best_pair(n0, s0, v0, c0, n1, s1, v1, c1, site_cdmo, region, apart[j], cap[j])
+        if a >= 0:
+            term[q] = v0[a] + v1[b]
+            row_site[r0] = s0[a]
+            row_site[r1] = s1[b]
+        else:
+            term[q] = 0
+            row_site[r0] = -1
+            row_site[r1] = -1
+
+
 def _market_pass(
     problem: MarketProblem,
     dual: np.ndarray,
     control: RunControl | None,
     stop: Callable[[], bool] | None,
+    pairs: PairLists | None = None,
 ) -> tuple[int, np.ndarray, np.ndarray]:
     """One kernel pass with ``dual`` (float64 [site x process x month], flat) over every eligible
     pair: the Lagrangian bound at those prices,
 
-        sum of dual x free capacity + sum over rows of max(0, best reduced value of the row),
+        sum of dual x free capacity + sum over projects of max(0, best reduced value),
 
-    and each row's best site (-1 when it stays out) with its reduced value (k=1: the best
-    pair, and the best left out). Second-source links and pins are relaxed, which only
-    loosens it. Reduced values are rounded to the nearest integer by the kernel, hence the
-    half point per row."""
+    and each row's best site (-1 when it stays out). A project with one row takes its best
+    site (the kernel, k=1: the best pair and the best left out; reduced values rounded to the
+    nearest integer by the kernel, hence the half point per row); a project with two sources
+    its best valid pair of sources over the whole market (``_pair_terms`` over ``pairs``,
+    scanned here when not given: the links and pair rules kept, so a project with no valid
+    pair adds nothing). Pins are relaxed, which only loosens it."""
     enc, params = problem.enc, problem.params
     shape = enc.sites.free.shape
     priced = score(enc, params, k=1, dual=dual.reshape(shape), control=control, stop=stop)
@@ -201,8 +342,28 @@ def _market_pass(
         best[has] = np.maximum(best[has], priced.cand_value[first])
         site[has] = priced.cand_site[first]
     site[best + 0.5 <= 0] = -1  # staying out is better
+    items = np.maximum(best + 0.5, 0.0)
+    if pairs is None:
+        pairs = pair_lists(problem, control, stop)
+    if len(pairs.projects):
+        apart, cap, region = pair_arrays(enc)
+        rows = enc.rows
+        term = np.zeros(len(pairs.projects), dtype=np.int64)
+        dual2 = np.ascontiguousarray(dual.reshape(shape))
+        for lo in range(0, len(pairs.projects), PAIRS_PER_CHECK):
+            if (stop is not None and stop()) or (control is not None and control.cancelled):
+                raise Stopped("market pass stopped")
+            _pair_terms(
+                lo, min(len(pairs.projects), lo + PAIRS_PER_CHECK), pairs.projects,
+                enc.project_rows, pairs.ptr, pairs.site, pairs.value, pairs.cost, rows.ent_ptr,
+                rows.ent_off, rows.ent_units, dual2, enc.sites.cdmo, region, apart, cap, term,
+                site,
+            )  # fmt: skip
+        two = enc.project_rows[pairs.projects]
+        items[two[:, 0]] = term
+        items[two[:, 1]] = 0.0
     free = enc.sites.free.reshape(-1).astype(np.float64)
-    total = float(dual @ free) + float(np.maximum(best + 0.5, 0.0).sum())
+    total = float(dual @ free) + float(items.sum())
     return int(np.floor(total + 1e-6)), site, free
 
 
@@ -230,7 +391,8 @@ def market_bound(
     params: SolveParams | None = None,
 ) -> int:
     """Lagrangian bound over *every* eligible pair of the market, not only the candidates,
-    from the model's resource ``prices`` (``_market_pass``: one kernel pass).
+    from the model's resource ``prices`` (``_market_pass``: one kernel pass, and each
+    project with two sources scanned for its best valid pair).
 
     With ``target`` (a feasible objective) and ``another(seconds_per_step)`` (whether one
     more step fits), subgradient steps on this market Lagrangian follow, each one kernel
@@ -244,7 +406,8 @@ def market_bound(
     sp = params or SolveParams()
     dual = _site_prices(problem, prices).reshape(-1).copy()
     t0 = time.perf_counter()
-    best, site, free = _market_pass(problem, dual, control, stop)
+    pairs = pair_lists(problem, control, stop)
+    best, site, free = _market_pass(problem, dual, control, stop, pairs)
     if target is None or another is None:
         return best
     theta = sp.market_step_theta
@@ -261,12 +424,12 @@ def market_bound(
             break  # every row at its best site fits: these prices cannot do better
         trial = np.maximum(0.0, dual - theta * max(best - target, 1.0) / norm * g)
         try:
-            bound, trial_site, _ = _market_pass(problem, trial, control, stop)
+            bound, trial_site, _ = _market_pass(problem, trial, control, stop, pairs)
         except Stopped:
             break  # out of time: the best bound so far stands
         if bound < best:
             best, dual, g = bound, trial, free - _usage(problem, trial_site)
         else:
-            theta *= 0.5
+            theta *= 0.5  # the next trial starts from the same prices: a shorter step
         step_s = time.perf_counter() - t0
     return best

@@ -302,3 +302,52 @@ def test_market_bound_steps_price_the_sites_that_the_model_left_unpriced():
     )  # fmt: skip
     # Measured: 867,411 from no prices, 772,321 after 20 steps (the optimum is 703,373).
     assert answer.objective <= stepped < 0.95 * first
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000))
+def test_market_pass_keeps_the_pair_rules_like_the_model_with_complete_lists(seed):
+    # With every eligible site a candidate, the model's Lagrangian and the market pass solve
+    # the same relaxation (pairs exactly, with their rules); the pass rounds each row's
+    # reduced value up (never below the model's) by less than one point.
+    from matcher.bound import lagrangian_bound, lagrangian_terms
+    from matcher.pricing import _market_pass, _site_prices
+    from matcher.problem import build_problem
+
+    snap = generate_market(120, 12, 4, seed=seed, capacity_scale=0.1)
+    problem = build_problem(snap, RunParams(candidates_per_project=256))
+    model = problem.model
+    assert (problem.enc.project_rows[:, 1] >= 0).any()  # the generator makes pairs
+    _, lam = lagrangian_bound(model, None, iterations=60, time_limit_s=None)
+    for prices in (np.zeros(model.n_res), lam):
+        exact, _ = lagrangian_terms(model, prices)
+        dual = _site_prices(problem, prices).reshape(-1).copy()
+        bound, _, _ = _market_pass(problem, dual, None, None)
+        assert exact - 1e-6 <= bound <= exact + model.n_items
+
+
+def test_pair_lists_hold_every_eligible_site_of_both_sources_forbidden_pairs_included():
+    # The scan does not know forbidden pairs (a looser, still valid bound); the room taken
+    # from the kernel's counts must hold them too.
+    from matcher.pricing import pair_lists
+    from matcher.problem import build_problem
+    from schemas.market import PairRef
+
+    snap = generate_market(120, 12, 4, seed=5, capacity_scale=0.1)
+    problem = build_problem(snap, RunParams(candidates_per_project=256))
+    lists = pair_lists(problem)
+    enc = problem.enc
+    q = int(np.flatnonzero(np.diff(lists.ptr)[0::2] > 0)[0])  # a primary with sites
+    j = int(lists.projects[q])
+    first = lists.site[lists.ptr[2 * q] : lists.ptr[2 * q + 1]]
+    assert len(first) == problem.scored.counts[enc.project_rows[j, 0], -1]
+    banned = snap.model_copy(
+        update={
+            "forbidden": [
+                PairRef(project_id=enc.project_ids[j], site_id=enc.site_ids[s]) for s in first
+            ]
+        }
+    )
+    again = pair_lists(build_problem(banned, RunParams(candidates_per_project=256)))
+    assert np.array_equal(again.ptr, lists.ptr) and np.array_equal(again.site, lists.site)
+    assert np.array_equal(again.value, lists.value)
