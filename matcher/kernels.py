@@ -457,7 +457,7 @@ def _ranks_before(v1, s1, v2, s2):
     return v1 > v2 or (v1 == v2 and s1 < s2)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _insert(sites, vals, costs, n, s, v, c):
     """Insert (s, v, c) into the first ``n`` slots, sorted best first; returns n + 1."""
     p = n
@@ -483,7 +483,7 @@ def _swap(sites, vals, costs, i, j):
     costs[i], costs[j] = costs[j], costs[i]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _sift_down(sites, vals, costs, i, n):
     while True:
         c = 2 * i + 1
@@ -497,7 +497,7 @@ def _sift_down(sites, vals, costs, i, n):
         i = c
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _heap_push(sites, vals, costs, n, s, v, c):
     sites[n] = s
     vals[n] = v
@@ -535,7 +535,7 @@ def _offer(sites, vals, costs, nk, k, s, v, c, o1v, o1s, o2v):
     return nk, o1v, o1s, o2v
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _heap_sort(sites, vals, costs, n):
     """Heap of ``n`` entries -> sorted best first (the worst is moved to the end each time)."""
     for end in range(n - 1, 0, -1):
@@ -543,8 +543,10 @@ def _heap_sort(sites, vals, costs, n):
         _sift_down(sites, vals, costs, 0, end)
 
 
-# Run helpers: one loop over lanes lo..hi of a row (slices, so that Numba's loop starts at 0
-# and LLVM vectorises it). Entries are added in the row's order, up to four per pass:
+# Run helpers: every run of a row (lanes run0[t]..run1[t]) in one call, one loop per run
+# (slices, so that Numba's loop starts at 0 and LLVM vectorises it; one call per group of
+# loads rather than one per run: each call of a function taking arrays costs reference
+# counting). Entries are added in the row's order, up to eight per pass:
 # ((c + h0 p0) + h1 p1) + ... is the walk's own sequence of roundings.
 
 
@@ -555,80 +557,99 @@ def _units32(u):
 
 
 @njit(cache=True)
-def _run_clear(cost, fits, lo, hi):
-    cost[lo:hi] = 0.0
-    fits[lo:hi] = 1
+def _run_clear(cost, fits, run0, run1, n_runs):
+    for t in range(n_runs):
+        cost[run0[t] : run1[t]] = 0.0
+        fits[run0[t] : run1[t]] = 1
 
 
 @njit(cache=True)
-def _run_1(cost, fits, lo, hi, init, h0, u0, p0, f0):
-    c = cost[lo:hi]
-    ok = fits[lo:hi]
-    a0 = p0[lo:hi]
-    g0 = f0[lo:hi]
-    for i in range(hi - lo):
-        c[i] = (0.0 if init else c[i]) + h0 * a0[i]
-        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(u0 <= g0[i])
+def _run_1(cost, fits, run0, run1, n_runs, init, h0, u0, p0, f0):
+    for t in range(n_runs):
+        lo, hi = run0[t], run1[t]
+        c = cost[lo:hi]
+        ok = fits[lo:hi]
+        a0 = p0[lo:hi]
+        g0 = f0[lo:hi]
+        for i in range(hi - lo):
+            c[i] = (0.0 if init else c[i]) + h0 * a0[i]
+            ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(u0 <= g0[i])
 
 
 @njit(cache=True)
-def _run_2(cost, fits, lo, hi, init, h0, h1, u0, u1, p0, p1, f0, f1):
-    c = cost[lo:hi]
-    ok = fits[lo:hi]
-    a0, a1 = p0[lo:hi], p1[lo:hi]
-    g0, g1 = f0[lo:hi], f1[lo:hi]
-    for i in range(hi - lo):
-        c[i] = ((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]
-        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8((u0 <= g0[i]) & (u1 <= g1[i]))
+def _run_2(cost, fits, run0, run1, n_runs, init, h0, h1, u0, u1, p0, p1, f0, f1):
+    for t in range(n_runs):
+        lo, hi = run0[t], run1[t]
+        c = cost[lo:hi]
+        ok = fits[lo:hi]
+        a0, a1 = p0[lo:hi], p1[lo:hi]
+        g0, g1 = f0[lo:hi], f1[lo:hi]
+        for i in range(hi - lo):
+            c[i] = ((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]
+            ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8((u0 <= g0[i]) & (u1 <= g1[i]))
 
 
 @njit(cache=True)
-def _run_3(cost, fits, lo, hi, init, h0, h1, h2, u0, u1, u2, p0, p1, p2, f0, f1, f2):
-    c = cost[lo:hi]
-    ok = fits[lo:hi]
-    a0, a1, a2 = p0[lo:hi], p1[lo:hi], p2[lo:hi]
-    g0, g1, g2 = f0[lo:hi], f1[lo:hi], f2[lo:hi]
-    for i in range(hi - lo):
-        c[i] = (((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]
-        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(
-            (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i])
-        )
+def _run_3(cost, fits, run0, run1, n_runs, init, h0, h1, h2, u0, u1, u2, p0, p1, p2, f0, f1, f2):
+    for t in range(n_runs):
+        lo, hi = run0[t], run1[t]
+        c = cost[lo:hi]
+        ok = fits[lo:hi]
+        a0, a1, a2 = p0[lo:hi], p1[lo:hi], p2[lo:hi]
+        g0, g1, g2 = f0[lo:hi], f1[lo:hi], f2[lo:hi]
+        for i in range(hi - lo):
+            c[i] = (((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]
+            ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(
+                (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i])
+            )
 
 
 @njit(cache=True)
-def _run_4(
-    cost, fits, lo, hi, init, h0, h1, h2, h3, u0, u1, u2, u3, p0, p1, p2, p3, f0, f1, f2, f3
-):  # fmt: skip
-    c = cost[lo:hi]
-    ok = fits[lo:hi]
-    a0, a1, a2, a3 = p0[lo:hi], p1[lo:hi], p2[lo:hi], p3[lo:hi]
-    g0, g1, g2, g3 = f0[lo:hi], f1[lo:hi], f2[lo:hi], f3[lo:hi]
-    for i in range(hi - lo):
-        c[i] = ((((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]) + h3 * a3[i]
-        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(
-            (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]) & (u3 <= g3[i])
-        )
+def _run_4(cost, fits, run0, run1, n_runs, init, h, u, o, q0, lp, lf):
+    h0, h1, h2, h3 = h
+    u0, u1, u2, u3 = u
+    o0, o1, o2, o3 = o
+    for t in range(n_runs):
+        lo, hi = run0[t], run1[t]
+        c = cost[lo:hi]
+        ok = fits[lo:hi]
+        lo += q0
+        hi += q0
+        a0, a1, a2, a3 = lp[o0, lo:hi], lp[o1, lo:hi], lp[o2, lo:hi], lp[o3, lo:hi]
+        g0, g1, g2, g3 = lf[o0, lo:hi], lf[o1, lo:hi], lf[o2, lo:hi], lf[o3, lo:hi]
+        for i in range(hi - lo):
+            x = (0.0 if init else c[i]) + h0 * a0[i]
+            c[i] = ((x + h1 * a1[i]) + h2 * a2[i]) + h3 * a3[i]
+            ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(
+                (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]) & (u3 <= g3[i])
+            )
 
 
 @njit(cache=True)
-def _run_8(cost, fits, lo, hi, init, h, u, p, f):
-    """Eight loads at once (``h``, ``u``: their hours and units; ``p``, ``f``: their price and
-    free-hour columns): half the passes over ``cost`` and ``fits`` of four at a time."""
-    c = cost[lo:hi]
-    ok = fits[lo:hi]
+def _run_8(cost, fits, run0, run1, n_runs, init, h, u, o, q0, lp, lf):
+    """Eight loads at once (``h``, ``u``: their hours and units; ``o``: their columns of the
+    price and free-hour tables, read from lane ``q0``): half the passes over ``cost`` and
+    ``fits`` of four at a time."""
     h0, h1, h2, h3, h4, h5, h6, h7 = h
     u0, u1, u2, u3, u4, u5, u6, u7 = u
-    a0, a1, a2, a3 = p[0][lo:hi], p[1][lo:hi], p[2][lo:hi], p[3][lo:hi]
-    a4, a5, a6, a7 = p[4][lo:hi], p[5][lo:hi], p[6][lo:hi], p[7][lo:hi]
-    g0, g1, g2, g3 = f[0][lo:hi], f[1][lo:hi], f[2][lo:hi], f[3][lo:hi]
-    g4, g5, g6, g7 = f[4][lo:hi], f[5][lo:hi], f[6][lo:hi], f[7][lo:hi]
-    for i in range(hi - lo):
-        x = ((((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]) + h3 * a3[i]
-        c[i] = (((x + h4 * a4[i]) + h5 * a5[i]) + h6 * a6[i]) + h7 * a7[i]
-        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(
-            (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]) & (u3 <= g3[i])
-            & (u4 <= g4[i]) & (u5 <= g5[i]) & (u6 <= g6[i]) & (u7 <= g7[i])
-        )  # fmt: skip
+    o0, o1, o2, o3, o4, o5, o6, o7 = o
+    for t in range(n_runs):
+        lo, hi = run0[t], run1[t]
+        c = cost[lo:hi]
+        ok = fits[lo:hi]
+        lo += q0
+        hi += q0
+        a0, a1, a2, a3 = lp[o0, lo:hi], lp[o1, lo:hi], lp[o2, lo:hi], lp[o3, lo:hi]
+        a4, a5, a6, a7 = lp[o4, lo:hi], lp[o5, lo:hi], lp[o6, lo:hi], lp[o7, lo:hi]
+        g0, g1, g2, g3 = lf[o0, lo:hi], lf[o1, lo:hi], lf[o2, lo:hi], lf[o3, lo:hi]
+        g4, g5, g6, g7 = lf[o4, lo:hi], lf[o5, lo:hi], lf[o6, lo:hi], lf[o7, lo:hi]
+        for i in range(hi - lo):
+            x = ((((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]) + h3 * a3[i]
+            c[i] = (((x + h4 * a4[i]) + h5 * a5[i]) + h6 * a6[i]) + h7 * a7[i]
+            ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(
+                (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]) & (u3 <= g3[i])
+                & (u4 <= g4[i]) & (u5 <= g5[i]) & (u6 <= g6[i]) & (u7 <= g7[i])
+            )  # fmt: skip
 
 
 @njit(cache=True)
@@ -637,12 +658,14 @@ def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_ho
     loads write cost and fits (0.0 + the first product: the bits of a cleared run's sum)
     rather than adding to a cleared run: one pass over them fewer."""
     if e1 == e0:
-        for t in range(n_runs):
-            _run_clear(cost, fits, run0[t], run1[t])
+        _run_clear(cost, fits, run0, run1, n_runs)
         return
     e = e0
     while e1 - e >= 8:
-        o = ent_col[e : e + 8]
+        o = (
+            ent_col[e], ent_col[e + 1], ent_col[e + 2], ent_col[e + 3],
+            ent_col[e + 4], ent_col[e + 5], ent_col[e + 6], ent_col[e + 7],
+        )  # fmt: skip
         h = (
             ent_hours[e], ent_hours[e + 1], ent_hours[e + 2], ent_hours[e + 3],
             ent_hours[e + 4], ent_hours[e + 5], ent_hours[e + 6], ent_hours[e + 7],
@@ -652,57 +675,37 @@ def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_ho
             _units32(ent_units[e + 3]), _units32(ent_units[e + 4]), _units32(ent_units[e + 5]),
             _units32(ent_units[e + 6]), _units32(ent_units[e + 7]),
         )  # fmt: skip
-        p = (
-            lp[o[0], q0:], lp[o[1], q0:], lp[o[2], q0:], lp[o[3], q0:],
-            lp[o[4], q0:], lp[o[5], q0:], lp[o[6], q0:], lp[o[7], q0:],
-        )  # fmt: skip
-        f = (
-            lf[o[0], q0:], lf[o[1], q0:], lf[o[2], q0:], lf[o[3], q0:],
-            lf[o[4], q0:], lf[o[5], q0:], lf[o[6], q0:], lf[o[7], q0:],
-        )  # fmt: skip
-        for t in range(n_runs):
-            _run_8(cost, fits, run0[t], run1[t], e == e0, h, u, p, f)
+        _run_8(cost, fits, run0, run1, n_runs, e == e0, h, u, o, q0, lp, lf)
         e += 8
     if e1 - e >= 4:
-        o0, o1, o2, o3 = ent_col[e], ent_col[e + 1], ent_col[e + 2], ent_col[e + 3]
-        h0, h1, h2, h3 = ent_hours[e], ent_hours[e + 1], ent_hours[e + 2], ent_hours[e + 3]
-        u0, u1 = _units32(ent_units[e]), _units32(ent_units[e + 1])
-        u2, u3 = _units32(ent_units[e + 2]), _units32(ent_units[e + 3])
-        p0, p1, p2, p3 = lp[o0, q0:], lp[o1, q0:], lp[o2, q0:], lp[o3, q0:]
-        f0, f1, f2, f3 = lf[o0, q0:], lf[o1, q0:], lf[o2, q0:], lf[o3, q0:]
-        for t in range(n_runs):
-            _run_4(
-                cost, fits, run0[t], run1[t], e == e0, h0, h1, h2, h3, u0, u1, u2, u3,
-                p0, p1, p2, p3, f0, f1, f2, f3,
-            )  # fmt: skip
+        o = (ent_col[e], ent_col[e + 1], ent_col[e + 2], ent_col[e + 3])
+        h = (ent_hours[e], ent_hours[e + 1], ent_hours[e + 2], ent_hours[e + 3])
+        u = (
+            _units32(ent_units[e]), _units32(ent_units[e + 1]), _units32(ent_units[e + 2]),
+            _units32(ent_units[e + 3]),
+        )  # fmt: skip
+        _run_4(cost, fits, run0, run1, n_runs, e == e0, h, u, o, q0, lp, lf)
         e += 4
     left = e1 - e
     if left == 3:
         o0, o1, o2 = ent_col[e], ent_col[e + 1], ent_col[e + 2]
         u0, u1, u2 = _units32(ent_units[e]), _units32(ent_units[e + 1]), _units32(ent_units[e + 2])
-        for t in range(n_runs):
-            _run_3(
-                cost, fits, run0[t], run1[t], e == e0, ent_hours[e], ent_hours[e + 1],
-                ent_hours[e + 2],
-                u0, u1, u2, lp[o0, q0:], lp[o1, q0:], lp[o2, q0:],
-                lf[o0, q0:], lf[o1, q0:], lf[o2, q0:],
-            )  # fmt: skip
+        _run_3(
+            cost, fits, run0, run1, n_runs, e == e0, ent_hours[e], ent_hours[e + 1],
+            ent_hours[e + 2], u0, u1, u2, lp[o0, q0:], lp[o1, q0:], lp[o2, q0:],
+            lf[o0, q0:], lf[o1, q0:], lf[o2, q0:],
+        )  # fmt: skip
     elif left == 2:
         o0, o1 = ent_col[e], ent_col[e + 1]
         u0, u1 = _units32(ent_units[e]), _units32(ent_units[e + 1])
-        for t in range(n_runs):
-            _run_2(
-                cost, fits, run0[t], run1[t], e == e0, ent_hours[e], ent_hours[e + 1], u0, u1,
-                lp[o0, q0:], lp[o1, q0:], lf[o0, q0:], lf[o1, q0:],
-            )  # fmt: skip
+        _run_2(
+            cost, fits, run0, run1, n_runs, e == e0, ent_hours[e], ent_hours[e + 1], u0, u1,
+            lp[o0, q0:], lp[o1, q0:], lf[o0, q0:], lf[o1, q0:],
+        )  # fmt: skip
     elif left == 1:
         o0 = ent_col[e]
         u0 = _units32(ent_units[e])
-        for t in range(n_runs):
-            _run_1(
-                cost, fits, run0[t], run1[t], e == e0, ent_hours[e], u0, lp[o0, q0:],
-                lf[o0, q0:],
-            )  # fmt: skip
+        _run_1(cost, fits, run0, run1, n_runs, e == e0, ent_hours[e], u0, lp[o0, q0:], lf[o0, q0:])
 
 
 @njit(cache=True)
@@ -770,33 +773,35 @@ def _mark_excluded(excluded, cdmo, cd):
 
 @njit(cache=True)
 def _run_values(
-    lo, hi, flag, excluded, cost, fits, pen, fitq, rbit, site, val,
+    run0, run1, n_runs, flag, excluded, cost, fits, pen, fitq, rbit, site, val,
     budget, a, b, tmask, prev, stab, fit_market, w_cost,
 ):  # fmt: skip
-    """Rules after the masks, in order, and the value of lanes lo..hi (NO_VALUE where not
-    eligible); returns the counts of exclusion, budget and capacity rejections."""
-    fl, ex_, co, fi = flag[lo:hi], excluded[lo:hi], cost[lo:hi], fits[lo:hi]
-    pe, fq, rb, ss, vv = pen[lo:hi], fitq[lo:hi], rbit[lo:hi], site[lo:hi], val[lo:hi]
+    """Rules after the masks, in order, and the value of the lanes of the runs (NO_VALUE
+    where not eligible); returns the counts of exclusion, budget and capacity rejections."""
     n_excl = 0
     n_budget = 0
     n_cap = 0
-    for i in range(hi - lo):
-        p4 = fl[i]
-        ex = p4 & ex_[i]
-        over = (p4 ^ ex) & np.uint8(co[i] > budget)
-        short = (p4 ^ ex ^ over) & (fi[i] ^ np.uint8(1))
-        n_excl += ex
-        n_budget += over
-        n_cap += short
-        v = pair_value(
-            a, b, fq[i], (rb[i] & tmask) != 0, fit_market, w_cost, co[i], pe[i],
-            stab if ss[i] == prev else 0.0,
-        )  # fmt: skip
-        vv[i] = v if (p4 ^ ex ^ over ^ short) != 0 else NO_VALUE
+    for t in range(n_runs):
+        lo, hi = run0[t], run1[t]
+        fl, ex_, co, fi = flag[lo:hi], excluded[lo:hi], cost[lo:hi], fits[lo:hi]
+        pe, fq, rb, ss, vv = pen[lo:hi], fitq[lo:hi], rbit[lo:hi], site[lo:hi], val[lo:hi]
+        for i in range(hi - lo):
+            p4 = fl[i]
+            ex = p4 & ex_[i]
+            over = (p4 ^ ex) & np.uint8(co[i] > budget)
+            short = (p4 ^ ex ^ over) & (fi[i] ^ np.uint8(1))
+            n_excl += ex
+            n_budget += over
+            n_cap += short
+            v = pair_value(
+                a, b, fq[i], (rb[i] & tmask) != 0, fit_market, w_cost, co[i], pe[i],
+                stab if ss[i] == prev else 0.0,
+            )  # fmt: skip
+            vv[i] = v if (p4 ^ ex ^ over ^ short) != 0 else NO_VALUE
     return n_excl, n_budget, n_cap
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _block_max(val):
     m = NO_VALUE
     for i in range(val.shape[0]):
@@ -804,7 +809,7 @@ def _block_max(val):
     return m
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _kth_largest(xs, n, k, heap):
     """The k-th largest of xs[:n] other than NO_VALUE (NO_VALUE if fewer), via a min-heap."""
     m = 0
@@ -934,18 +939,11 @@ def _score_task(
                 _mark_excluded(excluded[lo:hi], cdmo[lo:hi], excl[x])
 
         # Exclusions, budget, capacity in that order, and values.
-        n_excl = 0
-        n_budget = 0
-        n_cap = 0
-        for t in range(n_runs):
-            c_ex, c_bu, c_ca = _run_values(
-                run0[t], run1[t], flag, excluded, cost, fits, pen, fitq, rbit, site, val,
-                row_budget[j], row_a[j], row_b[j], row_tmask[j], row_prev[j], row_stab[j],
-                fit_market, w_cost,
-            )  # fmt: skip
-            n_excl += c_ex
-            n_budget += c_bu
-            n_cap += c_ca
+        n_excl, n_budget, n_cap = _run_values(
+            run0, run1, n_runs, flag, excluded, cost, fits, pen, fitq, rbit, site, val,
+            row_budget[j], row_a[j], row_b[j], row_tmask[j], row_prev[j], row_stab[j],
+            fit_market, w_cost,
+        )  # fmt: skip
         if x1 > x0:
             for t in range(n_runs):
                 excluded[run0[t] : run1[t]] = 0
