@@ -771,33 +771,58 @@ def _mark_excluded(excluded, cdmo, cd):
         excluded[i] |= np.uint8(cdmo[i] == cd)
 
 
+@njit(cache=True, inline="always")
+def _rules_value(p4, ex, co, fi, pe, st, fq, in_market, budget, a, b, fit_market, w_cost):
+    """One lane past the masks (``p4``): exclusion ``ex``, then budget, then capacity, in
+    that order; returns the three rejections and the value (NO_VALUE when not eligible)."""
+    over = (p4 ^ ex) & np.uint8(co > budget)
+    short = (p4 ^ ex ^ over) & (fi ^ np.uint8(1))
+    v = pair_value(a, b, fq, in_market, fit_market, w_cost, co, pe, st)
+    return ex, over, short, v if (p4 ^ ex ^ over ^ short) != 0 else NO_VALUE
+
+
 @njit(cache=True)
 def _run_values(
-    run0, run1, n_runs, flag, excluded, cost, fits, pen, fitq, rbit, site, val,
+    run0, run1, n_runs, plain, flag, excluded, cost, fits, pen, fitq, rbit, site, val,
     budget, a, b, tmask, prev, stab, fit_market, w_cost,
 ):  # fmt: skip
     """Rules after the masks, in order, and the value of the lanes of the runs (NO_VALUE
-    where not eligible); returns the counts of exclusion, budget and capacity rejections."""
+    where not eligible); returns the counts of exclusion, budget and capacity rejections.
+    ``plain``: the row excludes no CDMO, has no previous site and no dual prices, so the
+    loop does not read ``excluded``, ``pen`` and ``site`` (zeros and no bonus: the same
+    values, bit for bit)."""
     n_excl = 0
     n_budget = 0
     n_cap = 0
     for t in range(n_runs):
         lo, hi = run0[t], run1[t]
-        fl, ex_, co, fi = flag[lo:hi], excluded[lo:hi], cost[lo:hi], fits[lo:hi]
-        pe, fq, rb, ss, vv = pen[lo:hi], fitq[lo:hi], rbit[lo:hi], site[lo:hi], val[lo:hi]
-        for i in range(hi - lo):
-            p4 = fl[i]
-            ex = p4 & ex_[i]
-            over = (p4 ^ ex) & np.uint8(co[i] > budget)
-            short = (p4 ^ ex ^ over) & (fi[i] ^ np.uint8(1))
-            n_excl += ex
-            n_budget += over
-            n_cap += short
-            v = pair_value(
-                a, b, fq[i], (rb[i] & tmask) != 0, fit_market, w_cost, co[i], pe[i],
-                stab if ss[i] == prev else 0.0,
-            )  # fmt: skip
-            vv[i] = v if (p4 ^ ex ^ over ^ short) != 0 else NO_VALUE
+        fl, co, fi, fq, rb, vv = (
+            flag[lo:hi],
+            cost[lo:hi],
+            fits[lo:hi],
+            fitq[lo:hi],
+            rbit[lo:hi],
+            val[lo:hi],
+        )
+        if plain:
+            for i in range(hi - lo):
+                _, over, short, vv[i] = _rules_value(
+                    fl[i], np.uint8(0), co[i], fi[i], 0.0, 0.0, fq[i], (rb[i] & tmask) != 0,
+                    budget, a, b, fit_market, w_cost,
+                )  # fmt: skip
+                n_budget += over
+                n_cap += short
+        else:
+            ex_, pe, ss = excluded[lo:hi], pen[lo:hi], site[lo:hi]
+            for i in range(hi - lo):
+                p4 = fl[i]
+                ex, over, short, vv[i] = _rules_value(
+                    p4, p4 & ex_[i], co[i], fi[i], pe[i], stab if ss[i] == prev else 0.0, fq[i],
+                    (rb[i] & tmask) != 0, budget, a, b, fit_market, w_cost,
+                )  # fmt: skip
+                n_excl += ex
+                n_budget += over
+                n_cap += short
     return n_excl, n_budget, n_cap
 
 
@@ -939,8 +964,9 @@ def _score_task(
                 _mark_excluded(excluded[lo:hi], cdmo[lo:hi], excl[x])
 
         # Exclusions, budget, capacity in that order, and values.
+        plain = not use_dual and x1 == x0 and row_prev[j] < 0
         n_excl, n_budget, n_cap = _run_values(
-            run0, run1, n_runs, flag, excluded, cost, fits, pen, fitq, rbit, site, val,
+            run0, run1, n_runs, plain, flag, excluded, cost, fits, pen, fitq, rbit, site, val,
             row_budget[j], row_a[j], row_b[j], row_tmask[j], row_prev[j], row_stab[j],
             fit_market, w_cost,
         )  # fmt: skip
