@@ -47,7 +47,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
-from numba import njit, parallel_chunksize, prange
+from llvmlite import ir
+from numba import njit, parallel_chunksize, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from matcher.control import Stopped
 
@@ -439,6 +442,30 @@ def with_dual(lane: Lanes, dual: np.ndarray) -> Lanes:
 
 
 # --------------------------------------------------------------------------- scoring
+
+
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """Ask the CPU to start loading ``arr[idx]`` (``arr[idx, 0]`` for a 2-D array) into the
+    cache; it changes no result. A task's rows are in the pass's order, not their index
+    order, so each row's own data (a few scattered words per array) would miss the cache."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        at = [args[1]] + [context.get_constant(types.intp, 0)] * (aryty.ndim - 1)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, at, wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        # read (0), high temporal locality (3), data cache (1)
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, idx), codegen
 
 
 @njit(cache=True, inline="always")
@@ -922,6 +949,28 @@ def _score_task(
 
     for ii in range(i0, i1):
         j = order[ii]
+        if ii + 1 < i1:  # the next row's data, loaded while this row is scored
+            jn = order[ii + 1]
+            _prefetch(row_req, jn)
+            _prefetch(ent_ptr, jn)
+            _prefetch(ent_col, ent_ptr[jn])
+            _prefetch(ent_units, ent_ptr[jn])
+            _prefetch(ent_hours, ent_ptr[jn])
+            _prefetch(excl_ptr, jn)
+            _prefetch(row_budget, jn)
+            _prefetch(row_a, jn)
+            _prefetch(row_b, jn)
+            _prefetch(row_tmask, jn)
+            _prefetch(row_prev, jn)
+            _prefetch(row_stab, jn)
+            _prefetch(row_force, jn)
+            _prefetch(row_alt, jn)
+            _prefetch(out_site, jn)
+            _prefetch(out_value, jn)
+            _prefetch(out_cost, jn)
+            _prefetch(out_n, jn)
+            _prefetch(counts, jn)
+            _prefetch(outside, jn)
         req = row_req[j]
         # Process, certification and market masks over every lane of the list, and the
         # blocks and runs they leave: the previous row's when it required the same (rows
