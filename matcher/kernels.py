@@ -247,8 +247,10 @@ def group_words(sites: SiteArrays, rows: RowArrays) -> GroupWords:
 # that hold a survivor of its mask tests.
 
 # Lanes per block, a multiple of 8 (block activity is read as uint64 words): smaller blocks
-# skip more lanes but cut runs shorter; 16 and 32 measured the same at 100000 x 10000, 8 slower.
-BLOCK = 32
+# skip more lanes but cut runs shorter. At 100000 x 10000 the runs cover 41 % of the lanes
+# with 16 (7.1 runs a row), 49 % with 32 (4.4 runs): 16 takes 0.96-0.98x the CPU of 32 now
+# that a row's runs are one call per group of loads (the same CPU before); 8 is slower.
+BLOCK = 16
 WORDS_PER_BLOCK = BLOCK // 8
 # Inactive blocks (no survivor) that a run of lanes bridges: their lanes cost a few vector
 # operations per load, a new run a call and a loop's set-up per load; their flags are 0, so
