@@ -47,7 +47,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
-from numba import njit, parallel_chunksize, prange
+from llvmlite import ir
+from numba import njit, parallel_chunksize, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from matcher.control import Stopped
 
@@ -244,8 +247,10 @@ def group_words(sites: SiteArrays, rows: RowArrays) -> GroupWords:
 # that hold a survivor of its mask tests.
 
 # Lanes per block, a multiple of 8 (block activity is read as uint64 words): smaller blocks
-# skip more lanes but cut runs shorter; 16 and 32 measured the same at 100000 x 10000, 8 slower.
-BLOCK = 32
+# skip more lanes but cut runs shorter. At 100000 x 10000 the runs cover 41 % of the lanes
+# with 16 (7.1 runs a row), 49 % with 32 (4.4 runs): 16 takes 0.96-0.98x the CPU of 32 now
+# that a row's runs are one call per group of loads (the same CPU before); 8 is slower.
+BLOCK = 16
 WORDS_PER_BLOCK = BLOCK // 8
 # Inactive blocks (no survivor) that a run of lanes bridges: their lanes cost a few vector
 # operations per load, a new run a call and a loop's set-up per load; their flags are 0, so
@@ -441,6 +446,30 @@ def with_dual(lane: Lanes, dual: np.ndarray) -> Lanes:
 # --------------------------------------------------------------------------- scoring
 
 
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """Ask the CPU to start loading ``arr[idx]`` (``arr[idx, 0]`` for a 2-D array) into the
+    cache; it changes no result. A task's rows are in the pass's order, not their index
+    order, so each row's own data (a few scattered words per array) would miss the cache."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        at = [args[1]] + [context.get_constant(types.intp, 0)] * (aryty.ndim - 1)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, at, wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        # read (0), high temporal locality (3), data cache (1)
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, idx), codegen
+
+
 @njit(cache=True, inline="always")
 def pair_value(a, b, fitq, in_market, fit_market, w_cost, cost, penalty, stab):
     """The value of one pair (the formula of the module docstring; ``penalty`` is the dual
@@ -457,7 +486,7 @@ def _ranks_before(v1, s1, v2, s2):
     return v1 > v2 or (v1 == v2 and s1 < s2)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _insert(sites, vals, costs, n, s, v, c):
     """Insert (s, v, c) into the first ``n`` slots, sorted best first; returns n + 1."""
     p = n
@@ -483,7 +512,7 @@ def _swap(sites, vals, costs, i, j):
     costs[i], costs[j] = costs[j], costs[i]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _sift_down(sites, vals, costs, i, n):
     while True:
         c = 2 * i + 1
@@ -497,7 +526,7 @@ def _sift_down(sites, vals, costs, i, n):
         i = c
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _heap_push(sites, vals, costs, n, s, v, c):
     sites[n] = s
     vals[n] = v
@@ -535,7 +564,7 @@ def _offer(sites, vals, costs, nk, k, s, v, c, o1v, o1s, o2v):
     return nk, o1v, o1s, o2v
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _heap_sort(sites, vals, costs, n):
     """Heap of ``n`` entries -> sorted best first (the worst is moved to the end each time)."""
     for end in range(n - 1, 0, -1):
@@ -543,8 +572,10 @@ def _heap_sort(sites, vals, costs, n):
         _sift_down(sites, vals, costs, 0, end)
 
 
-# Run helpers: one loop over lanes lo..hi of a row (slices, so that Numba's loop starts at 0
-# and LLVM vectorises it). Entries are added in the row's order, up to four per pass:
+# Run helpers: every run of a row (lanes run0[t]..run1[t]) in one call, one loop per run
+# (slices, so that Numba's loop starts at 0 and LLVM vectorises it; one call per group of
+# loads rather than one per run: each call of a function taking arrays costs reference
+# counting). Entries are added in the row's order, up to eight per pass:
 # ((c + h0 p0) + h1 p1) + ... is the walk's own sequence of roundings.
 
 
@@ -555,80 +586,99 @@ def _units32(u):
 
 
 @njit(cache=True)
-def _run_clear(cost, fits, lo, hi):
-    cost[lo:hi] = 0.0
-    fits[lo:hi] = 1
+def _run_clear(cost, fits, run0, run1, n_runs):
+    for t in range(n_runs):
+        cost[run0[t] : run1[t]] = 0.0
+        fits[run0[t] : run1[t]] = 1
 
 
 @njit(cache=True)
-def _run_1(cost, fits, lo, hi, init, h0, u0, p0, f0):
-    c = cost[lo:hi]
-    ok = fits[lo:hi]
-    a0 = p0[lo:hi]
-    g0 = f0[lo:hi]
-    for i in range(hi - lo):
-        c[i] = (0.0 if init else c[i]) + h0 * a0[i]
-        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(u0 <= g0[i])
+def _run_1(cost, fits, run0, run1, n_runs, init, h0, u0, p0, f0):
+    for t in range(n_runs):
+        lo, hi = run0[t], run1[t]
+        c = cost[lo:hi]
+        ok = fits[lo:hi]
+        a0 = p0[lo:hi]
+        g0 = f0[lo:hi]
+        for i in range(hi - lo):
+            c[i] = (0.0 if init else c[i]) + h0 * a0[i]
+            ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(u0 <= g0[i])
 
 
 @njit(cache=True)
-def _run_2(cost, fits, lo, hi, init, h0, h1, u0, u1, p0, p1, f0, f1):
-    c = cost[lo:hi]
-    ok = fits[lo:hi]
-    a0, a1 = p0[lo:hi], p1[lo:hi]
-    g0, g1 = f0[lo:hi], f1[lo:hi]
-    for i in range(hi - lo):
-        c[i] = ((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]
-        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8((u0 <= g0[i]) & (u1 <= g1[i]))
+def _run_2(cost, fits, run0, run1, n_runs, init, h0, h1, u0, u1, p0, p1, f0, f1):
+    for t in range(n_runs):
+        lo, hi = run0[t], run1[t]
+        c = cost[lo:hi]
+        ok = fits[lo:hi]
+        a0, a1 = p0[lo:hi], p1[lo:hi]
+        g0, g1 = f0[lo:hi], f1[lo:hi]
+        for i in range(hi - lo):
+            c[i] = ((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]
+            ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8((u0 <= g0[i]) & (u1 <= g1[i]))
 
 
 @njit(cache=True)
-def _run_3(cost, fits, lo, hi, init, h0, h1, h2, u0, u1, u2, p0, p1, p2, f0, f1, f2):
-    c = cost[lo:hi]
-    ok = fits[lo:hi]
-    a0, a1, a2 = p0[lo:hi], p1[lo:hi], p2[lo:hi]
-    g0, g1, g2 = f0[lo:hi], f1[lo:hi], f2[lo:hi]
-    for i in range(hi - lo):
-        c[i] = (((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]
-        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(
-            (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i])
-        )
+def _run_3(cost, fits, run0, run1, n_runs, init, h0, h1, h2, u0, u1, u2, p0, p1, p2, f0, f1, f2):
+    for t in range(n_runs):
+        lo, hi = run0[t], run1[t]
+        c = cost[lo:hi]
+        ok = fits[lo:hi]
+        a0, a1, a2 = p0[lo:hi], p1[lo:hi], p2[lo:hi]
+        g0, g1, g2 = f0[lo:hi], f1[lo:hi], f2[lo:hi]
+        for i in range(hi - lo):
+            c[i] = (((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]
+            ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(
+                (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i])
+            )
 
 
 @njit(cache=True)
-def _run_4(
-    cost, fits, lo, hi, init, h0, h1, h2, h3, u0, u1, u2, u3, p0, p1, p2, p3, f0, f1, f2, f3
-):  # fmt: skip
-    c = cost[lo:hi]
-    ok = fits[lo:hi]
-    a0, a1, a2, a3 = p0[lo:hi], p1[lo:hi], p2[lo:hi], p3[lo:hi]
-    g0, g1, g2, g3 = f0[lo:hi], f1[lo:hi], f2[lo:hi], f3[lo:hi]
-    for i in range(hi - lo):
-        c[i] = ((((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]) + h3 * a3[i]
-        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(
-            (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]) & (u3 <= g3[i])
-        )
+def _run_4(cost, fits, run0, run1, n_runs, init, h, u, o, q0, lp, lf):
+    h0, h1, h2, h3 = h
+    u0, u1, u2, u3 = u
+    o0, o1, o2, o3 = o
+    for t in range(n_runs):
+        lo, hi = run0[t], run1[t]
+        c = cost[lo:hi]
+        ok = fits[lo:hi]
+        lo += q0
+        hi += q0
+        a0, a1, a2, a3 = lp[o0, lo:hi], lp[o1, lo:hi], lp[o2, lo:hi], lp[o3, lo:hi]
+        g0, g1, g2, g3 = lf[o0, lo:hi], lf[o1, lo:hi], lf[o2, lo:hi], lf[o3, lo:hi]
+        for i in range(hi - lo):
+            x = (0.0 if init else c[i]) + h0 * a0[i]
+            c[i] = ((x + h1 * a1[i]) + h2 * a2[i]) + h3 * a3[i]
+            ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(
+                (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]) & (u3 <= g3[i])
+            )
 
 
 @njit(cache=True)
-def _run_8(cost, fits, lo, hi, init, h, u, p, f):
-    """Eight loads at once (``h``, ``u``: their hours and units; ``p``, ``f``: their price and
-    free-hour columns): half the passes over ``cost`` and ``fits`` of four at a time."""
-    c = cost[lo:hi]
-    ok = fits[lo:hi]
+def _run_8(cost, fits, run0, run1, n_runs, init, h, u, o, q0, lp, lf):
+    """Eight loads at once (``h``, ``u``: their hours and units; ``o``: their columns of the
+    price and free-hour tables, read from lane ``q0``): half the passes over ``cost`` and
+    ``fits`` of four at a time."""
     h0, h1, h2, h3, h4, h5, h6, h7 = h
     u0, u1, u2, u3, u4, u5, u6, u7 = u
-    a0, a1, a2, a3 = p[0][lo:hi], p[1][lo:hi], p[2][lo:hi], p[3][lo:hi]
-    a4, a5, a6, a7 = p[4][lo:hi], p[5][lo:hi], p[6][lo:hi], p[7][lo:hi]
-    g0, g1, g2, g3 = f[0][lo:hi], f[1][lo:hi], f[2][lo:hi], f[3][lo:hi]
-    g4, g5, g6, g7 = f[4][lo:hi], f[5][lo:hi], f[6][lo:hi], f[7][lo:hi]
-    for i in range(hi - lo):
-        x = ((((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]) + h3 * a3[i]
-        c[i] = (((x + h4 * a4[i]) + h5 * a5[i]) + h6 * a6[i]) + h7 * a7[i]
-        ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(
-            (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]) & (u3 <= g3[i])
-            & (u4 <= g4[i]) & (u5 <= g5[i]) & (u6 <= g6[i]) & (u7 <= g7[i])
-        )  # fmt: skip
+    o0, o1, o2, o3, o4, o5, o6, o7 = o
+    for t in range(n_runs):
+        lo, hi = run0[t], run1[t]
+        c = cost[lo:hi]
+        ok = fits[lo:hi]
+        lo += q0
+        hi += q0
+        a0, a1, a2, a3 = lp[o0, lo:hi], lp[o1, lo:hi], lp[o2, lo:hi], lp[o3, lo:hi]
+        a4, a5, a6, a7 = lp[o4, lo:hi], lp[o5, lo:hi], lp[o6, lo:hi], lp[o7, lo:hi]
+        g0, g1, g2, g3 = lf[o0, lo:hi], lf[o1, lo:hi], lf[o2, lo:hi], lf[o3, lo:hi]
+        g4, g5, g6, g7 = lf[o4, lo:hi], lf[o5, lo:hi], lf[o6, lo:hi], lf[o7, lo:hi]
+        for i in range(hi - lo):
+            x = ((((0.0 if init else c[i]) + h0 * a0[i]) + h1 * a1[i]) + h2 * a2[i]) + h3 * a3[i]
+            c[i] = (((x + h4 * a4[i]) + h5 * a5[i]) + h6 * a6[i]) + h7 * a7[i]
+            ok[i] = (np.uint8(1) if init else ok[i]) & np.uint8(
+                (u0 <= g0[i]) & (u1 <= g1[i]) & (u2 <= g2[i]) & (u3 <= g3[i])
+                & (u4 <= g4[i]) & (u5 <= g5[i]) & (u6 <= g6[i]) & (u7 <= g7[i])
+            )  # fmt: skip
 
 
 @njit(cache=True)
@@ -637,12 +687,14 @@ def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_ho
     loads write cost and fits (0.0 + the first product: the bits of a cleared run's sum)
     rather than adding to a cleared run: one pass over them fewer."""
     if e1 == e0:
-        for t in range(n_runs):
-            _run_clear(cost, fits, run0[t], run1[t])
+        _run_clear(cost, fits, run0, run1, n_runs)
         return
     e = e0
     while e1 - e >= 8:
-        o = ent_col[e : e + 8]
+        o = (
+            ent_col[e], ent_col[e + 1], ent_col[e + 2], ent_col[e + 3],
+            ent_col[e + 4], ent_col[e + 5], ent_col[e + 6], ent_col[e + 7],
+        )  # fmt: skip
         h = (
             ent_hours[e], ent_hours[e + 1], ent_hours[e + 2], ent_hours[e + 3],
             ent_hours[e + 4], ent_hours[e + 5], ent_hours[e + 6], ent_hours[e + 7],
@@ -652,57 +704,37 @@ def _walk(cost, fits, run0, run1, n_runs, q0, e0, e1, ent_col, ent_units, ent_ho
             _units32(ent_units[e + 3]), _units32(ent_units[e + 4]), _units32(ent_units[e + 5]),
             _units32(ent_units[e + 6]), _units32(ent_units[e + 7]),
         )  # fmt: skip
-        p = (
-            lp[o[0], q0:], lp[o[1], q0:], lp[o[2], q0:], lp[o[3], q0:],
-            lp[o[4], q0:], lp[o[5], q0:], lp[o[6], q0:], lp[o[7], q0:],
-        )  # fmt: skip
-        f = (
-            lf[o[0], q0:], lf[o[1], q0:], lf[o[2], q0:], lf[o[3], q0:],
-            lf[o[4], q0:], lf[o[5], q0:], lf[o[6], q0:], lf[o[7], q0:],
-        )  # fmt: skip
-        for t in range(n_runs):
-            _run_8(cost, fits, run0[t], run1[t], e == e0, h, u, p, f)
+        _run_8(cost, fits, run0, run1, n_runs, e == e0, h, u, o, q0, lp, lf)
         e += 8
     if e1 - e >= 4:
-        o0, o1, o2, o3 = ent_col[e], ent_col[e + 1], ent_col[e + 2], ent_col[e + 3]
-        h0, h1, h2, h3 = ent_hours[e], ent_hours[e + 1], ent_hours[e + 2], ent_hours[e + 3]
-        u0, u1 = _units32(ent_units[e]), _units32(ent_units[e + 1])
-        u2, u3 = _units32(ent_units[e + 2]), _units32(ent_units[e + 3])
-        p0, p1, p2, p3 = lp[o0, q0:], lp[o1, q0:], lp[o2, q0:], lp[o3, q0:]
-        f0, f1, f2, f3 = lf[o0, q0:], lf[o1, q0:], lf[o2, q0:], lf[o3, q0:]
-        for t in range(n_runs):
-            _run_4(
-                cost, fits, run0[t], run1[t], e == e0, h0, h1, h2, h3, u0, u1, u2, u3,
-                p0, p1, p2, p3, f0, f1, f2, f3,
-            )  # fmt: skip
+        o = (ent_col[e], ent_col[e + 1], ent_col[e + 2], ent_col[e + 3])
+        h = (ent_hours[e], ent_hours[e + 1], ent_hours[e + 2], ent_hours[e + 3])
+        u = (
+            _units32(ent_units[e]), _units32(ent_units[e + 1]), _units32(ent_units[e + 2]),
+            _units32(ent_units[e + 3]),
+        )  # fmt: skip
+        _run_4(cost, fits, run0, run1, n_runs, e == e0, h, u, o, q0, lp, lf)
         e += 4
     left = e1 - e
     if left == 3:
         o0, o1, o2 = ent_col[e], ent_col[e + 1], ent_col[e + 2]
         u0, u1, u2 = _units32(ent_units[e]), _units32(ent_units[e + 1]), _units32(ent_units[e + 2])
-        for t in range(n_runs):
-            _run_3(
-                cost, fits, run0[t], run1[t], e == e0, ent_hours[e], ent_hours[e + 1],
-                ent_hours[e + 2],
-                u0, u1, u2, lp[o0, q0:], lp[o1, q0:], lp[o2, q0:],
-                lf[o0, q0:], lf[o1, q0:], lf[o2, q0:],
-            )  # fmt: skip
+        _run_3(
+            cost, fits, run0, run1, n_runs, e == e0, ent_hours[e], ent_hours[e + 1],
+            ent_hours[e + 2], u0, u1, u2, lp[o0, q0:], lp[o1, q0:], lp[o2, q0:],
+            lf[o0, q0:], lf[o1, q0:], lf[o2, q0:],
+        )  # fmt: skip
     elif left == 2:
         o0, o1 = ent_col[e], ent_col[e + 1]
         u0, u1 = _units32(ent_units[e]), _units32(ent_units[e + 1])
-        for t in range(n_runs):
-            _run_2(
-                cost, fits, run0[t], run1[t], e == e0, ent_hours[e], ent_hours[e + 1], u0, u1,
-                lp[o0, q0:], lp[o1, q0:], lf[o0, q0:], lf[o1, q0:],
-            )  # fmt: skip
+        _run_2(
+            cost, fits, run0, run1, n_runs, e == e0, ent_hours[e], ent_hours[e + 1], u0, u1,
+            lp[o0, q0:], lp[o1, q0:], lf[o0, q0:], lf[o1, q0:],
+        )  # fmt: skip
     elif left == 1:
         o0 = ent_col[e]
         u0 = _units32(ent_units[e])
-        for t in range(n_runs):
-            _run_1(
-                cost, fits, run0[t], run1[t], e == e0, ent_hours[e], u0, lp[o0, q0:],
-                lf[o0, q0:],
-            )  # fmt: skip
+        _run_1(cost, fits, run0, run1, n_runs, e == e0, ent_hours[e], u0, lp[o0, q0:], lf[o0, q0:])
 
 
 @njit(cache=True)
@@ -768,35 +800,62 @@ def _mark_excluded(excluded, cdmo, cd):
         excluded[i] |= np.uint8(cdmo[i] == cd)
 
 
+@njit(cache=True, inline="always")
+def _rules_value(p4, ex, co, fi, pe, st, fq, in_market, budget, a, b, fit_market, w_cost):
+    """One lane past the masks (``p4``): exclusion ``ex``, then budget, then capacity, in
+    that order; returns the three rejections and the value (NO_VALUE when not eligible)."""
+    over = (p4 ^ ex) & np.uint8(co > budget)
+    short = (p4 ^ ex ^ over) & (fi ^ np.uint8(1))
+    v = pair_value(a, b, fq, in_market, fit_market, w_cost, co, pe, st)
+    return ex, over, short, v if (p4 ^ ex ^ over ^ short) != 0 else NO_VALUE
+
+
 @njit(cache=True)
 def _run_values(
-    lo, hi, flag, excluded, cost, fits, pen, fitq, rbit, site, val,
+    run0, run1, n_runs, plain, flag, excluded, cost, fits, pen, fitq, rbit, site, val,
     budget, a, b, tmask, prev, stab, fit_market, w_cost,
 ):  # fmt: skip
-    """Rules after the masks, in order, and the value of lanes lo..hi (NO_VALUE where not
-    eligible); returns the counts of exclusion, budget and capacity rejections."""
-    fl, ex_, co, fi = flag[lo:hi], excluded[lo:hi], cost[lo:hi], fits[lo:hi]
-    pe, fq, rb, ss, vv = pen[lo:hi], fitq[lo:hi], rbit[lo:hi], site[lo:hi], val[lo:hi]
+    """Rules after the masks, in order, and the value of the lanes of the runs (NO_VALUE
+    where not eligible); returns the counts of exclusion, budget and capacity rejections.
+    ``plain``: the row excludes no CDMO, has no previous site and no dual prices, so the
+    loop does not read ``excluded``, ``pen`` and ``site`` (zeros and no bonus: the same
+    values, bit for bit)."""
     n_excl = 0
     n_budget = 0
     n_cap = 0
-    for i in range(hi - lo):
-        p4 = fl[i]
-        ex = p4 & ex_[i]
-        over = (p4 ^ ex) & np.uint8(co[i] > budget)
-        short = (p4 ^ ex ^ over) & (fi[i] ^ np.uint8(1))
-        n_excl += ex
-        n_budget += over
-        n_cap += short
-        v = pair_value(
-            a, b, fq[i], (rb[i] & tmask) != 0, fit_market, w_cost, co[i], pe[i],
-            stab if ss[i] == prev else 0.0,
-        )  # fmt: skip
-        vv[i] = v if (p4 ^ ex ^ over ^ short) != 0 else NO_VALUE
+    for t in range(n_runs):
+        lo, hi = run0[t], run1[t]
+        fl, co, fi, fq, rb, vv = (
+            flag[lo:hi],
+            cost[lo:hi],
+            fits[lo:hi],
+            fitq[lo:hi],
+            rbit[lo:hi],
+            val[lo:hi],
+        )
+        if plain:
+            for i in range(hi - lo):
+                _, over, short, vv[i] = _rules_value(
+                    fl[i], np.uint8(0), co[i], fi[i], 0.0, 0.0, fq[i], (rb[i] & tmask) != 0,
+                    budget, a, b, fit_market, w_cost,
+                )  # fmt: skip
+                n_budget += over
+                n_cap += short
+        else:
+            ex_, pe, ss = excluded[lo:hi], pen[lo:hi], site[lo:hi]
+            for i in range(hi - lo):
+                p4 = fl[i]
+                ex, over, short, vv[i] = _rules_value(
+                    p4, p4 & ex_[i], co[i], fi[i], pe[i], stab if ss[i] == prev else 0.0, fq[i],
+                    (rb[i] & tmask) != 0, budget, a, b, fit_market, w_cost,
+                )  # fmt: skip
+                n_excl += ex
+                n_budget += over
+                n_cap += short
     return n_excl, n_budget, n_cap
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _block_max(val):
     m = NO_VALUE
     for i in range(val.shape[0]):
@@ -804,7 +863,7 @@ def _block_max(val):
     return m
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _kth_largest(xs, n, k, heap):
     """The k-th largest of xs[:n] other than NO_VALUE (NO_VALUE if fewer), via a min-heap."""
     m = 0
@@ -892,6 +951,28 @@ def _score_task(
 
     for ii in range(i0, i1):
         j = order[ii]
+        if ii + 1 < i1:  # the next row's data, loaded while this row is scored
+            jn = order[ii + 1]
+            _prefetch(row_req, jn)
+            _prefetch(ent_ptr, jn)
+            _prefetch(ent_col, ent_ptr[jn])
+            _prefetch(ent_units, ent_ptr[jn])
+            _prefetch(ent_hours, ent_ptr[jn])
+            _prefetch(excl_ptr, jn)
+            _prefetch(row_budget, jn)
+            _prefetch(row_a, jn)
+            _prefetch(row_b, jn)
+            _prefetch(row_tmask, jn)
+            _prefetch(row_prev, jn)
+            _prefetch(row_stab, jn)
+            _prefetch(row_force, jn)
+            _prefetch(row_alt, jn)
+            _prefetch(out_site, jn)
+            _prefetch(out_value, jn)
+            _prefetch(out_cost, jn)
+            _prefetch(out_n, jn)
+            _prefetch(counts, jn)
+            _prefetch(outside, jn)
         req = row_req[j]
         # Process, certification and market masks over every lane of the list, and the
         # blocks and runs they leave: the previous row's when it required the same (rows
@@ -934,18 +1015,12 @@ def _score_task(
                 _mark_excluded(excluded[lo:hi], cdmo[lo:hi], excl[x])
 
         # Exclusions, budget, capacity in that order, and values.
-        n_excl = 0
-        n_budget = 0
-        n_cap = 0
-        for t in range(n_runs):
-            c_ex, c_bu, c_ca = _run_values(
-                run0[t], run1[t], flag, excluded, cost, fits, pen, fitq, rbit, site, val,
-                row_budget[j], row_a[j], row_b[j], row_tmask[j], row_prev[j], row_stab[j],
-                fit_market, w_cost,
-            )  # fmt: skip
-            n_excl += c_ex
-            n_budget += c_bu
-            n_cap += c_ca
+        plain = not use_dual and x1 == x0 and row_prev[j] < 0
+        n_excl, n_budget, n_cap = _run_values(
+            run0, run1, n_runs, plain, flag, excluded, cost, fits, pen, fitq, rbit, site, val,
+            row_budget[j], row_a[j], row_b[j], row_tmask[j], row_prev[j], row_stab[j],
+            fit_market, w_cost,
+        )  # fmt: skip
         if x1 > x0:
             for t in range(n_runs):
                 excluded[run0[t] : run1[t]] = 0
