@@ -28,7 +28,7 @@ from matcher.encode import FIT_MARKET
 from matcher.kernels import CERT_FIELD, ELIGIBLE, MKT_FIELD, PROC_FIELD, Scored, pair_value
 from matcher.model import NONE
 from matcher.pairs import N_REGIONS, budget_capacity, budget_units
-from matcher.problem import MarketProblem, assemble, find_candidates
+from matcher.problem import MarketProblem, assemble
 
 # Projects placed per call of the kernel between two checks of the run control.
 CHUNK = 2048
@@ -362,41 +362,6 @@ def answer_problem(
     answer.stats["completed_value"] = float(values[~was].sum())
     answer_choice = np.where(placed, ptr[:-1], NONE).astype(np.int64)
     return answer, answer_choice
-
-
-def with_columns(
-    before: MarketProblem,
-    answer: MarketProblem,
-    answer_choice: np.ndarray,
-    control: RunControl | None = None,
-) -> tuple[MarketProblem, np.ndarray]:
-    """``before``'s model (the solve's candidate lists) with each row's site in ``answer``
-    (``answer_problem``'s model, ``answer_choice``) added to its list, and the answer in it:
-    a model where the projects the last pass placed outside their lists can still move and
-    swap with the rest (``matcher.heuristic.improve_locally``). Candidate lists only grow,
-    so ``outside_best`` still holds. A cancel of ``control`` stops the assembly
-    (``matcher.control.Stopped``)."""
-    from matcher.pricing import _merge_lists, _new_sites  # pricing imports this module
-
-    old, new = before.scored, answer.scored
-    add = np.empty(len(new.cand_site), dtype=np.bool_)
-    _new_sites(old.cand_ptr, old.cand_site, new.cand_ptr, new.cand_site, add)
-    n_rows = len(old.cand_ptr) - 1
-    new_row = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(new.cand_ptr))[add]
-    ptr = old.cand_ptr + np.concatenate(([0], np.cumsum(np.bincount(new_row, minlength=n_rows))))
-    site = np.empty(ptr[-1], dtype=np.int32)
-    value = np.empty(ptr[-1], dtype=np.int64)
-    cost = np.empty(ptr[-1], dtype=np.float64)
-    _merge_lists(
-        old.cand_ptr, old.cand_site, old.cand_value, old.cand_cost, new.cand_ptr,
-        new.cand_site, new.cand_cost, add, new.cand_value[add], ptr, site, value, cost,
-    )  # fmt: skip
-    merged = Scored(ptr, site, value, cost, old.counts, old.outside_best)
-    extended = replace(assemble(before.enc, merged, before.params, control), notes=answer.notes)
-    extended.timings.update(answer.timings)
-    extended.stats.update(answer.stats)
-    placed_site = row_sites(answer, answer_choice)
-    return extended, find_candidates(extended.model.cand_ptr, extended.model.cand_bin, placed_site)
 
 
 def complete(

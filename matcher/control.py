@@ -360,15 +360,6 @@ class SolveParams:
     bound_polish_min_s: float = 1.0
     bound_polish_margin_s: float = 0.3
     bound_polish_theta: float = 0.5
-    # After the last pass, its placements (found outside the candidate lists) go back into the
-    # solve's lists and shift/swap passes run over that model (20000 x 2000 seed 2, 60 s: a
-    # first pass +0.014-0.036 M, four +0.049 M; LNS there another +0.003 M in 20 s). A pass
-    # costs about ``polish_model_passes`` assemblies of the model (2.3-2.7 s against
-    # 0.33-0.37 s at load 4); that is kept back from the solves (at most ``polish_share`` of
-    # the limit), and a pass is only started when it fits before the market bound's time.
-    polish_share: float = 0.05
-    polish_model_passes: float = 8.0
-    polish_max_passes: int = 2
     # Explanations stop (the rest listed as not explained) this far past the deadline.
     explain_grace_share: float = 0.03
     explain_grace_s: float = 0.5

@@ -25,10 +25,9 @@ from dataclasses import replace
 import numpy as np
 
 from matcher.bound import lagrangian_bound, lagrangian_terms, lp_bound
-from matcher.complete import complete, with_columns
+from matcher.complete import complete
 from matcher.control import RunControl, SolveParams, Stopped
 from matcher.explain import explain
-from matcher.heuristic import improve_locally, objective_of
 from matcher.kernels import ELIGIBLE, R_CAPACITY
 from matcher.model import NONE
 from matcher.pricing import extend_problem, market_bound
@@ -321,58 +320,6 @@ def _collector_paused() -> Iterator[None]:
                 gc.enable()
 
 
-def _polish(
-    solved: MarketProblem,
-    answer: MarketProblem,
-    choice: np.ndarray,
-    control: RunControl,
-    sp: SolveParams,
-    bound_keep: float,
-    pass_s: float,
-) -> tuple[MarketProblem, np.ndarray]:
-    """Shift and swap passes after the last pass, over the solve's lists with the last
-    pass's placements added (``complete.with_columns``): the projects it placed greedily
-    can still move, and the rest can make room for them. Each pass only improves; it runs
-    while its estimated cost fits (``SolveParams.polish_*``) before the time the market
-    bound keeps (``bound_keep``). Returns ``answer`` and
-    ``choice`` unchanged when no pass fits or none improves."""
-    limit = control.time_limit_s
-
-    def fits(pass_s: float) -> bool:
-        if control.deterministic:
-            return not control.cancelled
-        if control.stop_requested() or pass_s > sp.polish_share * limit:
-            return False
-        after = _after_solve_s(answer, sp, int(np.count_nonzero(choice == NONE)))
-        return control.left() - after - bound_keep >= pass_s
-
-    # ``pass_s``: the first pass's estimate, what the solves kept back; then the last pass's.
-    if not fits(pass_s):
-        return answer, choice
-    t0 = time.perf_counter()
-    try:
-        extended, start = with_columns(solved, answer, choice, control)
-    except Stopped:
-        return answer, choice
-    better, passes = start, 0
-    while passes < sp.polish_max_passes and fits(pass_s):
-        t1 = time.perf_counter()
-        after = improve_locally(extended.model, better, 1)
-        pass_s = time.perf_counter() - t1
-        passes += 1
-        if np.array_equal(after, better):
-            break
-        better = after
-    if passes == 0 or better is start:
-        return answer, choice
-    extended.timings["polish"] = time.perf_counter() - t0
-    extended.stats["polish_passes"] = float(passes)
-    extended.stats["polish_gain"] = float(
-        objective_of(extended.model, better) - objective_of(extended.model, start)
-    )
-    return extended, better
-
-
 def match(
     snapshot: MarketSnapshot,
     params: RunParams,
@@ -448,11 +395,6 @@ def _match(
     # Time kept for the market bound: its first pass, and its subgradient steps (one pass
     # each) once the first solve shows they are needed.
     bound_keep = min(bound_estimate, sp.reserve_share * limit)
-    # Time kept for the polish after the last pass (one pass, estimated from the assembly).
-    polish_keep = 0.0
-    if problem.model.n_cand <= sp.local_search_max_candidates:
-        polish_s = sp.polish_model_passes * problem.timings["model"]
-        polish_keep = min(sp.polish_share * limit, polish_s)
     market_steps = False
     best_problem, best = problem, _nothing_placed(problem)
     bound = best.bound
@@ -466,7 +408,7 @@ def _match(
     # feasible answer in a fraction of what building took.
     while not control.cancelled and (rounds == 0 or not control.stop_requested()):
         unplaced = int(np.count_nonzero(best.choice == NONE))
-        keep = _after_solve_s(problem, sp, unplaced) + bound_keep + polish_keep
+        keep = _after_solve_s(problem, sp, unplaced) + bound_keep
         if params.deterministic:  # fixed shares of the limit, whatever the clock says
             fraction = sp.round_shares[step] if step < last else 1.0 - sum(sp.round_shares[:rounds])
             round_control = control.slice(limit * fraction)
@@ -548,7 +490,7 @@ def _match(
         if step == last or control.stop_requested():
             break
         unplaced = int(np.count_nonzero(best.choice == NONE))
-        room = control.left() - _after_solve_s(problem, sp, unplaced) - bound_keep - polish_keep
+        room = control.left() - _after_solve_s(problem, sp, unplaced) - bound_keep
         if not params.deterministic and room < sp.price_margin * price_estimate:
             # No time for another round of pricing: finish from this answer with what is left.
             start = best.choice if best_problem is problem else solution.choice
@@ -588,10 +530,8 @@ def _match(
     t0 = time.perf_counter()
     grace = sp.explain_grace_share * limit + sp.explain_grace_s
     problem, choice, completed = complete(problem, solution.choice, control, grace_s=grace)
-    complete_s = time.perf_counter() - t0
-    if completed and solved.model.n_cand <= sp.local_search_max_candidates:
-        problem, choice = _polish(solved, problem, choice, control, sp, bound_keep, polish_keep)
     solution = replace(solution, choice=choice)
+    complete_s = time.perf_counter() - t0
     problem.timings["price"] = price_s
     problem.timings["complete"] = complete_s
     problem.stats["completed_projects"] = float(completed)
