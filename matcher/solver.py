@@ -376,7 +376,7 @@ def _polish(
             break
         if not control.deterministic and pass_s > params.local_search_share * control.left():
             break
-        better = improve_locally(model, choice, 1)
+        better = improve_locally(model, choice, 1, control.flag)
         if np.array_equal(better, choice):
             break
         choice = better

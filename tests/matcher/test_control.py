@@ -17,7 +17,7 @@ from matcher.bound import item_bound, lagrangian_bound
 from matcher.control import Progress, RunControl, SolveParams
 from matcher.gap import GapInstance, to_model
 from matcher.generate import generate_market
-from matcher.heuristic import greedy_solution
+from matcher.heuristic import greedy_solution, improve_locally, objective_of
 from matcher.market import match
 from matcher.model import NONE, AssignmentModel, usage_of
 from matcher.solver import merge, solve, solve_part, split
@@ -95,6 +95,22 @@ def test_a_set_cancel_flag_cuts_the_greedy_short_with_a_feasible_answer():
     assert placed < int(np.count_nonzero(whole != NONE)) > 0
     relaxed = replace(model, must_assign=np.zeros(model.n_items, bool))
     verify_assignment(relaxed, cut)  # raises on any capacity exceeded or bad candidate
+    assert np.all(usage_of(model, cut) <= model.capacity)
+
+
+def test_a_set_cancel_flag_cuts_the_local_search_short_with_a_feasible_answer():
+    model = gap_model(5, agents=8, jobs=3000, tight=0.9)
+    relaxed = replace(model, must_assign=np.zeros(model.n_items, bool))
+    # A poor start (the greedy on random desirabilities) leaves the local search much to do.
+    start = greedy_solution(model, np.random.default_rng(0).random(len(model.cand_value)))
+    whole = improve_locally(relaxed, start, 1)
+    assert objective_of(relaxed, whole) > objective_of(relaxed, start)
+    control = RunControl(10.0)
+    control.cancel()
+    cut = improve_locally(relaxed, start, 1, control.flag)
+    # Stopped at its first check (item 0, before any move): the start, untouched and a copy.
+    assert np.array_equal(cut, start) and cut is not start
+    verify_assignment(relaxed, cut)
     assert np.all(usage_of(model, cut) <= model.capacity)
 
 
