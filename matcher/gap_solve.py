@@ -59,6 +59,7 @@ class _Search:
         start: np.ndarray,
         gp: GapParams,
         seed: int,
+        prune: bool = True,
     ) -> None:
         m, n = c.shape
         self.c, self.instance, self.allowed = c, instance, allowed
@@ -82,6 +83,7 @@ class _Search:
                 max(2, n // gp.kick_div),
                 p0 * gp.penalty_min,
                 p0 * gp.penalty_max,
+                1.0 if prune else 0.0,
             ],
             dtype=np.float64,
         )

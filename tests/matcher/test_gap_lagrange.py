@@ -186,6 +186,43 @@ def test_tabu_search_is_feasible_and_never_worse_than_its_start(instance, seed) 
         assert not start_feasible
 
 
+@given(instances(max_agents=6, max_jobs=30), st.integers(0, 5))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_tabu_bounds_skip_only_moves_that_would_not_be_chosen(instance, seed) -> None:
+    """The lower bounds that skip chains and swaps change nothing: the same walk, move for
+    move (same answer, same penalties, same place), with and without them."""
+    fits = instance.weight <= instance.capacity[:, None]
+    if not fits.any(axis=0).all():
+        return
+    start = greedy_start(instance.cost, instance.weight, instance.capacity, fits)
+    walks = []
+    for prune in (True, False):
+        search = _Search(
+            instance.cost.astype(np.int64), instance, fits, start, GapParams(), seed, prune
+        )
+        search.run(400)
+        walks.append(search)
+    pruned, full = walks
+    assert pruned.it == full.it
+    assert pruned.best_cost[0] == full.best_cost[0]
+    assert np.array_equal(pruned.best, full.best)
+    assert np.array_equal(pruned.assign, full.assign)
+    assert np.array_equal(pruned.pen, full.pen)
+
+
+def test_tabu_bounds_change_nothing_on_a_type_c_instance() -> None:
+    instance = _yagiura("c10200")
+    c = instance.cost.astype(np.int64)
+    fits = instance.weight <= instance.capacity[:, None]
+    start = greedy_start(c, instance.weight, instance.capacity, fits)
+    walks = [_Search(c, instance, fits, start, GapParams(), 3, prune) for prune in (True, False)]
+    for walk in walks:
+        walk.run(1500)
+    assert walks[0].best_cost[0] == walks[1].best_cost[0] < np.iinfo(np.int64).max // 4
+    assert np.array_equal(walks[0].best, walks[1].best)
+    assert np.array_equal(walks[0].assign, walks[1].assign)
+
+
 @given(instances(max_agents=3, max_jobs=6), st.sampled_from(["min", "max"]))
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_gap_path_reaches_the_enumerated_optimum_with_a_valid_bound(instance, sense) -> None:
