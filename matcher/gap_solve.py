@@ -172,7 +172,10 @@ class _Parts:
         search.best_cost[0] = now
         search.best[:] = start
         while search.it < iterations and (control is None or not control.stop_requested()):
+            before = search.it
             search.run(min(self.gp.search_chunk * 16, iterations - search.it))
+            if search.it == before:
+                break  # no move left in this part (it spun until the phase's end before)
         gain = now - int(search.best_cost[0])
         if gain > 0:
             assign[jobs] = agents[search.best]
@@ -292,6 +295,14 @@ def warm_up() -> None:
     _Search(
         c, instance, fits, greedy_start(c, weight, instance.capacity, fits), GapParams(), 0
     ).run(5)
+    # The dives, their repair and the part walks too: left to their first use, they compiled
+    # inside the first timed solve (d05100 at a 3 s limit: 11.8 s with an empty cache).
+    rng = np.random.default_rng(0)
+    leaf, _ = _dive(
+        c, weight, instance.capacity, lagrange.best_u, GapParams(), rng, 0.3, RunControl(60.0)
+    )
+    repair(c, weight, instance.capacity, fits, leaf)
+    _Parts(c, instance, fits, GapParams()).improve(np.array([1, 0, 1]), rng, 5)
 
 
 def _reduced_model(
