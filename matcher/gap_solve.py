@@ -597,6 +597,8 @@ def solve_gap_instance(
         rng = np.random.default_rng(params.seed)
         dives = 0
         crosses = 0
+        cross_s = 0.0
+        dive_start = time.perf_counter()
         phase = phase_slice(gp.dive_share) if not det else control.slice()
         while dives < gp.dives_deterministic or not det:
             if not det and phase.stop_requested():
@@ -626,7 +628,12 @@ def solve_gap_instance(
             dives += 1
             if walk.best_cost[0] < NO_COST:
                 consider(walk.best, "gap_dive")
-                crosses += recombine(phase, rng)
+                # At most ``cross_share`` of the dives' time: on 100-400 job D instances the
+                # dives themselves find the best answers, and fewer of them lost.
+                if det or cross_s <= gp.cross_share * (time.perf_counter() - dive_start):
+                    started = time.perf_counter()
+                    crosses += recombine(phase, rng)
+                    cross_s += time.perf_counter() - started
             if best_cost <= lower:
                 break
         stats["gap_dives"] = float(dives)
