@@ -451,7 +451,7 @@ class GapParams:
     # they differ from it (at most ``cross_jobs``, a random subset beyond), for at most
     # ``cross_seconds``, and in all at most ``cross_share`` of the time the dives have taken:
     # unbounded (a re-solve after every dive), 100-400 job D instances lost 0.05-0.8 % at 10 s
-    # (far fewer dives) while C gained ~0.02 points of mean gap (load 4-5).
+    # (far fewer dives) while C gained ~0.02 points of mean gap (load 4-5). 0 turns it off.
     elites: int = 10
     cross_share: float = 0.25
     cross_elites: int = 2

@@ -630,7 +630,7 @@ def solve_gap_instance(
                 consider(walk.best, "gap_dive")
                 # At most ``cross_share`` of the dives' time: on 100-400 job D instances the
                 # dives themselves find the best answers, and fewer of them lost.
-                if det or cross_s <= gp.cross_share * (time.perf_counter() - dive_start):
+                if det or cross_s < gp.cross_share * (time.perf_counter() - dive_start):
                     started = time.perf_counter()
                     crosses += recombine(phase, rng)
                     cross_s += time.perf_counter() - started
