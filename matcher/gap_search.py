@@ -120,17 +120,25 @@ def tabu_search(
     as are ``pen`` and ``tabu``). ``best`` / ``best_cost[0]`` hold the best feasible answer
     (``best_cost[0]`` a huge number while there is none). ``params`` = [penalty rise,
     penalty fall, tenure min, tenure max, stall before restart, shifts per restart, least
-    penalty, largest penalty]. Returns the iteration reached (short of ``it0 + iters`` when
-    no move is left)."""
+    penalty, largest penalty, 1 to skip chains and swaps whose lower bound cannot beat the
+    best move so far (the same moves are chosen either way: 0 only checks that)]. Returns
+    the iteration reached (short of ``it0 + iters`` when no move is left)."""
     np.random.seed(seed)
     m, n = cost.shape
     rise, fall = params[0], params[1]
     ten_lo, ten_hi = int(params[2]), int(params[3])
     stall_max, kicks = int(params[4]), int(params[5])
     pen_lo, pen_hi = params[6], params[7]
+    prune = params[8] > 0.0
     load = loads_of(weight, assign, m)
     cur, over = _cost_and_overload(cost, capacity, assign, load)
     last_gain = it0
+    cheapest = np.empty(n)  # per job, its least cost at any agent (for the swap bounds)
+    for j in range(n):
+        cheapest[j] = cost[0, j]
+        for i in range(1, m):
+            if cost[i, j] < cheapest[j]:
+                cheapest[j] = cost[i, j]
     for it in range(it0, it0 + iters):
         bd = 1e300
         bk = 0  # 1 shift, 2 swap
@@ -173,6 +181,32 @@ def tabu_search(
             on[fill[assign[j]]] = j
             fill[assign[j]] += 1
         kn = near.shape[1]
+        # Per agent b, a lower bound on the part of a chain through b that does not depend on
+        # j: the heaviest job on b (the most room k can make) and the cheapest second leg
+        # (k on b to one of its near agents d, d == a included: smaller, still a bound). A
+        # (j, b) whose bound cannot beat the best move so far skips its k loop: the same
+        # moves are chosen, ~2x faster on 900-1600 jobs.
+        heavy = np.zeros(m, dtype=np.int64)
+        leg = np.full(m, 1e300)
+        back = np.full(m, 1e300)
+        for k in range(n):
+            b = assign[k]
+            if weight[b, k] > heavy[b]:
+                heavy[b] = weight[b, k]
+            for t2 in range(kn):
+                d = near[k, t2]
+                if d < 0:
+                    break
+                if d == b:
+                    continue
+                ovd = _over(load[d] + weight[d, k], capacity[d]) - _over(load[d], capacity[d])
+                h = cost[d, k] - cost[b, k] + pen[d] * ovd
+                if h < leg[b]:
+                    leg[b] = h
+            # ... and for swaps: the cheapest way back for a job of b, to its cheapest agent.
+            h = cheapest[k] - cost[b, k]
+            if h < back[b]:
+                back[b] = h
         for j in range(n):
             a = assign[j]
             la = load[a] - weight[a, j]
@@ -182,6 +216,19 @@ def tabu_search(
                 if b < 0:
                     break
                 if b == a:
+                    continue
+                lo = (
+                    cost[b, j]
+                    - cost[a, j]
+                    + pen[a] * ova
+                    + pen[b]
+                    * (
+                        _over(load[b] + weight[b, j] - heavy[b], capacity[b])
+                        - _over(load[b], capacity[b])
+                    )
+                    + leg[b]
+                )
+                if prune and lo - 1e-9 * (1.0 + abs(lo)) >= bd:
                     continue
                 for q in range(slots[b], slots[b + 1]):
                     k = on[q]
@@ -217,6 +264,23 @@ def tabu_search(
                 if a2 < 0:
                     break
                 if a2 == a1:
+                    continue
+                lo = (
+                    cost[a2, j1]
+                    - cost[a1, j1]
+                    + back[a2]
+                    + pen[a1]
+                    * (
+                        _over(load[a1] - weight[a1, j1], capacity[a1])
+                        - _over(load[a1], capacity[a1])
+                    )
+                    + pen[a2]
+                    * (
+                        _over(load[a2] + weight[a2, j1] - heavy[a2], capacity[a2])
+                        - _over(load[a2], capacity[a2])
+                    )
+                )
+                if prune and lo - 1e-9 * (1.0 + abs(lo)) >= bd:
                     continue
                 for q in range(slots[a2], slots[a2 + 1]):
                     j2 = on[q]

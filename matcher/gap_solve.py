@@ -29,6 +29,7 @@ import numpy as np
 
 from matcher.control import GapParams, RunControl, SolveParams
 from matcher.gap import GapInstance, Sense, gap_objective
+from matcher.gap_exact import resolve_jobs
 from matcher.gap_lagrange import LagrangeState, PriceState, lagrangian_step_value
 from matcher.gap_search import greedy_start, nearest_agents, repair, tabu_search
 from matcher.model import NONE, AssignmentModel
@@ -59,6 +60,7 @@ class _Search:
         start: np.ndarray,
         gp: GapParams,
         seed: int,
+        prune: bool = True,
     ) -> None:
         m, n = c.shape
         self.c, self.instance, self.allowed = c, instance, allowed
@@ -82,6 +84,7 @@ class _Search:
                 max(2, n // gp.kick_div),
                 p0 * gp.penalty_min,
                 p0 * gp.penalty_max,
+                1.0 if prune else 0.0,
             ],
             dtype=np.float64,
         )
@@ -169,7 +172,10 @@ class _Parts:
         search.best_cost[0] = now
         search.best[:] = start
         while search.it < iterations and (control is None or not control.stop_requested()):
+            before = search.it
             search.run(min(self.gp.search_chunk * 16, iterations - search.it))
+            if search.it == before:
+                break  # no move left in this part (it spun until the phase's end before)
         gain = now - int(search.best_cost[0])
         if gain > 0:
             assign[jobs] = agents[search.best]
@@ -289,6 +295,14 @@ def warm_up() -> None:
     _Search(
         c, instance, fits, greedy_start(c, weight, instance.capacity, fits), GapParams(), 0
     ).run(5)
+    # The dives, their repair and the part walks too: left to their first use, they compiled
+    # inside the first timed solve (d05100 at a 3 s limit: 11.8 s with an empty cache).
+    rng = np.random.default_rng(0)
+    leaf, _ = _dive(
+        c, weight, instance.capacity, lagrange.best_u, GapParams(), rng, 0.3, RunControl(60.0)
+    )
+    repair(c, weight, instance.capacity, fits, leaf)
+    _Parts(c, instance, fits, GapParams()).improve(np.array([1, 0, 1]), rng, 5)
 
 
 def _reduced_model(
@@ -386,6 +400,13 @@ def solve_gap_instance(
             best_cost, best_agents = value, np.asarray(agents, dtype=np.int64).copy()
             stats[f"{phase}_found"] = float(cost)
             control.report(phase, objective=-value, placed=n)
+        if not any(np.array_equal(agents, e) for _, e in elites):
+            elites.append((value, np.asarray(agents, dtype=np.int64).copy()))
+            elites.sort(key=lambda e: e[0])
+            del elites[gp.elites :]
+
+    # The best distinct answers so far (min-form cost, agents), best first: recombined.
+    elites: list[tuple[int, np.ndarray]] = []
 
     def phase_slice(share: float) -> RunControl:
         """This phase's share of the limit, never eating into the time kept for CP-SAT."""
@@ -541,11 +562,43 @@ def solve_gap_instance(
 
     timed("search")
 
+    def recombine(phase: RunControl, rng: np.random.Generator) -> int:
+        """CP-SAT on the jobs where ``cross_elites`` other elite answers, drawn at random,
+        differ from the best one (at most ``cross_jobs`` of them, drawn at random), the rest
+        as in the best; keeps a better answer. Returns 1 if it ran."""
+        if len(elites) < 2 or best_agents is None or (phase.stop_requested() and not det):
+            return 0
+        base = best_agents
+        picks = rng.choice(np.arange(1, len(elites)), min(gp.cross_elites, len(elites) - 1))
+        differs = np.zeros(n, dtype=bool)
+        for k in picks.tolist():
+            differs |= elites[k][1] != base
+        free = np.flatnonzero(differs)
+        if len(free) == 0:
+            return 0
+        if len(free) > gp.cross_jobs:
+            free = np.sort(rng.choice(free, gp.cross_jobs, replace=False))
+        limit = gp.cross_seconds if det else min(gp.cross_seconds, phase.left())
+        found = resolve_jobs(
+            c, instance.weight, instance.capacity, keep, base, free, limit, params.seed
+        )
+        if found is not None:
+            before = best_cost
+            consider(found, "gap_cross")
+            stats["gap_cross_improved"] = stats.get("gap_cross_improved", 0.0) + (
+                best_cost < before
+            )
+        stats["gap_cross_jobs"] = stats.get("gap_cross_jobs", 0.0) + len(free)
+        return 1
+
     # 3. Lagrangian dives, each polished by a short tabu walk (the multipliers start from the
     # LP prices, so they are close to the optimum's as soon as there is a bound).
     if lower is not None and (not control.stop_requested() or det):
         rng = np.random.default_rng(params.seed)
         dives = 0
+        crosses = 0
+        cross_s = 0.0
+        dive_start = time.perf_counter()
         phase = phase_slice(gp.dive_share) if not det else control.slice()
         while dives < gp.dives_deterministic or not det:
             if not det and phase.stop_requested():
@@ -575,9 +628,16 @@ def solve_gap_instance(
             dives += 1
             if walk.best_cost[0] < NO_COST:
                 consider(walk.best, "gap_dive")
+                # At most ``cross_share`` of the dives' time: on 100-400 job D instances the
+                # dives themselves find the best answers, and fewer of them lost.
+                if det or cross_s < gp.cross_share * (time.perf_counter() - dive_start):
+                    started = time.perf_counter()
+                    crosses += recombine(phase, rng)
+                    cross_s += time.perf_counter() - started
             if best_cost <= lower:
                 break
         stats["gap_dives"] = float(dives)
+        stats["gap_crosses"] = float(crosses)
 
     timed("dives")
 

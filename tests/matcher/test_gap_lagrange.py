@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from matcher.control import GapParams, RunControl, SolveParams
 from matcher.gap import GapInstance, gap_objective, read_gap_file
+from matcher.gap_exact import resolve_jobs
 from matcher.gap_lagrange import (
     LagrangeState,
     PriceState,
@@ -184,6 +185,86 @@ def test_tabu_search_is_feasible_and_never_worse_than_its_start(instance, seed) 
         assert np.all(fits[search.best, np.arange(n)])
     else:
         assert not start_feasible
+
+
+@given(instances(max_agents=6, max_jobs=30), st.integers(0, 5))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_tabu_bounds_skip_only_moves_that_would_not_be_chosen(instance, seed) -> None:
+    """The lower bounds that skip chains and swaps change nothing: the same walk, move for
+    move (same answer, same penalties, same place), with and without them."""
+    fits = instance.weight <= instance.capacity[:, None]
+    if not fits.any(axis=0).all():
+        return
+    start = greedy_start(instance.cost, instance.weight, instance.capacity, fits)
+    walks = []
+    for prune in (True, False):
+        search = _Search(
+            instance.cost.astype(np.int64), instance, fits, start, GapParams(), seed, prune
+        )
+        search.run(400)
+        walks.append(search)
+    pruned, full = walks
+    assert pruned.it == full.it
+    assert pruned.best_cost[0] == full.best_cost[0]
+    assert np.array_equal(pruned.best, full.best)
+    assert np.array_equal(pruned.assign, full.assign)
+    assert np.array_equal(pruned.pen, full.pen)
+
+
+def test_tabu_bounds_change_nothing_on_a_type_c_instance() -> None:
+    instance = _yagiura("c10200")
+    c = instance.cost.astype(np.int64)
+    fits = instance.weight <= instance.capacity[:, None]
+    start = greedy_start(c, instance.weight, instance.capacity, fits)
+    walks = [_Search(c, instance, fits, start, GapParams(), 3, prune) for prune in (True, False)]
+    for walk in walks:
+        walk.run(1500)
+    assert walks[0].best_cost[0] == walks[1].best_cost[0] < np.iinfo(np.int64).max // 4
+    assert np.array_equal(walks[0].best, walks[1].best)
+    assert np.array_equal(walks[0].assign, walks[1].assign)
+
+
+@given(instances(max_agents=3, max_jobs=6), st.integers(0, 2**16))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_exact_resolve_of_some_jobs_is_optimal_for_them_and_keeps_the_rest(instance, seed) -> None:
+    """All jobs free: the enumerated optimum. Some jobs free: the others stay, the answer
+    fits, is never worse than the start, and is the best placement of the free jobs."""
+    optimum, _ = brute(instance)
+    if optimum is None:
+        return
+    m, n = instance.agents, instance.jobs
+    fits = instance.weight <= instance.capacity[:, None]
+    rng = np.random.default_rng(seed)
+    # A feasible start: the brute force's optimum is not used, a walk finds one.
+    start = None
+    for agents in itertools.product(range(m), repeat=n):
+        a = np.array(agents)
+        load = np.bincount(a, weights=instance.weight[a, np.arange(n)], minlength=m)
+        if np.all(load <= instance.capacity):
+            start = a
+            if rng.random() < 0.3:
+                break
+    assert start is not None
+    every = resolve_jobs(
+        instance.cost, instance.weight, instance.capacity, fits, start, np.arange(n), 5.0, 0
+    )
+    assert every is not None and gap_objective(instance, every) == optimum
+    free = np.flatnonzero(rng.random(n) < 0.5)
+    some = resolve_jobs(
+        instance.cost, instance.weight, instance.capacity, fits, start, free, 5.0, 0
+    )
+    assert some is not None
+    fixed = np.setdiff1d(np.arange(n), free)
+    assert np.array_equal(some[fixed], start[fixed])
+    cost = gap_objective(instance, some)  # raises if over capacity
+    assert cost <= gap_objective(instance, start)
+    # No placement of the free jobs alone does better.
+    for agents in itertools.product(range(m), repeat=len(free)):
+        a = start.copy()
+        a[free] = agents
+        load = np.bincount(a, weights=instance.weight[a, np.arange(n)], minlength=m)
+        if np.all(load <= instance.capacity):
+            assert gap_objective(instance, a) >= cost
 
 
 @given(instances(max_agents=3, max_jobs=6), st.sampled_from(["min", "max"]))
