@@ -42,15 +42,17 @@ def resolve_jobs(
     cp = cp_model.CpModel()
     agent_terms: list[list[tuple[cp_model.IntVar, int]]] = [[] for _ in range(m)]
     objective = []
+    choices: list[tuple[int, list[tuple[int, cp_model.IntVar]]]] = []  # per free job
     for k, j in enumerate(free.tolist()):
         row = []
         for i in np.flatnonzero(options[:, k]).tolist():
             x = cp.new_bool_var(f"x_{i}_{j}")
             cp.add_hint(x, i == assign[j])
-            row.append(x)
+            row.append((i, x))
             agent_terms[i].append((x, int(weight[i, j])))
             objective.append((x, int(cost[i, j])))
-        cp.add_exactly_one(row)
+        cp.add_exactly_one(x for _, x in row)
+        choices.append((j, row))
     for i, terms in enumerate(agent_terms):
         if terms and sum(w for _, w in terms) > room[i]:
             cp.add(sum(w * x for x, w in terms) <= int(room[i]))
@@ -60,12 +62,6 @@ def resolve_jobs(
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
     out = assign.copy()
-    # Variables were created job by job, agents in order: the solution reads back the same way.
-    values = np.fromiter(solver.response_proto.solution, dtype=np.int64) > 0
-    cursor = 0
-    for k, j in enumerate(free.tolist()):
-        agents = np.flatnonzero(options[:, k])
-        chosen = agents[values[cursor : cursor + len(agents)]]
-        cursor += len(agents)
-        out[j] = int(chosen[0])
+    for j, row in choices:
+        out[j] = next(i for i, x in row if solver.boolean_value(x))
     return out

@@ -180,6 +180,12 @@ def extend_problem(
 PAIRS_PER_CHECK = 256
 
 
+def _raise_if_stopped(control: RunControl | None, stop: Callable[[], bool] | None) -> None:
+    """``Stopped`` on a cancel of ``control`` or once ``stop()`` is true (between chunks)."""
+    if (stop is not None and stop()) or (control is not None and control.cancelled):
+        raise Stopped("market pass stopped")
+
+
 @dataclass(frozen=True)
 class PairLists:
     """Every eligible site of both rows of each project with two sources (``projects``),
@@ -249,8 +255,7 @@ def pair_lists(
         value = np.empty(ptr[-1], np.int64)
         cost = np.empty(ptr[-1], np.float64)
         for lo in range(0, len(projects), PAIRS_PER_CHECK):
-            if (stop is not None and stop()) or (control is not None and control.cancelled):
-                raise Stopped("market pass stopped")
+            _raise_if_stopped(control, stop)
             hi = min(len(projects), lo + PAIRS_PER_CHECK)
             # Each chunk sees its own slices (list 2 lo on).
             _scan_pairs(
@@ -266,6 +271,19 @@ def pair_lists(
         ptr = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(found, out=ptr[1:])
     return PairLists(projects, ptr, site, value, cost)
+
+
+@njit(cache=True, nogil=True)
+def _reduced_list(r, sites, values, ent_ptr, ent_off, ent_units, dual):
+    """Row ``r``'s reduced value at each of ``sites`` (its values less its loads priced at
+    ``dual``), rounded up so that a term built from them never falls below the exact one."""
+    out = np.empty(len(sites), np.int64)
+    for t in range(len(sites)):
+        pen = 0.0
+        for e in range(ent_ptr[r], ent_ptr[r + 1]):
+            pen += ent_units[e] * dual[sites[t], ent_off[e]]
+        out[t] = np.int64(np.ceil(values[t] - pen))
+    return out
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -285,20 +303,10 @@ def _pair_terms(
         r0, r1 = project_rows[j, 0], project_rows[j, 1]
         a0, n0 = ptr[2 * q], ptr[2 * q + 1] - ptr[2 * q]
         a1, n1 = ptr[2 * q + 1], ptr[2 * q + 2] - ptr[2 * q + 1]
-        v0 = np.empty(n0, np.int64)
-        v1 = np.empty(n1, np.int64)
-        for t in range(n0):
-            pen = 0.0
-            for e in range(ent_ptr[r0], ent_ptr[r0 + 1]):
-                pen += ent_units[e] * dual[l_site[a0 + t], ent_off[e]]
-            v0[t] = np.int64(np.ceil(l_value[a0 + t] - pen))
-        for t in range(n1):
-            pen = 0.0
-            for e in range(ent_ptr[r1], ent_ptr[r1 + 1]):
-                pen += ent_units[e] * dual[l_site[a1 + t], ent_off[e]]
-            v1[t] = np.int64(np.ceil(l_value[a1 + t] - pen))
         s0, c0 = l_site[a0 : a0 + n0], l_cost[a0 : a0 + n0]
         s1, c1 = l_site[a1 : a1 + n1], l_cost[a1 : a1 + n1]
+        v0 = _reduced_list(r0, s0, l_value[a0 : a0 + n0], ent_ptr, ent_off, ent_units, dual)
+        v1 = _reduced_list(r1, s1, l_value[a1 : a1 + n1], ent_ptr, ent_off, ent_units, dual)
         a, b = best_pair(n0, s0, v0, c0, n1, s1, v1, c1, site_cdmo, region, apart[j], cap[j])
         if a >= 0:
             term[q] = v0[a] + v1[b]
@@ -315,7 +323,7 @@ def _market_pass(
     dual: np.ndarray,
     control: RunControl | None,
     stop: Callable[[], bool] | None,
-    pairs: PairLists | None = None,
+    pairs: PairLists,
 ) -> tuple[int, np.ndarray, np.ndarray]:
     """One kernel pass with ``dual`` (float64 [site x process x month], flat) over every eligible
     pair: the Lagrangian bound at those prices,
@@ -326,8 +334,8 @@ def _market_pass(
     site (the kernel, k=1: the best pair and the best left out; reduced values rounded to the
     nearest integer by the kernel, hence the half point per row); a project with two sources
     its best valid pair of sources over the whole market (``_pair_terms`` over ``pairs``,
-    scanned here when not given: the links and pair rules kept, so a project with no valid
-    pair adds nothing). Pins are relaxed, which only loosens it."""
+    ``pair_lists``: the links and pair rules kept, so a project with no valid pair adds
+    nothing). Pins are relaxed, which only loosens it."""
     enc, params = problem.enc, problem.params
     shape = enc.sites.free.shape
     priced = score(enc, params, k=1, dual=dual.reshape(shape), control=control, stop=stop)
@@ -343,16 +351,13 @@ def _market_pass(
         site[has] = priced.cand_site[first]
     site[best + 0.5 <= 0] = -1  # staying out is better
     items = np.maximum(best + 0.5, 0.0)
-    if pairs is None:
-        pairs = pair_lists(problem, control, stop)
     if len(pairs.projects):
         apart, cap, region = pair_arrays(enc)
         rows = enc.rows
         term = np.zeros(len(pairs.projects), dtype=np.int64)
         dual2 = np.ascontiguousarray(dual.reshape(shape))
         for lo in range(0, len(pairs.projects), PAIRS_PER_CHECK):
-            if (stop is not None and stop()) or (control is not None and control.cancelled):
-                raise Stopped("market pass stopped")
+            _raise_if_stopped(control, stop)
             _pair_terms(
                 lo, min(len(pairs.projects), lo + PAIRS_PER_CHECK), pairs.projects,
                 enc.project_rows, pairs.ptr, pairs.site, pairs.value, pairs.cost, rows.ent_ptr,
